@@ -1,0 +1,1165 @@
+//! Envoy's unified dynamic-module HTTP API (1.37.0 and later; checked on 1.37.0, 1.38.3, 1.40.0).
+//!
+//! One set of callbacks takes a header-map or body selector instead of one callback per
+//! direction. Declarations are written from the measured facts in `ABI-NOTES.md`; enum arguments
+//! are passed as `u32` (C enums are `int`-sized), and `{ptr, len}` structs by value.
+
+use std::ffi::{CString, c_char, c_void};
+use std::sync::OnceLock;
+
+use crate::api::{
+    Attribute, BodyStatus, CounterId, Direction, EnvoyFilterConfig, EnvoyHttpFilter, HeaderKind,
+    HeadersStatus, LogLevel, Module, PerRouteConfig, TrailersStatus,
+};
+use crate::callbacks::callback_table;
+use crate::runtime::{self, ConfigInstance, FilterInstance, Hook};
+
+/// A buffer Envoy owns: `{const char* ptr; size_t length}`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EnvoyBuffer {
+    pub ptr: *const c_char,
+    pub length: usize,
+}
+
+impl EnvoyBuffer {
+    const NULL: Self = Self {
+        ptr: std::ptr::null(),
+        length: 0,
+    };
+
+    /// # Safety
+    /// `ptr` must be null or valid for reads of `length` bytes for `'a`.
+    unsafe fn as_slice<'a>(self) -> &'a [u8] {
+        if self.ptr.is_null() || self.length == 0 {
+            &[]
+        } else {
+            // SAFETY: non-null and valid for `length` bytes per the caller's contract.
+            unsafe { std::slice::from_raw_parts(self.ptr.cast::<u8>(), self.length) }
+        }
+    }
+}
+
+/// A buffer the module owns, lent to Envoy for the duration of a call (same layout).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ModuleBuffer {
+    ptr: *const c_char,
+    length: usize,
+}
+
+impl ModuleBuffer {
+    /// A null buffer: "no value" (e.g. `set_header` with it removes the header).
+    const NULL: Self = Self {
+        ptr: std::ptr::null(),
+        length: 0,
+    };
+
+    fn of(bytes: &[u8]) -> Self {
+        Self {
+            ptr: bytes.as_ptr().cast(),
+            length: bytes.len(),
+        }
+    }
+}
+
+/// A header as `{key_ptr, key_len, value_ptr, value_len}`; used both ways.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct EnvoyHttpHeader {
+    pub key_ptr: *const c_char,
+    pub key_length: usize,
+    pub value_ptr: *const c_char,
+    pub value_length: usize,
+}
+
+impl EnvoyHttpHeader {
+    const NULL: Self = Self {
+        key_ptr: std::ptr::null(),
+        key_length: 0,
+        value_ptr: std::ptr::null(),
+        value_length: 0,
+    };
+}
+
+type FilterPtr = *mut c_void;
+type ConfigPtr = *mut c_void;
+
+callback_table! {
+    log: fn(u32, ModuleBuffer);
+    log_enabled: fn(u32) -> bool;
+    http_get_header: fn(FilterPtr, u32, ModuleBuffer, *mut EnvoyBuffer, usize, *mut usize) -> bool;
+    http_get_headers_size: fn(FilterPtr, u32) -> usize;
+    http_get_headers: fn(FilterPtr, u32, *mut EnvoyHttpHeader) -> bool;
+    http_set_header: fn(FilterPtr, u32, ModuleBuffer, ModuleBuffer) -> bool;
+    http_add_header: fn(FilterPtr, u32, ModuleBuffer, ModuleBuffer) -> bool;
+    http_send_response: fn(FilterPtr, u32, *const EnvoyHttpHeader, usize, ModuleBuffer, ModuleBuffer);
+    http_get_body_size: fn(FilterPtr, u32) -> usize;
+    http_get_body_chunks_size: fn(FilterPtr, u32) -> usize;
+    http_get_body_chunks: fn(FilterPtr, u32, *mut EnvoyBuffer) -> bool;
+    http_append_body: fn(FilterPtr, u32, ModuleBuffer) -> bool;
+    http_drain_body: fn(FilterPtr, u32, usize) -> bool;
+    // Declared void: treating a bool return as void is harmless, the reverse would read garbage.
+    http_set_dynamic_metadata_string: fn(FilterPtr, ModuleBuffer, ModuleBuffer, ModuleBuffer);
+    http_get_metadata_string: fn(FilterPtr, u32, ModuleBuffer, ModuleBuffer, *mut EnvoyBuffer) -> bool;
+    http_filter_get_attribute_string: fn(FilterPtr, u32, *mut EnvoyBuffer) -> bool;
+    http_filter_get_attribute_int: fn(FilterPtr, u32, *mut u64) -> bool;
+    http_filter_config_define_counter: fn(ConfigPtr, ModuleBuffer, *const ModuleBuffer, usize, *mut usize) -> u32;
+    http_filter_increment_counter: fn(FilterPtr, usize, *const ModuleBuffer, usize, u64) -> u32;
+    get_most_specific_route_config: fn(FilterPtr) -> *const c_void;
+    http_filter_continue_decoding: fn(FilterPtr);
+    http_filter_continue_encoding: fn(FilterPtr);
+}
+
+static CALLBACKS: OnceLock<Callbacks> = OnceLock::new();
+
+fn callbacks() -> Option<&'static Callbacks> {
+    CALLBACKS.get()
+}
+
+/// A callback only the other API family exports: its presence means "rebuild for 1.36".
+const OTHER_FAMILY_MARKER: &std::ffi::CStr =
+    c"envoy_dynamic_module_callback_http_get_request_header";
+const OTHER_FAMILY_HINT: &str = "ENVOY_VERSION=1.36";
+
+/// Hooks [`crate::declare_module!`] exports for this family. The `config_http_*` and `local_reply`
+/// hooks are only looked up from 1.38; exporting them for 1.37 costs nothing.
+pub(crate) const EXPORTED_HOOKS: &[&str] = &[
+    "envoy_dynamic_module_on_program_init",
+    "envoy_dynamic_module_on_http_filter_config_new",
+    "envoy_dynamic_module_on_http_filter_config_destroy",
+    "envoy_dynamic_module_on_http_filter_per_route_config_new",
+    "envoy_dynamic_module_on_http_filter_per_route_config_destroy",
+    "envoy_dynamic_module_on_http_filter_new",
+    "envoy_dynamic_module_on_http_filter_destroy",
+    "envoy_dynamic_module_on_http_filter_request_headers",
+    "envoy_dynamic_module_on_http_filter_request_body",
+    "envoy_dynamic_module_on_http_filter_request_trailers",
+    "envoy_dynamic_module_on_http_filter_response_headers",
+    "envoy_dynamic_module_on_http_filter_response_body",
+    "envoy_dynamic_module_on_http_filter_response_trailers",
+    "envoy_dynamic_module_on_http_filter_stream_complete",
+    "envoy_dynamic_module_on_http_filter_http_callout_done",
+    "envoy_dynamic_module_on_http_filter_scheduled",
+    "envoy_dynamic_module_on_http_filter_config_scheduled",
+    "envoy_dynamic_module_on_http_filter_http_stream_headers",
+    "envoy_dynamic_module_on_http_filter_http_stream_data",
+    "envoy_dynamic_module_on_http_filter_http_stream_trailers",
+    "envoy_dynamic_module_on_http_filter_http_stream_complete",
+    "envoy_dynamic_module_on_http_filter_http_stream_reset",
+    "envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark",
+    "envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark",
+    "envoy_dynamic_module_on_http_filter_config_http_callout_done",
+    "envoy_dynamic_module_on_http_filter_config_http_stream_headers",
+    "envoy_dynamic_module_on_http_filter_config_http_stream_data",
+    "envoy_dynamic_module_on_http_filter_config_http_stream_trailers",
+    "envoy_dynamic_module_on_http_filter_config_http_stream_complete",
+    "envoy_dynamic_module_on_http_filter_config_http_stream_reset",
+    "envoy_dynamic_module_on_http_filter_local_reply",
+];
+
+// ------------------------------------------------------------------------------------------------
+// Logging
+
+pub(crate) fn log_enabled(level: LogLevel) -> Option<bool> {
+    let cb = callbacks()?;
+    // SAFETY: resolved callback; takes a level by value.
+    Some(unsafe { (cb.log_enabled)(level as u32) })
+}
+
+/// Log through Envoy; false when the callbacks are not resolved (not inside Envoy).
+pub(crate) fn log(level: LogLevel, message: &str) -> bool {
+    let Some(cb) = callbacks() else { return false };
+    // SAFETY: resolved callbacks; the message buffer outlives the call.
+    unsafe {
+        if (cb.log_enabled)(level as u32) {
+            (cb.log)(level as u32, ModuleBuffer::of(message.as_bytes()));
+        }
+    }
+    true
+}
+
+// ------------------------------------------------------------------------------------------------
+// The Envoy side of a stream
+
+fn header_type(kind: HeaderKind) -> u32 {
+    match kind {
+        HeaderKind::RequestHeaders => 0,
+        HeaderKind::RequestTrailers => 1,
+        HeaderKind::ResponseHeaders => 2,
+        HeaderKind::ResponseTrailers => 3,
+    }
+}
+
+/// (received, buffered) body selectors of a direction.
+fn body_types(direction: Direction) -> (u32, u32) {
+    match direction {
+        Direction::Request => (0, 1),
+        Direction::Response => (2, 3),
+    }
+}
+
+fn attribute_id(attribute: Attribute) -> u32 {
+    match attribute {
+        Attribute::RequestTime => 8,
+        Attribute::RequestProtocol => 10,
+        Attribute::ResponseCode => 15,
+        Attribute::SourceAddress => 24,
+    }
+}
+
+/// [`EnvoyHttpFilter`] over the C ABI for the duration of one hook.
+struct FfiFilter {
+    ptr: FilterPtr,
+    cb: &'static Callbacks,
+}
+
+impl FfiFilter {
+    fn chunks(&self, body_type: u32) -> Vec<EnvoyBuffer> {
+        // SAFETY: `ptr` is the stream's filter pointer, valid during the hook.
+        let n = unsafe { (self.cb.http_get_body_chunks_size)(self.ptr, body_type) };
+        if n == 0 {
+            return Vec::new();
+        }
+        let mut chunks = vec![EnvoyBuffer::NULL; n];
+        // SAFETY: `chunks` has room for the `n` entries Envoy reported.
+        let ok =
+            unsafe { (self.cb.http_get_body_chunks)(self.ptr, body_type, chunks.as_mut_ptr()) };
+        if !ok {
+            chunks.clear();
+        }
+        chunks
+    }
+
+    /// Chunks of the buffered body, then of the current one. When a filter before us buffered the
+    /// body and the chain resumes, Envoy hands the buffered data itself as the current chunk; it is
+    /// then counted once.
+    fn body_chunks(&self, direction: Direction) -> (Vec<EnvoyBuffer>, Vec<EnvoyBuffer>, bool) {
+        let (received_type, buffered_type) = body_types(direction);
+        let buffered = self.chunks(buffered_type);
+        let received = self.chunks(received_type);
+        let same = !received.is_empty() && received == buffered;
+        (buffered, received, same)
+    }
+
+    fn body_size(&self, body_type: u32) -> usize {
+        // SAFETY: valid filter pointer during the hook.
+        unsafe { (self.cb.http_get_body_size)(self.ptr, body_type) }
+    }
+}
+
+impl EnvoyHttpFilter for FfiFilter {
+    fn header(&self, kind: HeaderKind, name: &str, index: usize) -> Option<&[u8]> {
+        let mut out = EnvoyBuffer::NULL;
+        let mut count = 0usize;
+        // SAFETY: key buffer and out-pointers are valid for the call.
+        let ok = unsafe {
+            (self.cb.http_get_header)(
+                self.ptr,
+                header_type(kind),
+                ModuleBuffer::of(name.as_bytes()),
+                &mut out,
+                index,
+                &mut count,
+            )
+        };
+        if !ok || index >= count {
+            return None;
+        }
+        // SAFETY: Envoy's header value stays valid until the map is mutated, which needs `&mut self`.
+        Some(unsafe { out.as_slice() })
+    }
+
+    fn header_count(&self, kind: HeaderKind, name: &str) -> usize {
+        let mut out = EnvoyBuffer::NULL;
+        let mut count = 0usize;
+        // SAFETY: as in `header`.
+        unsafe {
+            (self.cb.http_get_header)(
+                self.ptr,
+                header_type(kind),
+                ModuleBuffer::of(name.as_bytes()),
+                &mut out,
+                0,
+                &mut count,
+            );
+        }
+        count
+    }
+
+    fn headers(&self, kind: HeaderKind) -> Vec<(&[u8], &[u8])> {
+        // SAFETY: valid filter pointer during the hook.
+        let n = unsafe { (self.cb.http_get_headers_size)(self.ptr, header_type(kind)) };
+        if n == 0 {
+            return Vec::new();
+        }
+        let mut raw = vec![EnvoyHttpHeader::NULL; n];
+        // SAFETY: `raw` has room for the `n` headers Envoy reported.
+        if !unsafe { (self.cb.http_get_headers)(self.ptr, header_type(kind), raw.as_mut_ptr()) } {
+            return Vec::new();
+        }
+        raw.iter()
+            .map(|h| {
+                // SAFETY: Envoy-owned header bytes, valid until the map is mutated (needs `&mut self`).
+                unsafe {
+                    (
+                        EnvoyBuffer {
+                            ptr: h.key_ptr,
+                            length: h.key_length,
+                        }
+                        .as_slice(),
+                        EnvoyBuffer {
+                            ptr: h.value_ptr,
+                            length: h.value_length,
+                        }
+                        .as_slice(),
+                    )
+                }
+            })
+            .collect()
+    }
+
+    fn set_header(&mut self, kind: HeaderKind, name: &str, value: &[u8]) -> bool {
+        // SAFETY: buffers valid for the call; Envoy copies them.
+        unsafe {
+            (self.cb.http_set_header)(
+                self.ptr,
+                header_type(kind),
+                ModuleBuffer::of(name.as_bytes()),
+                ModuleBuffer::of(value),
+            )
+        }
+    }
+
+    fn add_header(&mut self, kind: HeaderKind, name: &str, value: &[u8]) -> bool {
+        // SAFETY: buffers valid for the call; Envoy copies them.
+        unsafe {
+            (self.cb.http_add_header)(
+                self.ptr,
+                header_type(kind),
+                ModuleBuffer::of(name.as_bytes()),
+                ModuleBuffer::of(value),
+            )
+        }
+    }
+
+    fn remove_header(&mut self, kind: HeaderKind, name: &str) -> bool {
+        // SAFETY: a null value asks Envoy to remove the header.
+        unsafe {
+            (self.cb.http_set_header)(
+                self.ptr,
+                header_type(kind),
+                ModuleBuffer::of(name.as_bytes()),
+                ModuleBuffer::NULL,
+            )
+        }
+    }
+
+    fn body(&self, direction: Direction) -> Vec<u8> {
+        let (buffered, received, same) = self.body_chunks(direction);
+        let parts: Vec<EnvoyBuffer> = if same {
+            buffered
+        } else {
+            buffered.into_iter().chain(received).collect()
+        };
+        let mut body = Vec::with_capacity(parts.iter().map(|c| c.length).sum());
+        for chunk in parts {
+            // SAFETY: Envoy-owned chunk, valid during the hook; copied out immediately.
+            body.extend_from_slice(unsafe { chunk.as_slice() });
+        }
+        body
+    }
+
+    fn body_len(&self, direction: Direction) -> usize {
+        let (received_type, buffered_type) = body_types(direction);
+        let (_, _, same) = self.body_chunks(direction);
+        let buffered = self.body_size(buffered_type);
+        if same {
+            buffered
+        } else {
+            buffered + self.body_size(received_type)
+        }
+    }
+
+    /// Drains the buffered body and the current chunk, then appends `data` to the current chunk (so
+    /// Envoy forwards buffered (now empty) + current = `data`); where there is no current chunk (the
+    /// headers callback at end of stream) it appends to the buffered body, which Envoy creates. A
+    /// `content-length` header of that direction, if present, is set to the new length (it only
+    /// reaches the wire if the headers were held back until now).
+    fn replace_body(&mut self, direction: Direction, data: &[u8]) -> bool {
+        let (received_type, buffered_type) = body_types(direction);
+        let (_, _, same) = self.body_chunks(direction);
+        // SAFETY: valid filter pointer; drain/append copy or release Envoy's buffers.
+        let ok = unsafe {
+            let buffered_len = self.body_size(buffered_type);
+            if buffered_len > 0 {
+                (self.cb.http_drain_body)(self.ptr, buffered_type, buffered_len);
+            }
+            let received_len = if same {
+                0
+            } else {
+                self.body_size(received_type)
+            };
+            if received_len > 0 {
+                (self.cb.http_drain_body)(self.ptr, received_type, received_len);
+            }
+            data.is_empty()
+                || (self.cb.http_append_body)(self.ptr, received_type, ModuleBuffer::of(data))
+                || (self.cb.http_append_body)(self.ptr, buffered_type, ModuleBuffer::of(data))
+        };
+        let headers = match direction {
+            Direction::Request => HeaderKind::RequestHeaders,
+            Direction::Response => HeaderKind::ResponseHeaders,
+        };
+        if self.header_count(headers, "content-length") > 0 {
+            self.set_header(headers, "content-length", data.len().to_string().as_bytes());
+        }
+        ok
+    }
+
+    fn send_local_reply(
+        &mut self,
+        status: u32,
+        headers: &[(&str, &[u8])],
+        body: &[u8],
+        details: &str,
+    ) {
+        let raw: Vec<EnvoyHttpHeader> = headers
+            .iter()
+            .map(|(k, v)| EnvoyHttpHeader {
+                key_ptr: k.as_ptr().cast(),
+                key_length: k.len(),
+                value_ptr: v.as_ptr().cast(),
+                value_length: v.len(),
+            })
+            .collect();
+        // SAFETY: header array, body and details outlive the call; Envoy copies them.
+        unsafe {
+            (self.cb.http_send_response)(
+                self.ptr,
+                status,
+                raw.as_ptr(),
+                raw.len(),
+                ModuleBuffer::of(body),
+                ModuleBuffer::of(details.as_bytes()),
+            )
+        }
+    }
+
+    fn set_dynamic_metadata_string(&mut self, namespace: &str, key: &str, value: &str) -> bool {
+        // SAFETY: buffers valid for the call; Envoy copies them.
+        unsafe {
+            (self.cb.http_set_dynamic_metadata_string)(
+                self.ptr,
+                ModuleBuffer::of(namespace.as_bytes()),
+                ModuleBuffer::of(key.as_bytes()),
+                ModuleBuffer::of(value.as_bytes()),
+            )
+        }
+        true
+    }
+
+    fn dynamic_metadata_string(&self, namespace: &str, key: &str) -> Option<&[u8]> {
+        let mut out = EnvoyBuffer::NULL;
+        // SAFETY: source 0 is the stream's dynamic metadata; out-pointer valid for the call.
+        let ok = unsafe {
+            (self.cb.http_get_metadata_string)(
+                self.ptr,
+                0,
+                ModuleBuffer::of(namespace.as_bytes()),
+                ModuleBuffer::of(key.as_bytes()),
+                &mut out,
+            )
+        };
+        // SAFETY: Envoy-owned value, valid until metadata is mutated (needs `&mut self`).
+        ok.then(|| unsafe { out.as_slice() })
+    }
+
+    fn attribute_string(&self, attribute: Attribute) -> Option<&[u8]> {
+        let mut out = EnvoyBuffer::NULL;
+        // SAFETY: out-pointer valid for the call.
+        let ok = unsafe {
+            (self.cb.http_filter_get_attribute_string)(self.ptr, attribute_id(attribute), &mut out)
+        };
+        // SAFETY: Envoy-owned value, valid during the hook.
+        ok.then(|| unsafe { out.as_slice() })
+    }
+
+    fn attribute_int(&self, attribute: Attribute) -> Option<i64> {
+        let mut out = 0u64;
+        // SAFETY: out-pointer valid for the call.
+        let ok = unsafe {
+            (self.cb.http_filter_get_attribute_int)(self.ptr, attribute_id(attribute), &mut out)
+        };
+        ok.then_some(out as i64)
+    }
+
+    fn increment_counter(&mut self, counter: CounterId, by: u64) {
+        // SAFETY: a label-less counter: null labels with length 0.
+        unsafe {
+            (self.cb.http_filter_increment_counter)(self.ptr, counter.0, std::ptr::null(), 0, by);
+        }
+    }
+
+    fn per_route_config(&self) -> Option<PerRouteConfig> {
+        // SAFETY: valid filter pointer during the hook.
+        let ptr = unsafe { (self.cb.get_most_specific_route_config)(self.ptr) };
+        if ptr.is_null() {
+            return None;
+        }
+        // SAFETY: non-null results are what our `per_route_config_new` returned (a boxed
+        // PerRouteConfig), alive while the route references it.
+        Some(unsafe { &*ptr.cast::<PerRouteConfig>() }.clone())
+    }
+
+    fn continue_request(&mut self) {
+        // SAFETY: valid filter pointer.
+        unsafe { (self.cb.http_filter_continue_decoding)(self.ptr) }
+    }
+
+    fn continue_response(&mut self) {
+        // SAFETY: valid filter pointer.
+        unsafe { (self.cb.http_filter_continue_encoding)(self.ptr) }
+    }
+}
+
+/// [`EnvoyFilterConfig`] over the C ABI while `config_new` runs.
+struct FfiFilterConfig {
+    ptr: ConfigPtr,
+    cb: &'static Callbacks,
+}
+
+impl EnvoyFilterConfig for FfiFilterConfig {
+    fn define_counter(&mut self, name: &str) -> Result<CounterId, String> {
+        let mut id = 0usize;
+        // SAFETY: valid config pointer during config_new; label-less counter; out-pointer valid.
+        let result = unsafe {
+            (self.cb.http_filter_config_define_counter)(
+                self.ptr,
+                ModuleBuffer::of(name.as_bytes()),
+                std::ptr::null(),
+                0,
+                &mut id,
+            )
+        };
+        match result {
+            0 => Ok(CounterId(id)),
+            3 => Err(format!(
+                "counter '{name}': stats are frozen (define counters while the config loads)"
+            )),
+            other => Err(format!(
+                "counter '{name}': Envoy answered metrics result {other}"
+            )),
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Hook bodies the `declare_module!` shims forward to.
+
+pub mod hooks {
+    use super::*;
+
+    static ABI: OnceLock<CString> = OnceLock::new();
+
+    /// `on_program_init`: resolve callbacks, return the ABI string (or null on a wrong Envoy).
+    pub fn program_init() -> *const c_char {
+        runtime::barrier("program_init", std::ptr::null(), || {
+            runtime::install_panic_hook();
+            match Callbacks::resolve() {
+                Ok(cb) => {
+                    let _ = CALLBACKS.set(cb);
+                }
+                Err(missing) => {
+                    let hint = if crate::callbacks::exported(OTHER_FAMILY_MARKER) {
+                        OTHER_FAMILY_HINT.to_string()
+                    } else {
+                        "<the Envoy you run>".to_string()
+                    };
+                    eprintln!(
+                        "rust_module: this module was built for Envoy {} but this Envoy does not export {}{}; rebuild with {}",
+                        crate::target_envoy(),
+                        missing[0],
+                        if missing.len() > 1 {
+                            format!(
+                                " (and {} more: {})",
+                                missing.len() - 1,
+                                missing[1..].join(", ")
+                            )
+                        } else {
+                            String::new()
+                        },
+                        hint,
+                    );
+                    return std::ptr::null();
+                }
+            }
+            match ABI.get_or_init(|| CString::new(crate::abi_version()).unwrap_or_default()) {
+                s if s.is_empty() => std::ptr::null(),
+                s => s.as_ptr(),
+            }
+        })
+    }
+
+    /// `on_http_filter_config_new`.
+    ///
+    /// # Safety
+    /// Called by Envoy with its config pointer and buffers valid for the call.
+    pub unsafe fn config_new(
+        module: &Module,
+        envoy_ptr: *mut c_void,
+        name: EnvoyBuffer,
+        config: EnvoyBuffer,
+    ) -> *const c_void {
+        runtime::barrier("config_new", std::ptr::null(), || {
+            let Some(cb) = callbacks() else {
+                return std::ptr::null();
+            };
+            let mut envoy = FfiFilterConfig { ptr: envoy_ptr, cb };
+            // SAFETY: Envoy's buffers are valid for the duration of this call.
+            let (name, config) = unsafe { (name.as_slice(), config.as_slice()) };
+            match runtime::new_config(module, &mut envoy, name, config) {
+                Some(instance) => Box::into_raw(instance) as *const c_void,
+                None => std::ptr::null(),
+            }
+        })
+    }
+
+    /// `on_http_filter_config_destroy`.
+    ///
+    /// # Safety
+    /// `ptr` is what `config_new` returned, destroyed once.
+    pub unsafe fn config_destroy(ptr: *const c_void) {
+        runtime::barrier("config_destroy", (), || {
+            if !ptr.is_null() {
+                // SAFETY: created by Box::into_raw in config_new; Envoy destroys it once.
+                drop(unsafe { Box::from_raw(ptr as *mut ConfigInstance) });
+            }
+        })
+    }
+
+    /// `on_http_filter_per_route_config_new`.
+    ///
+    /// # Safety
+    /// Buffers valid for the call.
+    pub unsafe fn per_route_config_new(
+        module: &Module,
+        name: EnvoyBuffer,
+        config: EnvoyBuffer,
+    ) -> *const c_void {
+        runtime::barrier("per_route_config_new", std::ptr::null(), || {
+            // SAFETY: Envoy's buffers are valid for the duration of this call.
+            let (name, config) = unsafe { (name.as_slice(), config.as_slice()) };
+            match runtime::new_per_route_config(module, name, config) {
+                Some(cfg) => Box::into_raw(cfg) as *const c_void,
+                None => std::ptr::null(),
+            }
+        })
+    }
+
+    /// `on_http_filter_per_route_config_destroy`.
+    ///
+    /// # Safety
+    /// `ptr` is what `per_route_config_new` returned, destroyed once.
+    pub unsafe fn per_route_config_destroy(ptr: *const c_void) {
+        runtime::barrier("per_route_config_destroy", (), || {
+            if !ptr.is_null() {
+                // SAFETY: created by Box::into_raw in per_route_config_new; destroyed once.
+                drop(unsafe { Box::from_raw(ptr as *mut PerRouteConfig) });
+            }
+        })
+    }
+
+    /// `on_http_filter_new`.
+    ///
+    /// # Safety
+    /// `config_ptr` is a live pointer from `config_new`.
+    pub unsafe fn filter_new(
+        config_ptr: *const c_void,
+        _filter_envoy_ptr: *mut c_void,
+    ) -> *const c_void {
+        runtime::barrier("filter_new", std::ptr::null(), || {
+            if config_ptr.is_null() {
+                return std::ptr::null();
+            }
+            // SAFETY: Envoy keeps the config alive while streams use it.
+            let config = unsafe { &*(config_ptr as *const ConfigInstance) };
+            Box::into_raw(runtime::new_filter(config)) as *const c_void
+        })
+    }
+
+    /// `on_http_filter_destroy`.
+    ///
+    /// # Safety
+    /// `ptr` is what `filter_new` returned, destroyed once, no hook running.
+    pub unsafe fn filter_destroy(ptr: *const c_void) {
+        runtime::barrier("filter_destroy", (), || {
+            if !ptr.is_null() {
+                // SAFETY: created by Box::into_raw in filter_new; destroyed once.
+                drop(unsafe { Box::from_raw(ptr as *mut FilterInstance) });
+            }
+        })
+    }
+
+    /// Shared body of the per-stream hooks.
+    ///
+    /// # Safety
+    /// `module_ptr` is a live pointer from `filter_new`; `envoy_ptr` its stream.
+    unsafe fn stream_hook<R: Copy>(
+        envoy_ptr: *mut c_void,
+        module_ptr: *const c_void,
+        hook: Hook,
+        pass: R,
+        fail: R,
+        call: impl FnOnce(&mut dyn crate::HttpFilter, &mut dyn EnvoyHttpFilter) -> R,
+    ) -> R {
+        runtime::barrier("stream hook", pass, || {
+            let Some(cb) = callbacks() else { return pass };
+            if module_ptr.is_null() {
+                return pass;
+            }
+            // SAFETY: live until filter_destroy; only shared references are formed here.
+            let instance = unsafe { &*(module_ptr as *const FilterInstance) };
+            let mut envoy = FfiFilter { ptr: envoy_ptr, cb };
+            runtime::run(instance, &mut envoy, hook, pass, fail, call)
+        })
+    }
+
+    /// # Safety
+    /// See `stream_hook`.
+    pub unsafe fn request_headers(e: *mut c_void, m: *const c_void, end_of_stream: bool) -> u32 {
+        // SAFETY: forwarded contract.
+        unsafe {
+            stream_hook(
+                e,
+                m,
+                Hook::RequestHeaders,
+                HeadersStatus::Continue,
+                HeadersStatus::StopIteration,
+                |f, envoy| f.on_request_headers(envoy, end_of_stream),
+            ) as u32
+        }
+    }
+
+    /// # Safety
+    /// See `stream_hook`.
+    pub unsafe fn request_body(e: *mut c_void, m: *const c_void, end_of_stream: bool) -> u32 {
+        // SAFETY: forwarded contract.
+        unsafe {
+            stream_hook(
+                e,
+                m,
+                Hook::RequestBody,
+                BodyStatus::Continue,
+                BodyStatus::StopIterationNoBuffer,
+                |f, envoy| f.on_request_body(envoy, end_of_stream),
+            ) as u32
+        }
+    }
+
+    /// # Safety
+    /// See `stream_hook`.
+    pub unsafe fn request_trailers(e: *mut c_void, m: *const c_void) -> u32 {
+        // SAFETY: forwarded contract.
+        unsafe {
+            stream_hook(
+                e,
+                m,
+                Hook::RequestTrailers,
+                TrailersStatus::Continue,
+                TrailersStatus::StopIteration,
+                |f, envoy| f.on_request_trailers(envoy),
+            ) as u32
+        }
+    }
+
+    /// # Safety
+    /// See `stream_hook`.
+    pub unsafe fn response_headers(e: *mut c_void, m: *const c_void, end_of_stream: bool) -> u32 {
+        // SAFETY: forwarded contract.
+        unsafe {
+            stream_hook(
+                e,
+                m,
+                Hook::ResponseHeaders,
+                HeadersStatus::Continue,
+                HeadersStatus::StopIteration,
+                |f, envoy| f.on_response_headers(envoy, end_of_stream),
+            ) as u32
+        }
+    }
+
+    /// # Safety
+    /// See `stream_hook`.
+    pub unsafe fn response_body(e: *mut c_void, m: *const c_void, end_of_stream: bool) -> u32 {
+        // SAFETY: forwarded contract.
+        unsafe {
+            stream_hook(
+                e,
+                m,
+                Hook::ResponseBody,
+                BodyStatus::Continue,
+                BodyStatus::StopIterationNoBuffer,
+                |f, envoy| f.on_response_body(envoy, end_of_stream),
+            ) as u32
+        }
+    }
+
+    /// # Safety
+    /// See `stream_hook`.
+    pub unsafe fn response_trailers(e: *mut c_void, m: *const c_void) -> u32 {
+        // SAFETY: forwarded contract.
+        unsafe {
+            stream_hook(
+                e,
+                m,
+                Hook::ResponseTrailers,
+                TrailersStatus::Continue,
+                TrailersStatus::StopIteration,
+                |f, envoy| f.on_response_trailers(envoy),
+            ) as u32
+        }
+    }
+
+    /// # Safety
+    /// See `stream_hook`.
+    pub unsafe fn stream_complete(e: *mut c_void, m: *const c_void) {
+        // SAFETY: forwarded contract.
+        unsafe {
+            stream_hook(e, m, Hook::StreamComplete, (), (), |f, envoy| {
+                f.on_stream_complete(envoy)
+            })
+        }
+    }
+}
+
+/// Exports this family's hooks from the calling crate; used by [`crate::declare_module!`].
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __envoy_module_hooks {
+    ($module:expr) => {
+        const _: () = {
+            use $crate::__private::{EnvoyBuffer, EnvoyHttpHeader, c_char, c_void};
+
+            static MODULE: $crate::Module = $module;
+
+            #[allow(unsafe_code)]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
+                $crate::__private::program_init()
+            }
+
+            #[allow(unsafe_code)]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
+                envoy: *mut c_void,
+                name: EnvoyBuffer,
+                config: EnvoyBuffer,
+            ) -> *const c_void {
+                // SAFETY: Envoy calls this hook with pointers valid per the ABI.
+                unsafe { $crate::__private::config_new(&MODULE, envoy, name, config) }
+            }
+
+            #[allow(unsafe_code)]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config: *const c_void) {
+                // SAFETY: Envoy passes back what config_new returned, once.
+                unsafe { $crate::__private::config_destroy(config) }
+            }
+
+            #[allow(unsafe_code)]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_new(
+                name: EnvoyBuffer,
+                config: EnvoyBuffer,
+            ) -> *const c_void {
+                // SAFETY: Envoy's buffers are valid for the call.
+                unsafe { $crate::__private::per_route_config_new(&MODULE, name, config) }
+            }
+
+            #[allow(unsafe_code)]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_destroy(config: *const c_void) {
+                // SAFETY: Envoy passes back what per_route_config_new returned, once.
+                unsafe { $crate::__private::per_route_config_destroy(config) }
+            }
+
+            #[allow(unsafe_code)]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
+                config: *const c_void,
+                envoy: *mut c_void,
+            ) -> *const c_void {
+                // SAFETY: `config` is a live pointer from config_new.
+                unsafe { $crate::__private::filter_new(config, envoy) }
+            }
+
+            #[allow(unsafe_code)]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(filter: *const c_void) {
+                // SAFETY: Envoy passes back what filter_new returned, once.
+                unsafe { $crate::__private::filter_destroy(filter) }
+            }
+
+            #[allow(unsafe_code)]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
+                envoy: *mut c_void,
+                filter: *const c_void,
+                end_of_stream: bool,
+            ) -> u32 {
+                // SAFETY: live stream pointers from Envoy.
+                unsafe { $crate::__private::request_headers(envoy, filter, end_of_stream) }
+            }
+
+            #[allow(unsafe_code)]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
+                envoy: *mut c_void,
+                filter: *const c_void,
+                end_of_stream: bool,
+            ) -> u32 {
+                // SAFETY: live stream pointers from Envoy.
+                unsafe { $crate::__private::request_body(envoy, filter, end_of_stream) }
+            }
+
+            #[allow(unsafe_code)]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
+                envoy: *mut c_void,
+                filter: *const c_void,
+            ) -> u32 {
+                // SAFETY: live stream pointers from Envoy.
+                unsafe { $crate::__private::request_trailers(envoy, filter) }
+            }
+
+            #[allow(unsafe_code)]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
+                envoy: *mut c_void,
+                filter: *const c_void,
+                end_of_stream: bool,
+            ) -> u32 {
+                // SAFETY: live stream pointers from Envoy.
+                unsafe { $crate::__private::response_headers(envoy, filter, end_of_stream) }
+            }
+
+            #[allow(unsafe_code)]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
+                envoy: *mut c_void,
+                filter: *const c_void,
+                end_of_stream: bool,
+            ) -> u32 {
+                // SAFETY: live stream pointers from Envoy.
+                unsafe { $crate::__private::response_body(envoy, filter, end_of_stream) }
+            }
+
+            #[allow(unsafe_code)]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
+                envoy: *mut c_void,
+                filter: *const c_void,
+            ) -> u32 {
+                // SAFETY: live stream pointers from Envoy.
+                unsafe { $crate::__private::response_trailers(envoy, filter) }
+            }
+
+            #[allow(unsafe_code)]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
+                envoy: *mut c_void,
+                filter: *const c_void,
+            ) {
+                // SAFETY: live stream pointers from Envoy.
+                unsafe { $crate::__private::stream_complete(envoy, filter) }
+            }
+
+            // Hooks for features the SDK does not offer (callouts, schedulers, watermarks): Envoy
+            // requires them to exist; they are never triggered since the SDK never starts them.
+
+            #[allow(unsafe_code)]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
+                _envoy: *mut c_void,
+                _filter: *const c_void,
+                _callout_id: u64,
+                _result: u32,
+                _headers: *mut EnvoyHttpHeader,
+                _headers_size: usize,
+                _body: *mut EnvoyBuffer,
+                _body_size: usize,
+            ) {
+            }
+
+            #[allow(unsafe_code)]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
+                _envoy: *mut c_void,
+                _filter: *const c_void,
+                _event_id: u64,
+            ) {
+            }
+
+            #[allow(unsafe_code)]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
+                _envoy: *mut c_void,
+                _config: *const c_void,
+                _event_id: u64,
+            ) {
+            }
+
+            #[allow(unsafe_code)]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_headers(
+                _envoy: *mut c_void,
+                _filter: *const c_void,
+                _stream_id: u64,
+                _headers: *mut EnvoyHttpHeader,
+                _headers_size: usize,
+                _end_stream: bool,
+            ) {
+            }
+
+            #[allow(unsafe_code)]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_data(
+                _envoy: *mut c_void,
+                _filter: *const c_void,
+                _stream_id: u64,
+                _data: *const EnvoyBuffer,
+                _data_count: usize,
+                _end_stream: bool,
+            ) {
+            }
+
+            #[allow(unsafe_code)]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_trailers(
+                _envoy: *mut c_void,
+                _filter: *const c_void,
+                _stream_id: u64,
+                _trailers: *mut EnvoyHttpHeader,
+                _trailers_size: usize,
+            ) {
+            }
+
+            #[allow(unsafe_code)]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_complete(
+                _envoy: *mut c_void,
+                _filter: *const c_void,
+                _stream_id: u64,
+            ) {
+            }
+
+            #[allow(unsafe_code)]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_reset(
+                _envoy: *mut c_void,
+                _filter: *const c_void,
+                _stream_id: u64,
+                _reason: u32,
+            ) {
+            }
+
+            #[allow(unsafe_code)]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark(
+                _envoy: *mut c_void,
+                _filter: *const c_void,
+            ) {
+            }
+
+            #[allow(unsafe_code)]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark(
+                _envoy: *mut c_void,
+                _filter: *const c_void,
+            ) {
+            }
+
+            #[allow(unsafe_code)]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout_done(
+                _envoy: *mut c_void,
+                _config: *const c_void,
+                _callout_id: u64,
+                _result: u32,
+                _headers: *mut EnvoyHttpHeader,
+                _headers_size: usize,
+                _body: *mut EnvoyBuffer,
+                _body_size: usize,
+            ) {
+            }
+
+            #[allow(unsafe_code)]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_headers(
+                _envoy: *mut c_void,
+                _config: *const c_void,
+                _stream_id: u64,
+                _headers: *mut EnvoyHttpHeader,
+                _headers_size: usize,
+                _end_stream: bool,
+            ) {
+            }
+
+            #[allow(unsafe_code)]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_data(
+                _envoy: *mut c_void,
+                _config: *const c_void,
+                _stream_id: u64,
+                _data: *const EnvoyBuffer,
+                _data_count: usize,
+                _end_stream: bool,
+            ) {
+            }
+
+            #[allow(unsafe_code)]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_trailers(
+                _envoy: *mut c_void,
+                _config: *const c_void,
+                _stream_id: u64,
+                _trailers: *mut EnvoyHttpHeader,
+                _trailers_size: usize,
+            ) {
+            }
+
+            #[allow(unsafe_code)]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_complete(
+                _envoy: *mut c_void,
+                _config: *const c_void,
+                _stream_id: u64,
+            ) {
+            }
+
+            #[allow(unsafe_code)]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_reset(
+                _envoy: *mut c_void,
+                _config: *const c_void,
+                _stream_id: u64,
+                _reason: u32,
+            ) {
+            }
+
+            /// Local replies proceed unchanged (status Continue).
+            #[allow(unsafe_code)]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn envoy_dynamic_module_on_http_filter_local_reply(
+                _envoy: *mut c_void,
+                _filter: *const c_void,
+                _response_code: u32,
+                _details: EnvoyBuffer,
+                _reset_imminent: bool,
+            ) -> u32 {
+                0
+            }
+        };
+    };
+}

@@ -1,0 +1,336 @@
+//! What the hooks do, independent of the C API family: building configs and filters, running the
+//! module's callbacks behind a panic barrier, failing closed, and counting panics.
+
+use std::any::Any;
+use std::cell::{Cell, RefCell, UnsafeCell};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Once};
+
+use crate::api::{
+    CounterId, EnvoyFilterConfig, EnvoyHttpFilter, HttpFilter, HttpFilterConfig, LogLevel, Module,
+    PerRouteConfig,
+};
+use crate::{PANIC_COUNTER, PANIC_DETAILS, log};
+
+/// What every stream of one filter config shares.
+pub(crate) struct ConfigShared {
+    pub(crate) name: String,
+    pub(crate) panic_counter: Option<CounterId>,
+}
+
+/// The module side of an Envoy filter config (what `config_new` returns to Envoy).
+pub(crate) struct ConfigInstance {
+    factory: Box<dyn HttpFilterConfig>,
+    shared: Arc<ConfigShared>,
+}
+
+/// The module side of one HTTP stream (what `filter_new` returns to Envoy).
+///
+/// Envoy may re-enter the hooks of a stream while one of them runs: a local reply sent from a
+/// request hook runs the encoder chain synchronously, calling our response hooks. A `&mut` to the
+/// filter is then already live, so re-entrant hooks pass through without reaching the filter;
+/// `busy` detects them and `state` is only borrowed mutably while `busy` is held.
+pub(crate) struct FilterInstance {
+    busy: Cell<bool>,
+    state: UnsafeCell<FilterState>,
+}
+
+struct FilterState {
+    /// None when the module's `new_filter` panicked: the stream is answered 500 at its first hook.
+    filter: Option<Box<dyn HttpFilter>>,
+    shared: Arc<ConfigShared>,
+    /// Set after a panic: later hooks of this stream do nothing and return Continue.
+    poisoned: bool,
+}
+
+/// The per-stream hooks, for messages and for deciding how to fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Hook {
+    RequestHeaders,
+    RequestBody,
+    RequestTrailers,
+    ResponseHeaders,
+    ResponseBody,
+    ResponseTrailers,
+    StreamComplete,
+}
+
+impl Hook {
+    fn name(self) -> &'static str {
+        match self {
+            Hook::RequestHeaders => "on_request_headers",
+            Hook::RequestBody => "on_request_body",
+            Hook::RequestTrailers => "on_request_trailers",
+            Hook::ResponseHeaders => "on_response_headers",
+            Hook::ResponseBody => "on_response_body",
+            Hook::ResponseTrailers => "on_response_trailers",
+            Hook::StreamComplete => "on_stream_complete",
+        }
+    }
+}
+
+thread_local! {
+    /// Message and location of the last panic caught on this thread, recorded by the panic hook.
+    static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
+    /// Depth of guarded calls on this thread; the panic hook stays quiet inside them.
+    static GUARDED: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Route panic messages caught at the boundary into Envoy's log instead of raw stderr. Panics
+/// outside a guarded call (threads the module spawned) still reach the previous hook.
+pub(crate) fn install_panic_hook() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if GUARDED.with(Cell::get) > 0 {
+                let text = match info.location() {
+                    Some(loc) => format!(
+                        "{} at {}:{}",
+                        payload_text(info.payload()),
+                        loc.file(),
+                        loc.line()
+                    ),
+                    None => payload_text(info.payload()),
+                };
+                LAST_PANIC.with(|p| *p.borrow_mut() = Some(text));
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
+fn payload_text(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}
+
+/// Run `f`, catching a panic; the error is the panic's message (with location when known).
+pub(crate) fn guarded<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+    GUARDED.with(|g| g.set(g.get() + 1));
+    let result = catch_unwind(AssertUnwindSafe(f));
+    GUARDED.with(|g| g.set(g.get() - 1));
+    result.map_err(|payload| {
+        LAST_PANIC
+            .with(|p| p.borrow_mut().take())
+            .unwrap_or_else(|| payload_text(payload.as_ref()))
+    })
+}
+
+/// Last-resort barrier for the SDK's own code in a hook: a panic here is logged and `default`
+/// returned, so nothing ever unwinds into Envoy.
+pub(crate) fn barrier<R>(hook: &str, default: R, f: impl FnOnce() -> R) -> R {
+    match guarded(f) {
+        Ok(r) => r,
+        Err(msg) => {
+            log(
+                LogLevel::Error,
+                &format!("rust_module: panic in SDK hook {hook}: {msg}"),
+            );
+            default
+        }
+    }
+}
+
+/// `config_new`: validate the name, define the panic counter, run the module's factory.
+pub(crate) fn new_config(
+    module: &Module,
+    envoy: &mut dyn EnvoyFilterConfig,
+    name: &[u8],
+    config: &[u8],
+) -> Option<Box<ConfigInstance>> {
+    let Ok(name) = std::str::from_utf8(name) else {
+        log(
+            LogLevel::Error,
+            &format!(
+                "rust_module: filter name {:?} is not valid UTF-8; config rejected",
+                String::from_utf8_lossy(name)
+            ),
+        );
+        return None;
+    };
+    let panic_counter = match envoy.define_counter(PANIC_COUNTER) {
+        Ok(id) => Some(id),
+        Err(e) => {
+            log(
+                LogLevel::Warn,
+                &format!(
+                    "rust_module: filter '{name}': cannot define counter {PANIC_COUNTER}: {e}"
+                ),
+            );
+            None
+        }
+    };
+    match guarded(|| (module.new_filter_config)(envoy, name, config)) {
+        Ok(Ok(factory)) => Some(Box::new(ConfigInstance {
+            factory,
+            shared: Arc::new(ConfigShared {
+                name: name.to_string(),
+                panic_counter,
+            }),
+        })),
+        Ok(Err(msg)) => {
+            log(
+                LogLevel::Error,
+                &format!("rust_module: filter '{name}' rejected its config: {msg}"),
+            );
+            None
+        }
+        Err(msg) => {
+            log(
+                LogLevel::Error,
+                &format!(
+                    "rust_module: filter '{name}' panicked while loading its config: {msg}; config rejected"
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// `per_route_config_new`: run the module's per-route factory.
+pub(crate) fn new_per_route_config(
+    module: &Module,
+    name: &[u8],
+    config: &[u8],
+) -> Option<Box<PerRouteConfig>> {
+    let Ok(name) = std::str::from_utf8(name) else {
+        log(
+            LogLevel::Error,
+            &format!(
+                "rust_module: per-route config name {:?} is not valid UTF-8; config rejected",
+                String::from_utf8_lossy(name)
+            ),
+        );
+        return None;
+    };
+    match guarded(|| (module.new_per_route_config)(name, config)) {
+        Ok(Ok(cfg)) => Some(Box::new(cfg)),
+        Ok(Err(msg)) => {
+            log(
+                LogLevel::Error,
+                &format!("rust_module: per-route config '{name}' rejected its config: {msg}"),
+            );
+            None
+        }
+        Err(msg) => {
+            log(
+                LogLevel::Error,
+                &format!(
+                    "rust_module: per-route config '{name}' panicked while loading: {msg}; config rejected"
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// `filter_new`: never fails; a panicking factory yields a filter that answers 500.
+pub(crate) fn new_filter(config: &ConfigInstance) -> Box<FilterInstance> {
+    let filter = match guarded(|| config.factory.new_filter()) {
+        Ok(f) => Some(f),
+        Err(msg) => {
+            log(
+                LogLevel::Error,
+                &format!(
+                    "rust_module: filter '{}' panicked in new_filter: {msg}; the stream will be answered 500",
+                    config.shared.name
+                ),
+            );
+            None
+        }
+    };
+    Box::new(FilterInstance {
+        busy: Cell::new(false),
+        state: UnsafeCell::new(FilterState {
+            filter,
+            shared: config.shared.clone(),
+            poisoned: false,
+        }),
+    })
+}
+
+/// Run one per-stream callback behind the panic barrier.
+///
+/// A panic poisons the stream (later hooks return `pass` without calling the filter), is counted
+/// and logged, and is answered with a 500 local reply (details [`PANIC_DETAILS`]) from every hook
+/// but `on_stream_complete`. On the response path Envoy itself decides: it sends the 500 if the
+/// response headers have not gone downstream yet, and resets the stream otherwise.
+pub(crate) fn run<R>(
+    instance: &FilterInstance,
+    envoy: &mut dyn EnvoyHttpFilter,
+    hook: Hook,
+    pass: R,
+    fail: R,
+    call: impl FnOnce(&mut dyn HttpFilter, &mut dyn EnvoyHttpFilter) -> R,
+) -> R {
+    if instance.busy.replace(true) {
+        return pass;
+    }
+    struct Release<'a>(&'a Cell<bool>);
+    impl Drop for Release<'_> {
+        fn drop(&mut self) {
+            self.0.set(false);
+        }
+    }
+    let _release = Release(&instance.busy);
+    // SAFETY: `busy` was false and is now held until `_release` drops, so no other reference to
+    // the state exists; Envoy drives one stream from one thread, and `FilterInstance` is !Sync.
+    let instance = unsafe { &mut *instance.state.get() };
+    if instance.poisoned {
+        return pass;
+    }
+    let Some(filter) = instance.filter.as_mut() else {
+        instance.poisoned = true;
+        // The panic in `new_filter` was logged there; count it once the stream can be reached.
+        if let Some(counter) = instance.shared.panic_counter {
+            envoy.increment_counter(counter, 1);
+        }
+        if hook == Hook::StreamComplete {
+            return pass;
+        }
+        fail_closed(envoy);
+        return fail;
+    };
+    match guarded(|| call(filter.as_mut(), &mut *envoy)) {
+        Ok(r) => r,
+        Err(msg) => {
+            instance.poisoned = true;
+            let shared = &instance.shared;
+            if let Some(counter) = shared.panic_counter {
+                envoy.increment_counter(counter, 1);
+            }
+            if hook == Hook::StreamComplete {
+                log(
+                    LogLevel::Error,
+                    &format!(
+                        "rust_module: filter '{}' panicked in {}: {msg}",
+                        shared.name,
+                        hook.name()
+                    ),
+                );
+                return pass;
+            }
+            log(
+                LogLevel::Error,
+                &format!(
+                    "rust_module: filter '{}' panicked in {}: {msg}; failing the stream closed (500, or a reset once the response has started)",
+                    shared.name,
+                    hook.name()
+                ),
+            );
+            fail_closed(envoy);
+            fail
+        }
+    }
+}
+
+fn fail_closed(envoy: &mut dyn EnvoyHttpFilter) {
+    envoy.send_local_reply(500, &[], b"", PANIC_DETAILS);
+}

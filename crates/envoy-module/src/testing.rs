@@ -1,0 +1,455 @@
+//! In-memory Envoy for unit tests: [`FakeEnvoy`] implements [`EnvoyHttpFilter`] and
+//! [`FakeFilterConfigEnvoy`] implements [`EnvoyFilterConfig`], so filters are tested without Envoy.
+//!
+//! The fake follows the real semantics the SDK documents: header names are case-insensitive and
+//! keep insertion order, `set_header` replaces every value, `add_header` appends one, bodies are
+//! whole byte strings, and a local reply is recorded (only the first one, as Envoy sends one).
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::api::{
+    Attribute, CounterId, Direction, EnvoyFilterConfig, EnvoyHttpFilter, HeaderKind, PerRouteConfig,
+};
+
+/// An ordered multi-map of headers with case-insensitive names (stored lower-case).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderMap {
+    entries: Vec<(String, Vec<u8>)>,
+}
+
+impl HeaderMap {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Build from `(name, value)` pairs, keeping repeated names as multiple values.
+    pub fn from_pairs<N: AsRef<str>, V: AsRef<[u8]>>(
+        pairs: impl IntoIterator<Item = (N, V)>,
+    ) -> Self {
+        let mut map = Self::new();
+        for (n, v) in pairs {
+            map.add(n.as_ref(), v.as_ref());
+        }
+        map
+    }
+
+    /// The `index`-th value of `name`.
+    pub fn get(&self, name: &str, index: usize) -> Option<&[u8]> {
+        self.values(name).nth(index)
+    }
+
+    /// The first value of `name` as UTF-8 (lossy), for assertions.
+    pub fn get_str(&self, name: &str) -> Option<String> {
+        self.get(name, 0)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    }
+
+    /// Every value of `name`, in order.
+    pub fn values<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let name = name.to_ascii_lowercase();
+        self.entries
+            .iter()
+            .filter(move |(k, _)| *k == name)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    pub fn count(&self, name: &str) -> usize {
+        self.values(name).count()
+    }
+
+    /// Replace every value of `name` with `value` (kept at the position of the first one).
+    pub fn set(&mut self, name: &str, value: &[u8]) {
+        let lower = name.to_ascii_lowercase();
+        match self.entries.iter().position(|(k, _)| *k == lower) {
+            Some(first) => {
+                self.entries[first].1 = value.to_vec();
+                let mut i = 0;
+                self.entries.retain(|(k, _)| {
+                    let keep = *k != lower || i == first;
+                    i += 1;
+                    keep
+                });
+            }
+            None => self.entries.push((lower, value.to_vec())),
+        }
+    }
+
+    pub fn add(&mut self, name: &str, value: &[u8]) {
+        self.entries
+            .push((name.to_ascii_lowercase(), value.to_vec()));
+    }
+
+    pub fn remove(&mut self, name: &str) {
+        let lower = name.to_ascii_lowercase();
+        self.entries.retain(|(k, _)| *k != lower);
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.entries.iter().map(|(k, v)| (k.as_str(), v.as_slice()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// A local reply as the filter sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalReply {
+    pub status: u32,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
+    pub details: String,
+}
+
+/// An in-memory stream. Fields are public so tests arrange and inspect them directly.
+#[derive(Default)]
+pub struct FakeEnvoy {
+    pub request_headers: HeaderMap,
+    pub request_trailers: HeaderMap,
+    pub response_headers: HeaderMap,
+    pub response_trailers: HeaderMap,
+    pub request_body: Vec<u8>,
+    pub response_body: Vec<u8>,
+    /// The first local reply sent, if any.
+    pub local_reply: Option<LocalReply>,
+    /// Dynamic metadata by (namespace, key).
+    pub dynamic_metadata: BTreeMap<(String, String), String>,
+    pub string_attributes: HashMap<Attribute, Vec<u8>>,
+    pub int_attributes: HashMap<Attribute, i64>,
+    /// Counter values by id (ids come from [`FakeFilterConfigEnvoy`]).
+    pub counters: HashMap<CounterId, u64>,
+    pub per_route: Option<PerRouteConfig>,
+    /// How many times the filter resumed each direction.
+    pub continued_requests: usize,
+    pub continued_responses: usize,
+    /// Header maps that refuse mutation (as Envoy does for maps not available in the current
+    /// phase, e.g. response headers during the request).
+    pub read_only: Vec<HeaderKind>,
+}
+
+impl FakeEnvoy {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A request with the given headers (names case-insensitive).
+    pub fn with_request_headers<N: AsRef<str>, V: AsRef<[u8]>>(
+        pairs: impl IntoIterator<Item = (N, V)>,
+    ) -> Self {
+        Self {
+            request_headers: HeaderMap::from_pairs(pairs),
+            ..Self::default()
+        }
+    }
+
+    pub fn map(&self, kind: HeaderKind) -> &HeaderMap {
+        match kind {
+            HeaderKind::RequestHeaders => &self.request_headers,
+            HeaderKind::RequestTrailers => &self.request_trailers,
+            HeaderKind::ResponseHeaders => &self.response_headers,
+            HeaderKind::ResponseTrailers => &self.response_trailers,
+        }
+    }
+
+    pub fn map_mut(&mut self, kind: HeaderKind) -> &mut HeaderMap {
+        match kind {
+            HeaderKind::RequestHeaders => &mut self.request_headers,
+            HeaderKind::RequestTrailers => &mut self.request_trailers,
+            HeaderKind::ResponseHeaders => &mut self.response_headers,
+            HeaderKind::ResponseTrailers => &mut self.response_trailers,
+        }
+    }
+
+    pub fn counter(&self, id: CounterId) -> u64 {
+        self.counters.get(&id).copied().unwrap_or(0)
+    }
+
+    fn body_ref(&self, direction: Direction) -> &Vec<u8> {
+        match direction {
+            Direction::Request => &self.request_body,
+            Direction::Response => &self.response_body,
+        }
+    }
+
+    fn writable(&self, kind: HeaderKind) -> bool {
+        !self.read_only.contains(&kind)
+    }
+}
+
+impl EnvoyHttpFilter for FakeEnvoy {
+    fn header(&self, kind: HeaderKind, name: &str, index: usize) -> Option<&[u8]> {
+        self.map(kind).get(name, index)
+    }
+
+    fn header_count(&self, kind: HeaderKind, name: &str) -> usize {
+        self.map(kind).count(name)
+    }
+
+    fn headers(&self, kind: HeaderKind) -> Vec<(&[u8], &[u8])> {
+        self.map(kind)
+            .iter()
+            .map(|(k, v)| (k.as_bytes(), v))
+            .collect()
+    }
+
+    fn set_header(&mut self, kind: HeaderKind, name: &str, value: &[u8]) -> bool {
+        if !self.writable(kind) {
+            return false;
+        }
+        self.map_mut(kind).set(name, value);
+        true
+    }
+
+    fn add_header(&mut self, kind: HeaderKind, name: &str, value: &[u8]) -> bool {
+        if !self.writable(kind) {
+            return false;
+        }
+        self.map_mut(kind).add(name, value);
+        true
+    }
+
+    fn remove_header(&mut self, kind: HeaderKind, name: &str) -> bool {
+        if !self.writable(kind) {
+            return false;
+        }
+        self.map_mut(kind).remove(name);
+        true
+    }
+
+    fn body(&self, direction: Direction) -> Vec<u8> {
+        self.body_ref(direction).clone()
+    }
+
+    fn body_len(&self, direction: Direction) -> usize {
+        self.body_ref(direction).len()
+    }
+
+    /// Like the real SDK, also updates a present `content-length` of that direction.
+    fn replace_body(&mut self, direction: Direction, data: &[u8]) -> bool {
+        let headers = match direction {
+            Direction::Request => {
+                self.request_body = data.to_vec();
+                &mut self.request_headers
+            }
+            Direction::Response => {
+                self.response_body = data.to_vec();
+                &mut self.response_headers
+            }
+        };
+        if headers.count("content-length") > 0 {
+            headers.set("content-length", data.len().to_string().as_bytes());
+        }
+        true
+    }
+
+    fn send_local_reply(
+        &mut self,
+        status: u32,
+        headers: &[(&str, &[u8])],
+        body: &[u8],
+        details: &str,
+    ) {
+        if self.local_reply.is_none() {
+            self.local_reply = Some(LocalReply {
+                status,
+                headers: headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_vec()))
+                    .collect(),
+                body: body.to_vec(),
+                details: details.to_string(),
+            });
+        }
+    }
+
+    fn set_dynamic_metadata_string(&mut self, namespace: &str, key: &str, value: &str) -> bool {
+        self.dynamic_metadata
+            .insert((namespace.to_string(), key.to_string()), value.to_string());
+        true
+    }
+
+    fn dynamic_metadata_string(&self, namespace: &str, key: &str) -> Option<&[u8]> {
+        self.dynamic_metadata
+            .get(&(namespace.to_string(), key.to_string()))
+            .map(|v| v.as_bytes())
+    }
+
+    fn attribute_string(&self, attribute: Attribute) -> Option<&[u8]> {
+        self.string_attributes.get(&attribute).map(Vec::as_slice)
+    }
+
+    fn attribute_int(&self, attribute: Attribute) -> Option<i64> {
+        self.int_attributes.get(&attribute).copied()
+    }
+
+    fn increment_counter(&mut self, counter: CounterId, by: u64) {
+        *self.counters.entry(counter).or_insert(0) += by;
+    }
+
+    fn per_route_config(&self) -> Option<PerRouteConfig> {
+        self.per_route.clone()
+    }
+
+    fn continue_request(&mut self) {
+        self.continued_requests += 1;
+    }
+
+    fn continue_response(&mut self) {
+        self.continued_responses += 1;
+    }
+}
+
+/// An in-memory filter-config side: records defined counters; can be frozen to test failures.
+#[derive(Debug, Default)]
+pub struct FakeFilterConfigEnvoy {
+    /// Counter names in definition order; a counter's id is its index here.
+    pub counters: Vec<String>,
+    /// When true, defining a counter fails as Envoy does after config load.
+    pub frozen: bool,
+}
+
+impl FakeFilterConfigEnvoy {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The id of an already defined counter.
+    pub fn counter_id(&self, name: &str) -> Option<CounterId> {
+        self.counters.iter().position(|c| c == name).map(CounterId)
+    }
+}
+
+impl EnvoyFilterConfig for FakeFilterConfigEnvoy {
+    fn define_counter(&mut self, name: &str) -> Result<CounterId, String> {
+        if self.frozen {
+            return Err(format!("counter '{name}': stats are frozen"));
+        }
+        if let Some(id) = self.counter_id(name) {
+            return Ok(id);
+        }
+        self.counters.push(name.to_string());
+        Ok(CounterId(self.counters.len() - 1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn headers_are_case_insensitive_and_multi_valued() {
+        let mut e = FakeEnvoy::with_request_headers([("X-A", "1"), ("x-b", "2"), ("x-a", "3")]);
+        assert_eq!(
+            e.header(HeaderKind::RequestHeaders, "x-a", 0),
+            Some(&b"1"[..])
+        );
+        assert_eq!(
+            e.header(HeaderKind::RequestHeaders, "X-A", 1),
+            Some(&b"3"[..])
+        );
+        assert_eq!(e.header(HeaderKind::RequestHeaders, "x-a", 2), None);
+        assert_eq!(e.header_count(HeaderKind::RequestHeaders, "X-a"), 2);
+        assert!(e.add_header(HeaderKind::RequestHeaders, "X-A", b"4"));
+        assert_eq!(e.header_count(HeaderKind::RequestHeaders, "x-a"), 3);
+        assert!(e.set_header(HeaderKind::RequestHeaders, "x-A", b"only"));
+        assert_eq!(
+            e.request_headers.values("x-a").collect::<Vec<_>>(),
+            vec![&b"only"[..]]
+        );
+        // set keeps the position of the first value
+        assert_eq!(
+            e.headers(HeaderKind::RequestHeaders)[0],
+            (&b"x-a"[..], &b"only"[..])
+        );
+        assert!(e.remove_header(HeaderKind::RequestHeaders, "X-A"));
+        assert_eq!(e.header_count(HeaderKind::RequestHeaders, "x-a"), 0);
+        assert_eq!(
+            e.headers(HeaderKind::RequestHeaders),
+            vec![(&b"x-b"[..], &b"2"[..])]
+        );
+    }
+
+    #[test]
+    fn read_only_maps_refuse_mutation() {
+        let mut e = FakeEnvoy::new();
+        e.read_only.push(HeaderKind::ResponseHeaders);
+        assert!(!e.set_header(HeaderKind::ResponseHeaders, "a", b"b"));
+        assert!(!e.add_header(HeaderKind::ResponseHeaders, "a", b"b"));
+        assert!(!e.remove_header(HeaderKind::ResponseHeaders, "a"));
+        assert!(e.response_headers.is_empty());
+    }
+
+    #[test]
+    fn bodies_replace_and_update_content_length() {
+        let mut e = FakeEnvoy::with_request_headers([("content-length", "3")]);
+        e.request_body = b"abc".to_vec();
+        assert_eq!(e.body(Direction::Request), b"abc");
+        assert_eq!(e.body_len(Direction::Request), 3);
+        assert!(e.replace_body(Direction::Request, b"hello"));
+        assert_eq!(e.request_body, b"hello");
+        assert_eq!(
+            e.request_headers.get_str("content-length").as_deref(),
+            Some("5")
+        );
+        // no content-length: none is invented
+        assert!(e.replace_body(Direction::Response, b"xy"));
+        assert_eq!(e.response_body, b"xy");
+        assert_eq!(e.response_headers.count("content-length"), 0);
+    }
+
+    #[test]
+    fn local_reply_records_the_first() {
+        let mut e = FakeEnvoy::new();
+        e.send_local_reply(403, &[("x-why", b"acl")], b"denied", "acl_denied");
+        e.send_local_reply(500, &[], b"", "later");
+        let r = e.local_reply.as_ref().unwrap();
+        assert_eq!(r.status, 403);
+        assert_eq!(r.headers, vec![("x-why".to_string(), b"acl".to_vec())]);
+        assert_eq!(r.body, b"denied");
+        assert_eq!(r.details, "acl_denied");
+    }
+
+    #[test]
+    fn metadata_attributes_counters_route_config() {
+        let mut e = FakeEnvoy::new();
+        assert!(e.set_dynamic_metadata_string("ns", "k", "v"));
+        assert_eq!(e.dynamic_metadata_string("ns", "k"), Some(&b"v"[..]));
+        assert_eq!(e.dynamic_metadata_string("ns", "other"), None);
+
+        e.string_attributes
+            .insert(Attribute::SourceAddress, b"10.0.0.1:1234".to_vec());
+        e.int_attributes.insert(Attribute::ResponseCode, 200);
+        assert_eq!(
+            e.attribute_string(Attribute::SourceAddress),
+            Some(&b"10.0.0.1:1234"[..])
+        );
+        assert_eq!(e.attribute_string(Attribute::RequestProtocol), None);
+        assert_eq!(e.attribute_int(Attribute::ResponseCode), Some(200));
+
+        let mut cfg = FakeFilterConfigEnvoy::new();
+        let a = cfg.define_counter("a").unwrap();
+        let b = cfg.define_counter("b").unwrap();
+        assert_eq!(cfg.define_counter("a").unwrap(), a);
+        e.increment_counter(a, 2);
+        e.increment_counter(a, 1);
+        assert_eq!(e.counter(a), 3);
+        assert_eq!(e.counter(b), 0);
+        cfg.frozen = true;
+        assert!(cfg.define_counter("c").is_err());
+
+        assert!(e.per_route_config().is_none());
+        e.per_route = Some(Arc::new(42u32));
+        let got = e.per_route_config().unwrap();
+        assert_eq!(got.downcast_ref::<u32>(), Some(&42));
+
+        e.continue_request();
+        e.continue_response();
+        assert_eq!((e.continued_requests, e.continued_responses), (1, 1));
+    }
+}
