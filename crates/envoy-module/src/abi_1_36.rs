@@ -1,3 +1,1133 @@
-//! Envoy 1.36 per-direction API (in progress).
+//! Envoy 1.36.3/1.36.4 dynamic-module HTTP API: one callback per direction and map
+//! (`get_request_header`, `set_response_trailer`, ...), `{ptr, len}` passed as two arguments, and
+//! no callback that appends a header value.
+//!
+//! `add_header` is emulated: see [`FfiFilter::add_header`]. Enum arguments are passed as `u32`.
 
-compile_error!("envoy-module: the envoy-1-36 target is not implemented yet");
+use std::ffi::{CString, c_char, c_void};
+use std::sync::OnceLock;
+
+use crate::api::{
+    Attribute, BodyStatus, CounterId, Direction, EnvoyFilterConfig, EnvoyHttpFilter, HeaderKind,
+    HeadersStatus, LogLevel, Module, PerRouteConfig, TrailersStatus,
+};
+use crate::callbacks::callback_table;
+use crate::runtime::{self, ConfigInstance, FilterInstance, Hook};
+
+/// A buffer Envoy owns: `{const char* ptr; size_t length}` (body chunks).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EnvoyBuffer {
+    pub ptr: *const c_char,
+    pub length: usize,
+}
+
+impl EnvoyBuffer {
+    const NULL: Self = Self {
+        ptr: std::ptr::null(),
+        length: 0,
+    };
+
+    /// # Safety
+    /// `ptr` must be null or valid for reads of `length` bytes for `'a`.
+    unsafe fn as_slice<'a>(self) -> &'a [u8] {
+        if self.ptr.is_null() || self.length == 0 {
+            &[]
+        } else {
+            // SAFETY: non-null and valid for `length` bytes per the caller's contract.
+            unsafe { std::slice::from_raw_parts(self.ptr.cast::<u8>(), self.length) }
+        }
+    }
+}
+
+/// A header as `{key_ptr, key_len, value_ptr, value_len}`; used both ways.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct EnvoyHttpHeader {
+    pub key_ptr: *const c_char,
+    pub key_length: usize,
+    pub value_ptr: *const c_char,
+    pub value_length: usize,
+}
+
+impl EnvoyHttpHeader {
+    const NULL: Self = Self {
+        key_ptr: std::ptr::null(),
+        key_length: 0,
+        value_ptr: std::ptr::null(),
+        value_length: 0,
+    };
+}
+
+type FilterPtr = *mut c_void;
+type ConfigPtr = *mut c_void;
+type Bytes = *const c_char;
+
+type GetHeaderFn =
+    unsafe extern "C" fn(FilterPtr, Bytes, usize, *mut Bytes, *mut usize, usize) -> usize;
+type SetHeaderFn = unsafe extern "C" fn(FilterPtr, Bytes, usize, Bytes, usize) -> bool;
+type GetHeadersFn = unsafe extern "C" fn(FilterPtr, *mut EnvoyHttpHeader) -> bool;
+type HeadersCountFn = unsafe extern "C" fn(FilterPtr) -> usize;
+type BodyVectorFn = unsafe extern "C" fn(FilterPtr, *mut EnvoyBuffer) -> bool;
+type BodyVectorSizeFn = unsafe extern "C" fn(FilterPtr, *mut usize) -> bool;
+type AppendBodyFn = unsafe extern "C" fn(FilterPtr, Bytes, usize) -> bool;
+type DrainBodyFn = unsafe extern "C" fn(FilterPtr, usize) -> bool;
+
+callback_table! {
+    log: fn(u32, Bytes, usize);
+    log_enabled: fn(u32) -> bool;
+    http_get_request_header: fn(FilterPtr, Bytes, usize, *mut Bytes, *mut usize, usize) -> usize;
+    http_get_request_trailer: fn(FilterPtr, Bytes, usize, *mut Bytes, *mut usize, usize) -> usize;
+    http_get_response_header: fn(FilterPtr, Bytes, usize, *mut Bytes, *mut usize, usize) -> usize;
+    http_get_response_trailer: fn(FilterPtr, Bytes, usize, *mut Bytes, *mut usize, usize) -> usize;
+    http_set_request_header: fn(FilterPtr, Bytes, usize, Bytes, usize) -> bool;
+    http_set_request_trailer: fn(FilterPtr, Bytes, usize, Bytes, usize) -> bool;
+    http_set_response_header: fn(FilterPtr, Bytes, usize, Bytes, usize) -> bool;
+    http_set_response_trailer: fn(FilterPtr, Bytes, usize, Bytes, usize) -> bool;
+    http_get_request_headers_count: fn(FilterPtr) -> usize;
+    http_get_request_trailers_count: fn(FilterPtr) -> usize;
+    http_get_response_headers_count: fn(FilterPtr) -> usize;
+    http_get_response_trailers_count: fn(FilterPtr) -> usize;
+    http_get_request_headers: fn(FilterPtr, *mut EnvoyHttpHeader) -> bool;
+    http_get_request_trailers: fn(FilterPtr, *mut EnvoyHttpHeader) -> bool;
+    http_get_response_headers: fn(FilterPtr, *mut EnvoyHttpHeader) -> bool;
+    http_get_response_trailers: fn(FilterPtr, *mut EnvoyHttpHeader) -> bool;
+    http_get_buffered_request_body_vector: fn(FilterPtr, *mut EnvoyBuffer) -> bool;
+    http_get_buffered_request_body_vector_size: fn(FilterPtr, *mut usize) -> bool;
+    http_get_received_request_body_vector: fn(FilterPtr, *mut EnvoyBuffer) -> bool;
+    http_get_received_request_body_vector_size: fn(FilterPtr, *mut usize) -> bool;
+    http_get_buffered_response_body_vector: fn(FilterPtr, *mut EnvoyBuffer) -> bool;
+    http_get_buffered_response_body_vector_size: fn(FilterPtr, *mut usize) -> bool;
+    http_get_received_response_body_vector: fn(FilterPtr, *mut EnvoyBuffer) -> bool;
+    http_get_received_response_body_vector_size: fn(FilterPtr, *mut usize) -> bool;
+    http_append_buffered_request_body: fn(FilterPtr, Bytes, usize) -> bool;
+    http_append_received_request_body: fn(FilterPtr, Bytes, usize) -> bool;
+    http_append_buffered_response_body: fn(FilterPtr, Bytes, usize) -> bool;
+    http_append_received_response_body: fn(FilterPtr, Bytes, usize) -> bool;
+    http_drain_buffered_request_body: fn(FilterPtr, usize) -> bool;
+    http_drain_received_request_body: fn(FilterPtr, usize) -> bool;
+    http_drain_buffered_response_body: fn(FilterPtr, usize) -> bool;
+    http_drain_received_response_body: fn(FilterPtr, usize) -> bool;
+    http_send_response: fn(FilterPtr, u32, *const EnvoyHttpHeader, usize, Bytes, usize);
+    http_set_dynamic_metadata_string: fn(FilterPtr, Bytes, usize, Bytes, usize, Bytes, usize) -> bool;
+    http_get_metadata_string: fn(FilterPtr, u32, Bytes, usize, Bytes, usize, *mut Bytes, *mut usize) -> bool;
+    http_filter_get_attribute_string: fn(FilterPtr, u32, *mut Bytes, *mut usize) -> bool;
+    http_filter_get_attribute_int: fn(FilterPtr, u32, *mut u64) -> bool;
+    http_filter_config_define_counter: fn(ConfigPtr, Bytes, usize, *mut usize) -> u32;
+    http_filter_increment_counter: fn(FilterPtr, usize, u64) -> u32;
+    get_most_specific_route_config: fn(FilterPtr) -> *const c_void;
+    http_filter_continue_decoding: fn(FilterPtr);
+    http_filter_continue_encoding: fn(FilterPtr);
+}
+
+static CALLBACKS: OnceLock<Callbacks> = OnceLock::new();
+
+fn callbacks() -> Option<&'static Callbacks> {
+    CALLBACKS.get()
+}
+
+/// A callback only the unified (1.37+) family exports: its presence means "rebuild for 1.37+".
+const OTHER_FAMILY_MARKER: &std::ffi::CStr = c"envoy_dynamic_module_callback_http_get_header";
+const OTHER_FAMILY_HINT: &str = "ENVOY_VERSION=1.37 (or the 1.38/1.40 target)";
+
+/// Hooks [`crate::declare_module!`] exports for this family (all 1.36 looks up).
+pub(crate) const EXPORTED_HOOKS: &[&str] = &[
+    "envoy_dynamic_module_on_program_init",
+    "envoy_dynamic_module_on_http_filter_config_new",
+    "envoy_dynamic_module_on_http_filter_config_destroy",
+    "envoy_dynamic_module_on_http_filter_per_route_config_new",
+    "envoy_dynamic_module_on_http_filter_per_route_config_destroy",
+    "envoy_dynamic_module_on_http_filter_new",
+    "envoy_dynamic_module_on_http_filter_destroy",
+    "envoy_dynamic_module_on_http_filter_request_headers",
+    "envoy_dynamic_module_on_http_filter_request_body",
+    "envoy_dynamic_module_on_http_filter_request_trailers",
+    "envoy_dynamic_module_on_http_filter_response_headers",
+    "envoy_dynamic_module_on_http_filter_response_body",
+    "envoy_dynamic_module_on_http_filter_response_trailers",
+    "envoy_dynamic_module_on_http_filter_stream_complete",
+    "envoy_dynamic_module_on_http_filter_http_callout_done",
+    "envoy_dynamic_module_on_http_filter_scheduled",
+];
+
+// ------------------------------------------------------------------------------------------------
+// Logging
+
+pub(crate) fn log_enabled(level: LogLevel) -> Option<bool> {
+    let cb = callbacks()?;
+    // SAFETY: resolved callback; takes a level by value.
+    Some(unsafe { (cb.log_enabled)(level as u32) })
+}
+
+/// Log through Envoy; false when the callbacks are not resolved (not inside Envoy).
+pub(crate) fn log(level: LogLevel, message: &str) -> bool {
+    let Some(cb) = callbacks() else { return false };
+    // SAFETY: resolved callbacks; the message outlives the call.
+    unsafe {
+        if (cb.log_enabled)(level as u32) {
+            (cb.log)(level as u32, message.as_ptr().cast(), message.len());
+        }
+    }
+    true
+}
+
+// ------------------------------------------------------------------------------------------------
+// The Envoy side of a stream
+
+fn attribute_id(attribute: Attribute) -> u32 {
+    match attribute {
+        Attribute::RequestTime => 8,
+        Attribute::RequestProtocol => 10,
+        Attribute::ResponseCode => 15,
+        Attribute::SourceAddress => 24,
+    }
+}
+
+/// Per-direction body callbacks: (vector, vector size, append, drain).
+struct BodyFns {
+    vector: BodyVectorFn,
+    size: BodyVectorSizeFn,
+    append: AppendBodyFn,
+    drain: DrainBodyFn,
+}
+
+/// Joins header values the way RFC 9110 (section 5.3) allows a recipient to combine field lines.
+fn comma_join(values: &[&[u8]]) -> Vec<u8> {
+    values.join(&b", "[..])
+}
+
+/// [`EnvoyHttpFilter`] over the 1.36 C ABI for the duration of one hook.
+struct FfiFilter {
+    ptr: FilterPtr,
+    cb: &'static Callbacks,
+}
+
+impl FfiFilter {
+    fn get_fn(&self, kind: HeaderKind) -> GetHeaderFn {
+        match kind {
+            HeaderKind::RequestHeaders => self.cb.http_get_request_header,
+            HeaderKind::RequestTrailers => self.cb.http_get_request_trailer,
+            HeaderKind::ResponseHeaders => self.cb.http_get_response_header,
+            HeaderKind::ResponseTrailers => self.cb.http_get_response_trailer,
+        }
+    }
+
+    fn set_fn(&self, kind: HeaderKind) -> SetHeaderFn {
+        match kind {
+            HeaderKind::RequestHeaders => self.cb.http_set_request_header,
+            HeaderKind::RequestTrailers => self.cb.http_set_request_trailer,
+            HeaderKind::ResponseHeaders => self.cb.http_set_response_header,
+            HeaderKind::ResponseTrailers => self.cb.http_set_response_trailer,
+        }
+    }
+
+    fn all_fns(&self, kind: HeaderKind) -> (HeadersCountFn, GetHeadersFn) {
+        match kind {
+            HeaderKind::RequestHeaders => (
+                self.cb.http_get_request_headers_count,
+                self.cb.http_get_request_headers,
+            ),
+            HeaderKind::RequestTrailers => (
+                self.cb.http_get_request_trailers_count,
+                self.cb.http_get_request_trailers,
+            ),
+            HeaderKind::ResponseHeaders => (
+                self.cb.http_get_response_headers_count,
+                self.cb.http_get_response_headers,
+            ),
+            HeaderKind::ResponseTrailers => (
+                self.cb.http_get_response_trailers_count,
+                self.cb.http_get_response_trailers,
+            ),
+        }
+    }
+
+    /// (received, buffered) body callbacks of a direction.
+    fn body_fns(&self, direction: Direction) -> (BodyFns, BodyFns) {
+        let cb = self.cb;
+        match direction {
+            Direction::Request => (
+                BodyFns {
+                    vector: cb.http_get_received_request_body_vector,
+                    size: cb.http_get_received_request_body_vector_size,
+                    append: cb.http_append_received_request_body,
+                    drain: cb.http_drain_received_request_body,
+                },
+                BodyFns {
+                    vector: cb.http_get_buffered_request_body_vector,
+                    size: cb.http_get_buffered_request_body_vector_size,
+                    append: cb.http_append_buffered_request_body,
+                    drain: cb.http_drain_buffered_request_body,
+                },
+            ),
+            Direction::Response => (
+                BodyFns {
+                    vector: cb.http_get_received_response_body_vector,
+                    size: cb.http_get_received_response_body_vector_size,
+                    append: cb.http_append_received_response_body,
+                    drain: cb.http_drain_received_response_body,
+                },
+                BodyFns {
+                    vector: cb.http_get_buffered_response_body_vector,
+                    size: cb.http_get_buffered_response_body_vector_size,
+                    append: cb.http_append_buffered_response_body,
+                    drain: cb.http_drain_buffered_response_body,
+                },
+            ),
+        }
+    }
+
+    fn chunks(&self, fns: &BodyFns) -> Vec<EnvoyBuffer> {
+        let mut n = 0usize;
+        // SAFETY: valid filter pointer during the hook; out-pointer valid.
+        if !unsafe { (fns.size)(self.ptr, &mut n) } || n == 0 {
+            return Vec::new();
+        }
+        let mut chunks = vec![EnvoyBuffer::NULL; n];
+        // SAFETY: `chunks` has room for the `n` entries Envoy reported.
+        if !unsafe { (fns.vector)(self.ptr, chunks.as_mut_ptr()) } {
+            chunks.clear();
+        }
+        chunks
+    }
+
+    /// Buffered chunks, current chunks, and whether they are the same buffer (Envoy hands a
+    /// resumed filter the buffered data itself as the current chunk).
+    fn body_chunks(&self, direction: Direction) -> (Vec<EnvoyBuffer>, Vec<EnvoyBuffer>, bool) {
+        let (received, buffered) = self.body_fns(direction);
+        let buffered = self.chunks(&buffered);
+        let received = self.chunks(&received);
+        let same = !received.is_empty() && received == buffered;
+        (buffered, received, same)
+    }
+}
+
+fn total(chunks: &[EnvoyBuffer]) -> usize {
+    chunks.iter().map(|c| c.length).sum()
+}
+
+impl EnvoyHttpFilter for FfiFilter {
+    fn header(&self, kind: HeaderKind, name: &str, index: usize) -> Option<&[u8]> {
+        let mut ptr: Bytes = std::ptr::null();
+        let mut len = 0usize;
+        // SAFETY: key and out-pointers valid for the call.
+        let count = unsafe {
+            (self.get_fn(kind))(
+                self.ptr,
+                name.as_ptr().cast(),
+                name.len(),
+                &mut ptr,
+                &mut len,
+                index,
+            )
+        };
+        if index >= count {
+            return None;
+        }
+        // SAFETY: Envoy's header value stays valid until the map is mutated, which needs `&mut self`.
+        Some(unsafe { EnvoyBuffer { ptr, length: len }.as_slice() })
+    }
+
+    fn header_count(&self, kind: HeaderKind, name: &str) -> usize {
+        let mut ptr: Bytes = std::ptr::null();
+        let mut len = 0usize;
+        // SAFETY: as in `header`.
+        unsafe {
+            (self.get_fn(kind))(
+                self.ptr,
+                name.as_ptr().cast(),
+                name.len(),
+                &mut ptr,
+                &mut len,
+                0,
+            )
+        }
+    }
+
+    fn headers(&self, kind: HeaderKind) -> Vec<(&[u8], &[u8])> {
+        let (count, get) = self.all_fns(kind);
+        // SAFETY: valid filter pointer during the hook.
+        let n = unsafe { count(self.ptr) };
+        if n == 0 {
+            return Vec::new();
+        }
+        let mut raw = vec![EnvoyHttpHeader::NULL; n];
+        // SAFETY: `raw` has room for the `n` headers Envoy reported.
+        if !unsafe { get(self.ptr, raw.as_mut_ptr()) } {
+            return Vec::new();
+        }
+        raw.iter()
+            .map(|h| {
+                // SAFETY: Envoy-owned header bytes, valid until the map is mutated (needs `&mut self`).
+                unsafe {
+                    (
+                        EnvoyBuffer {
+                            ptr: h.key_ptr,
+                            length: h.key_length,
+                        }
+                        .as_slice(),
+                        EnvoyBuffer {
+                            ptr: h.value_ptr,
+                            length: h.value_length,
+                        }
+                        .as_slice(),
+                    )
+                }
+            })
+            .collect()
+    }
+
+    fn set_header(&mut self, kind: HeaderKind, name: &str, value: &[u8]) -> bool {
+        // A null value pointer means "remove" to 1.36; an empty value must stay a value.
+        let value_ptr: Bytes = if value.is_empty() {
+            c"".as_ptr()
+        } else {
+            value.as_ptr().cast()
+        };
+        // SAFETY: buffers valid for the call; Envoy copies them.
+        unsafe {
+            (self.set_fn(kind))(
+                self.ptr,
+                name.as_ptr().cast(),
+                name.len(),
+                value_ptr,
+                value.len(),
+            )
+        }
+    }
+
+    /// 1.36 has no "add header" callback and its `set` replaces every value. Appending is emulated
+    /// by combining the existing values and the new one into a single comma-separated line, which
+    /// RFC 9110 (section 5.3) makes equivalent to separate lines. `set-cookie` cannot be combined
+    /// that way, so adding a second `set-cookie` is refused (returns false) on this target.
+    fn add_header(&mut self, kind: HeaderKind, name: &str, value: &[u8]) -> bool {
+        let existing: Vec<Vec<u8>> = (0..self.header_count(kind, name))
+            .filter_map(|i| self.header(kind, name, i).map(<[u8]>::to_vec))
+            .collect();
+        if existing.is_empty() {
+            return self.set_header(kind, name, value);
+        }
+        if name.eq_ignore_ascii_case("set-cookie") {
+            return false;
+        }
+        let mut values: Vec<&[u8]> = existing.iter().map(Vec::as_slice).collect();
+        values.push(value);
+        let combined = comma_join(&values);
+        self.set_header(kind, name, &combined)
+    }
+
+    fn remove_header(&mut self, kind: HeaderKind, name: &str) -> bool {
+        // SAFETY: a null value asks Envoy to remove the header.
+        unsafe {
+            (self.set_fn(kind))(
+                self.ptr,
+                name.as_ptr().cast(),
+                name.len(),
+                std::ptr::null(),
+                0,
+            )
+        }
+    }
+
+    fn body(&self, direction: Direction) -> Vec<u8> {
+        let (buffered, received, same) = self.body_chunks(direction);
+        let parts: Vec<EnvoyBuffer> = if same {
+            buffered
+        } else {
+            buffered.into_iter().chain(received).collect()
+        };
+        let mut body = Vec::with_capacity(total(&parts));
+        for chunk in parts {
+            // SAFETY: Envoy-owned chunk, valid during the hook; copied out immediately.
+            body.extend_from_slice(unsafe { chunk.as_slice() });
+        }
+        body
+    }
+
+    fn body_len(&self, direction: Direction) -> usize {
+        let (buffered, received, same) = self.body_chunks(direction);
+        if same {
+            total(&buffered)
+        } else {
+            total(&buffered) + total(&received)
+        }
+    }
+
+    /// Same semantics as the 1.37+ target: drain buffered and current data, append `data` to the
+    /// current chunk, or to the buffered body where there is no current chunk (headers callback at
+    /// end of stream); a present `content-length` is updated.
+    fn replace_body(&mut self, direction: Direction, data: &[u8]) -> bool {
+        let (received_fns, buffered_fns) = self.body_fns(direction);
+        let (buffered, received, same) = self.body_chunks(direction);
+        // SAFETY: valid filter pointer; drain/append copy or release Envoy's buffers.
+        let ok = unsafe {
+            if total(&buffered) > 0 {
+                (buffered_fns.drain)(self.ptr, total(&buffered));
+            }
+            if !same && total(&received) > 0 {
+                (received_fns.drain)(self.ptr, total(&received));
+            }
+            data.is_empty()
+                || (received_fns.append)(self.ptr, data.as_ptr().cast(), data.len())
+                || (buffered_fns.append)(self.ptr, data.as_ptr().cast(), data.len())
+        };
+        let headers = match direction {
+            Direction::Request => HeaderKind::RequestHeaders,
+            Direction::Response => HeaderKind::ResponseHeaders,
+        };
+        if self.header_count(headers, "content-length") > 0 {
+            self.set_header(headers, "content-length", data.len().to_string().as_bytes());
+        }
+        ok
+    }
+
+    /// 1.36's local reply has no details argument: `details` is logged at debug level instead.
+    fn send_local_reply(
+        &mut self,
+        status: u32,
+        headers: &[(&str, &[u8])],
+        body: &[u8],
+        details: &str,
+    ) {
+        let raw: Vec<EnvoyHttpHeader> = headers
+            .iter()
+            .map(|(k, v)| EnvoyHttpHeader {
+                key_ptr: k.as_ptr().cast(),
+                key_length: k.len(),
+                value_ptr: v.as_ptr().cast(),
+                value_length: v.len(),
+            })
+            .collect();
+        if !details.is_empty() {
+            crate::log(
+                LogLevel::Debug,
+                &format!("rust_module: local reply {status}: {details}"),
+            );
+        }
+        // SAFETY: header array and body outlive the call; Envoy copies them.
+        unsafe {
+            (self.cb.http_send_response)(
+                self.ptr,
+                status,
+                raw.as_ptr(),
+                raw.len(),
+                body.as_ptr().cast(),
+                body.len(),
+            )
+        }
+    }
+
+    fn set_dynamic_metadata_string(&mut self, namespace: &str, key: &str, value: &str) -> bool {
+        // SAFETY: buffers valid for the call; Envoy copies them.
+        unsafe {
+            (self.cb.http_set_dynamic_metadata_string)(
+                self.ptr,
+                namespace.as_ptr().cast(),
+                namespace.len(),
+                key.as_ptr().cast(),
+                key.len(),
+                value.as_ptr().cast(),
+                value.len(),
+            )
+        }
+    }
+
+    fn dynamic_metadata_string(&self, namespace: &str, key: &str) -> Option<&[u8]> {
+        let mut ptr: Bytes = std::ptr::null();
+        let mut len = 0usize;
+        // SAFETY: source 0 is the stream's dynamic metadata; out-pointers valid for the call.
+        let ok = unsafe {
+            (self.cb.http_get_metadata_string)(
+                self.ptr,
+                0,
+                namespace.as_ptr().cast(),
+                namespace.len(),
+                key.as_ptr().cast(),
+                key.len(),
+                &mut ptr,
+                &mut len,
+            )
+        };
+        // SAFETY: Envoy-owned value, valid until metadata is mutated (needs `&mut self`).
+        ok.then(|| unsafe { EnvoyBuffer { ptr, length: len }.as_slice() })
+    }
+
+    fn attribute_string(&self, attribute: Attribute) -> Option<&[u8]> {
+        let mut ptr: Bytes = std::ptr::null();
+        let mut len = 0usize;
+        // SAFETY: out-pointers valid for the call.
+        let ok = unsafe {
+            (self.cb.http_filter_get_attribute_string)(
+                self.ptr,
+                attribute_id(attribute),
+                &mut ptr,
+                &mut len,
+            )
+        };
+        // SAFETY: Envoy-owned value, valid during the hook.
+        ok.then(|| unsafe { EnvoyBuffer { ptr, length: len }.as_slice() })
+    }
+
+    fn attribute_int(&self, attribute: Attribute) -> Option<i64> {
+        let mut out = 0u64;
+        // SAFETY: out-pointer valid for the call.
+        let ok = unsafe {
+            (self.cb.http_filter_get_attribute_int)(self.ptr, attribute_id(attribute), &mut out)
+        };
+        ok.then_some(out as i64)
+    }
+
+    fn increment_counter(&mut self, counter: CounterId, by: u64) {
+        // SAFETY: valid filter pointer; the id came from define_counter on its config.
+        unsafe {
+            (self.cb.http_filter_increment_counter)(self.ptr, counter.0, by);
+        }
+    }
+
+    fn per_route_config(&self) -> Option<PerRouteConfig> {
+        // SAFETY: valid filter pointer during the hook.
+        let ptr = unsafe { (self.cb.get_most_specific_route_config)(self.ptr) };
+        if ptr.is_null() {
+            return None;
+        }
+        // SAFETY: non-null results are what our `per_route_config_new` returned (a boxed
+        // PerRouteConfig), alive while the route references it.
+        Some(unsafe { &*ptr.cast::<PerRouteConfig>() }.clone())
+    }
+
+    fn continue_request(&mut self) {
+        // SAFETY: valid filter pointer.
+        unsafe { (self.cb.http_filter_continue_decoding)(self.ptr) }
+    }
+
+    fn continue_response(&mut self) {
+        // SAFETY: valid filter pointer.
+        unsafe { (self.cb.http_filter_continue_encoding)(self.ptr) }
+    }
+}
+
+/// [`EnvoyFilterConfig`] over the C ABI while `config_new` runs.
+struct FfiFilterConfig {
+    ptr: ConfigPtr,
+    cb: &'static Callbacks,
+}
+
+impl EnvoyFilterConfig for FfiFilterConfig {
+    fn define_counter(&mut self, name: &str) -> Result<CounterId, String> {
+        let mut id = 0usize;
+        // SAFETY: valid config pointer during config_new; out-pointer valid.
+        let result = unsafe {
+            (self.cb.http_filter_config_define_counter)(
+                self.ptr,
+                name.as_ptr().cast(),
+                name.len(),
+                &mut id,
+            )
+        };
+        match result {
+            0 => Ok(CounterId(id)),
+            3 => Err(format!(
+                "counter '{name}': stats are frozen (define counters while the config loads)"
+            )),
+            other => Err(format!(
+                "counter '{name}': Envoy answered metrics result {other}"
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::comma_join;
+
+    #[test]
+    fn add_emulation_joins_like_rfc9110() {
+        assert_eq!(comma_join(&[b"a", b"b c", b"d"]), b"a, b c, d");
+        assert_eq!(comma_join(&[b"only"]), b"only");
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Hook bodies the `declare_module!` shims forward to.
+
+pub mod hooks {
+    use super::*;
+
+    static ABI: OnceLock<CString> = OnceLock::new();
+
+    /// `on_program_init`: resolve callbacks, return the ABI string (or null on a wrong Envoy).
+    pub fn program_init() -> *const c_char {
+        runtime::barrier("program_init", std::ptr::null(), || {
+            runtime::install_panic_hook();
+            match Callbacks::resolve() {
+                Ok(cb) => {
+                    let _ = CALLBACKS.set(cb);
+                }
+                Err(missing) => {
+                    let hint = if crate::callbacks::exported(OTHER_FAMILY_MARKER) {
+                        OTHER_FAMILY_HINT.to_string()
+                    } else {
+                        "<the Envoy you run>".to_string()
+                    };
+                    eprintln!(
+                        "rust_module: this module was built for Envoy {} but this Envoy does not export {}{}; rebuild with {}",
+                        crate::target_envoy(),
+                        missing[0],
+                        if missing.len() > 1 {
+                            format!(
+                                " (and {} more: {})",
+                                missing.len() - 1,
+                                missing[1..].join(", ")
+                            )
+                        } else {
+                            String::new()
+                        },
+                        hint,
+                    );
+                    return std::ptr::null();
+                }
+            }
+            match ABI.get_or_init(|| CString::new(crate::abi_version()).unwrap_or_default()) {
+                s if s.is_empty() => std::ptr::null(),
+                s => s.as_ptr(),
+            }
+        })
+    }
+
+    /// `on_http_filter_config_new`.
+    ///
+    /// # Safety
+    /// Called by Envoy with its config pointer and buffers valid for the call.
+    pub unsafe fn config_new(
+        module: &Module,
+        envoy_ptr: *mut c_void,
+        name_ptr: *const c_char,
+        name_len: usize,
+        config_ptr: *const c_char,
+        config_len: usize,
+    ) -> *const c_void {
+        let name = EnvoyBuffer {
+            ptr: name_ptr,
+            length: name_len,
+        };
+        let config = EnvoyBuffer {
+            ptr: config_ptr,
+            length: config_len,
+        };
+        runtime::barrier("config_new", std::ptr::null(), || {
+            let Some(cb) = callbacks() else {
+                return std::ptr::null();
+            };
+            let mut envoy = FfiFilterConfig { ptr: envoy_ptr, cb };
+            // SAFETY: Envoy's buffers are valid for the duration of this call.
+            let (name, config) = unsafe { (name.as_slice(), config.as_slice()) };
+            match runtime::new_config(module, &mut envoy, name, config) {
+                Some(instance) => Box::into_raw(instance) as *const c_void,
+                None => std::ptr::null(),
+            }
+        })
+    }
+
+    /// `on_http_filter_config_destroy`.
+    ///
+    /// # Safety
+    /// `ptr` is what `config_new` returned, destroyed once.
+    pub unsafe fn config_destroy(ptr: *const c_void) {
+        runtime::barrier("config_destroy", (), || {
+            if !ptr.is_null() {
+                // SAFETY: created by Box::into_raw in config_new; Envoy destroys it once.
+                drop(unsafe { Box::from_raw(ptr as *mut ConfigInstance) });
+            }
+        })
+    }
+
+    /// `on_http_filter_per_route_config_new`.
+    ///
+    /// # Safety
+    /// Buffers valid for the call.
+    pub unsafe fn per_route_config_new(
+        module: &Module,
+        name_ptr: *const c_char,
+        name_len: usize,
+        config_ptr: *const c_char,
+        config_len: usize,
+    ) -> *const c_void {
+        let name = EnvoyBuffer {
+            ptr: name_ptr,
+            length: name_len,
+        };
+        let config = EnvoyBuffer {
+            ptr: config_ptr,
+            length: config_len,
+        };
+        runtime::barrier("per_route_config_new", std::ptr::null(), || {
+            // SAFETY: Envoy's buffers are valid for the duration of this call.
+            let (name, config) = unsafe { (name.as_slice(), config.as_slice()) };
+            match runtime::new_per_route_config(module, name, config) {
+                Some(cfg) => Box::into_raw(cfg) as *const c_void,
+                None => std::ptr::null(),
+            }
+        })
+    }
+
+    /// `on_http_filter_per_route_config_destroy`.
+    ///
+    /// # Safety
+    /// `ptr` is what `per_route_config_new` returned, destroyed once.
+    pub unsafe fn per_route_config_destroy(ptr: *const c_void) {
+        runtime::barrier("per_route_config_destroy", (), || {
+            if !ptr.is_null() {
+                // SAFETY: created by Box::into_raw in per_route_config_new; destroyed once.
+                drop(unsafe { Box::from_raw(ptr as *mut PerRouteConfig) });
+            }
+        })
+    }
+
+    /// `on_http_filter_new`.
+    ///
+    /// # Safety
+    /// `config_ptr` is a live pointer from `config_new`.
+    pub unsafe fn filter_new(
+        config_ptr: *const c_void,
+        _filter_envoy_ptr: *mut c_void,
+    ) -> *const c_void {
+        runtime::barrier("filter_new", std::ptr::null(), || {
+            if config_ptr.is_null() {
+                return std::ptr::null();
+            }
+            // SAFETY: Envoy keeps the config alive while streams use it.
+            let config = unsafe { &*(config_ptr as *const ConfigInstance) };
+            Box::into_raw(runtime::new_filter(config)) as *const c_void
+        })
+    }
+
+    /// `on_http_filter_destroy`.
+    ///
+    /// # Safety
+    /// `ptr` is what `filter_new` returned, destroyed once, no hook running.
+    pub unsafe fn filter_destroy(ptr: *const c_void) {
+        runtime::barrier("filter_destroy", (), || {
+            if !ptr.is_null() {
+                // SAFETY: created by Box::into_raw in filter_new; destroyed once.
+                drop(unsafe { Box::from_raw(ptr as *mut FilterInstance) });
+            }
+        })
+    }
+
+    /// Shared body of the per-stream hooks.
+    ///
+    /// # Safety
+    /// `module_ptr` is a live pointer from `filter_new`; `envoy_ptr` its stream.
+    unsafe fn stream_hook<R: Copy>(
+        envoy_ptr: *mut c_void,
+        module_ptr: *const c_void,
+        hook: Hook,
+        pass: R,
+        fail: R,
+        call: impl FnOnce(&mut dyn crate::HttpFilter, &mut dyn EnvoyHttpFilter) -> R,
+    ) -> R {
+        runtime::barrier("stream hook", pass, || {
+            let Some(cb) = callbacks() else { return pass };
+            if module_ptr.is_null() {
+                return pass;
+            }
+            // SAFETY: live until filter_destroy; only shared references are formed here.
+            let instance = unsafe { &*(module_ptr as *const FilterInstance) };
+            let mut envoy = FfiFilter { ptr: envoy_ptr, cb };
+            runtime::run(instance, &mut envoy, hook, pass, fail, call)
+        })
+    }
+
+    /// # Safety
+    /// See `stream_hook`.
+    pub unsafe fn request_headers(e: *mut c_void, m: *const c_void, end_of_stream: bool) -> u32 {
+        // SAFETY: forwarded contract.
+        unsafe {
+            stream_hook(
+                e,
+                m,
+                Hook::RequestHeaders,
+                HeadersStatus::Continue,
+                HeadersStatus::StopIteration,
+                |f, envoy| f.on_request_headers(envoy, end_of_stream),
+            ) as u32
+        }
+    }
+
+    /// # Safety
+    /// See `stream_hook`.
+    pub unsafe fn request_body(e: *mut c_void, m: *const c_void, end_of_stream: bool) -> u32 {
+        // SAFETY: forwarded contract.
+        unsafe {
+            stream_hook(
+                e,
+                m,
+                Hook::RequestBody,
+                BodyStatus::Continue,
+                BodyStatus::StopIterationNoBuffer,
+                |f, envoy| f.on_request_body(envoy, end_of_stream),
+            ) as u32
+        }
+    }
+
+    /// # Safety
+    /// See `stream_hook`.
+    pub unsafe fn request_trailers(e: *mut c_void, m: *const c_void) -> u32 {
+        // SAFETY: forwarded contract.
+        unsafe {
+            stream_hook(
+                e,
+                m,
+                Hook::RequestTrailers,
+                TrailersStatus::Continue,
+                TrailersStatus::StopIteration,
+                |f, envoy| f.on_request_trailers(envoy),
+            ) as u32
+        }
+    }
+
+    /// # Safety
+    /// See `stream_hook`.
+    pub unsafe fn response_headers(e: *mut c_void, m: *const c_void, end_of_stream: bool) -> u32 {
+        // SAFETY: forwarded contract.
+        unsafe {
+            stream_hook(
+                e,
+                m,
+                Hook::ResponseHeaders,
+                HeadersStatus::Continue,
+                HeadersStatus::StopIteration,
+                |f, envoy| f.on_response_headers(envoy, end_of_stream),
+            ) as u32
+        }
+    }
+
+    /// # Safety
+    /// See `stream_hook`.
+    pub unsafe fn response_body(e: *mut c_void, m: *const c_void, end_of_stream: bool) -> u32 {
+        // SAFETY: forwarded contract.
+        unsafe {
+            stream_hook(
+                e,
+                m,
+                Hook::ResponseBody,
+                BodyStatus::Continue,
+                BodyStatus::StopIterationNoBuffer,
+                |f, envoy| f.on_response_body(envoy, end_of_stream),
+            ) as u32
+        }
+    }
+
+    /// # Safety
+    /// See `stream_hook`.
+    pub unsafe fn response_trailers(e: *mut c_void, m: *const c_void) -> u32 {
+        // SAFETY: forwarded contract.
+        unsafe {
+            stream_hook(
+                e,
+                m,
+                Hook::ResponseTrailers,
+                TrailersStatus::Continue,
+                TrailersStatus::StopIteration,
+                |f, envoy| f.on_response_trailers(envoy),
+            ) as u32
+        }
+    }
+
+    /// # Safety
+    /// See `stream_hook`.
+    pub unsafe fn stream_complete(e: *mut c_void, m: *const c_void) {
+        // SAFETY: forwarded contract.
+        unsafe {
+            stream_hook(e, m, Hook::StreamComplete, (), (), |f, envoy| {
+                f.on_stream_complete(envoy)
+            })
+        }
+    }
+}
+
+/// Exports this family's hooks from the calling crate; used by [`crate::declare_module!`].
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __envoy_module_hooks {
+    ($module:expr) => {
+        const _: () = {
+            use $crate::__private::{EnvoyBuffer, EnvoyHttpHeader, c_char, c_void};
+
+            static MODULE: $crate::Module = $module;
+
+            #[allow(unsafe_code)]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
+                $crate::__private::program_init()
+            }
+
+            #[allow(unsafe_code)]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
+                envoy: *mut c_void,
+                name_ptr: *const c_char,
+                name_len: usize,
+                config_ptr: *const c_char,
+                config_len: usize,
+            ) -> *const c_void {
+                // SAFETY: Envoy calls this hook with pointers valid per the ABI.
+                unsafe {
+                    $crate::__private::config_new(
+                        &MODULE, envoy, name_ptr, name_len, config_ptr, config_len,
+                    )
+                }
+            }
+
+            #[allow(unsafe_code)]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(
+                config: *const c_void,
+            ) {
+                // SAFETY: Envoy passes back what config_new returned, once.
+                unsafe { $crate::__private::config_destroy(config) }
+            }
+
+            #[allow(unsafe_code)]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_new(
+                name_ptr: *const c_char,
+                name_len: usize,
+                config_ptr: *const c_char,
+                config_len: usize,
+            ) -> *const c_void {
+                // SAFETY: Envoy's buffers are valid for the call.
+                unsafe {
+                    $crate::__private::per_route_config_new(
+                        &MODULE, name_ptr, name_len, config_ptr, config_len,
+                    )
+                }
+            }
+            #[allow(unsafe_code)]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_destroy(
+                config: *const c_void,
+            ) {
+                // SAFETY: Envoy passes back what per_route_config_new returned, once.
+                unsafe { $crate::__private::per_route_config_destroy(config) }
+            }
+
+            #[allow(unsafe_code)]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
+                config: *const c_void,
+                envoy: *mut c_void,
+            ) -> *const c_void {
+                // SAFETY: `config` is a live pointer from config_new.
+                unsafe { $crate::__private::filter_new(config, envoy) }
+            }
+
+            #[allow(unsafe_code)]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(filter: *const c_void) {
+                // SAFETY: Envoy passes back what filter_new returned, once.
+                unsafe { $crate::__private::filter_destroy(filter) }
+            }
+
+            #[allow(unsafe_code)]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
+                envoy: *mut c_void,
+                filter: *const c_void,
+                end_of_stream: bool,
+            ) -> u32 {
+                // SAFETY: live stream pointers from Envoy.
+                unsafe { $crate::__private::request_headers(envoy, filter, end_of_stream) }
+            }
+
+            #[allow(unsafe_code)]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
+                envoy: *mut c_void,
+                filter: *const c_void,
+                end_of_stream: bool,
+            ) -> u32 {
+                // SAFETY: live stream pointers from Envoy.
+                unsafe { $crate::__private::request_body(envoy, filter, end_of_stream) }
+            }
+
+            #[allow(unsafe_code)]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
+                envoy: *mut c_void,
+                filter: *const c_void,
+            ) -> u32 {
+                // SAFETY: live stream pointers from Envoy.
+                unsafe { $crate::__private::request_trailers(envoy, filter) }
+            }
+
+            #[allow(unsafe_code)]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
+                envoy: *mut c_void,
+                filter: *const c_void,
+                end_of_stream: bool,
+            ) -> u32 {
+                // SAFETY: live stream pointers from Envoy.
+                unsafe { $crate::__private::response_headers(envoy, filter, end_of_stream) }
+            }
+
+            #[allow(unsafe_code)]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
+                envoy: *mut c_void,
+                filter: *const c_void,
+                end_of_stream: bool,
+            ) -> u32 {
+                // SAFETY: live stream pointers from Envoy.
+                unsafe { $crate::__private::response_body(envoy, filter, end_of_stream) }
+            }
+
+            #[allow(unsafe_code)]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
+                envoy: *mut c_void,
+                filter: *const c_void,
+            ) -> u32 {
+                // SAFETY: live stream pointers from Envoy.
+                unsafe { $crate::__private::response_trailers(envoy, filter) }
+            }
+
+            #[allow(unsafe_code)]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
+                envoy: *mut c_void,
+                filter: *const c_void,
+            ) {
+                // SAFETY: live stream pointers from Envoy.
+                unsafe { $crate::__private::stream_complete(envoy, filter) }
+            }
+
+            // Hooks for features the SDK does not offer (callouts, schedulers, watermarks): Envoy
+            // requires them to exist; they are never triggered since the SDK never starts them.
+
+            #[allow(unsafe_code)]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
+                _envoy: *mut c_void,
+                _filter: *const c_void,
+                _callout_id: u32,
+                _result: u32,
+                _headers: *mut EnvoyHttpHeader,
+                _headers_size: usize,
+                _body: *mut EnvoyBuffer,
+                _body_size: usize,
+            ) {
+            }
+
+            #[allow(unsafe_code)]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
+                _envoy: *mut c_void,
+                _filter: *const c_void,
+                _event_id: u64,
+            ) {
+            }
+        };
+    };
+}

@@ -114,3 +114,35 @@ pub mod __private {
     pub use crate::abi::{EnvoyBuffer, EnvoyHttpHeader};
     pub use std::ffi::{c_char, c_void};
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn outside_envoy_every_callback_is_missing_and_logging_falls_back() {
+        let missing = crate::abi::Callbacks::resolve()
+            .err()
+            .expect("no Envoy in a test binary");
+        assert_eq!(missing, crate::required_callbacks());
+        assert!(
+            crate::required_callbacks()
+                .iter()
+                .all(|n| n.starts_with("envoy_dynamic_module_callback_"))
+        );
+        assert!(crate::log_enabled(crate::LogLevel::Trace));
+        crate::log(crate::LogLevel::Info, "stderr fallback");
+    }
+
+    #[test]
+    fn exported_hooks_cover_the_required_ones() {
+        let hooks = crate::exported_hooks();
+        for required in [
+            "envoy_dynamic_module_on_program_init",
+            "envoy_dynamic_module_on_http_filter_config_new",
+            "envoy_dynamic_module_on_http_filter_request_headers",
+            "envoy_dynamic_module_on_http_filter_http_callout_done",
+            "envoy_dynamic_module_on_http_filter_scheduled",
+        ] {
+            assert!(hooks.contains(&required), "{required}");
+        }
+    }
+}

@@ -334,3 +334,157 @@ pub(crate) fn run<R>(
 fn fail_closed(envoy: &mut dyn EnvoyHttpFilter) {
     envoy.send_local_reply(500, &[], b"", PANIC_DETAILS);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{HeadersStatus, Module};
+    use crate::testing::{FakeEnvoy, FakeFilterConfigEnvoy};
+
+    struct Panicky {
+        calls: usize,
+    }
+    impl HttpFilter for Panicky {
+        fn on_request_headers(
+            &mut self,
+            _e: &mut dyn EnvoyHttpFilter,
+            _eos: bool,
+        ) -> HeadersStatus {
+            self.calls += 1;
+            panic!("boom");
+        }
+    }
+    struct Factory(bool);
+    impl HttpFilterConfig for Factory {
+        fn new_filter(&self) -> Box<dyn HttpFilter> {
+            if self.0 {
+                panic!("factory boom");
+            }
+            Box::new(Panicky { calls: 0 })
+        }
+    }
+
+    fn module_ok(
+        envoy: &mut dyn EnvoyFilterConfig,
+        name: &str,
+        config: &[u8],
+    ) -> Result<Box<dyn HttpFilterConfig>, String> {
+        match (name, config) {
+            ("bad", _) => Err("nope".into()),
+            ("panic", _) => panic!("config boom"),
+            (_, b"factory-panics") => Ok(Box::new(Factory(true))),
+            _ => {
+                envoy.define_counter("mine")?;
+                Ok(Box::new(Factory(false)))
+            }
+        }
+    }
+    fn per_route(name: &str, _config: &[u8]) -> Result<PerRouteConfig, String> {
+        if name == "bad" {
+            Err("no".into())
+        } else {
+            Ok(Arc::new(1u8))
+        }
+    }
+    const MODULE: Module = Module {
+        new_filter_config: module_ok,
+        new_per_route_config: per_route,
+    };
+
+    #[test]
+    fn config_errors_panics_and_bad_names_reject() {
+        let mut cfg = FakeFilterConfigEnvoy::new();
+        assert!(new_config(&MODULE, &mut cfg, b"bad", b"").is_none());
+        assert!(new_config(&MODULE, &mut cfg, b"panic", b"").is_none());
+        assert!(new_config(&MODULE, &mut cfg, b"\xff\xfe", b"").is_none());
+        assert!(new_config(&MODULE, &mut cfg, b"good", b"").is_some());
+        assert!(cfg.counter_id(PANIC_COUNTER).is_some());
+        assert!(cfg.counter_id("mine").is_some());
+        assert!(new_per_route_config(&MODULE, b"bad", b"").is_none());
+        assert!(new_per_route_config(&MODULE, b"\xff", b"").is_none());
+        assert!(new_per_route_config(&MODULE, b"ok", b"").is_some());
+    }
+
+    #[test]
+    fn a_panic_answers_500_counts_and_poisons_the_stream() {
+        let mut cfg = FakeFilterConfigEnvoy::new();
+        let config = new_config(&MODULE, &mut cfg, b"good", b"").unwrap();
+        let panics = cfg.counter_id(PANIC_COUNTER).unwrap();
+        let instance = new_filter(&config);
+        let mut envoy = FakeEnvoy::new();
+        let status = run(
+            &instance,
+            &mut envoy,
+            Hook::RequestHeaders,
+            HeadersStatus::Continue,
+            HeadersStatus::StopIteration,
+            |f, e| f.on_request_headers(e, true),
+        );
+        assert_eq!(status, HeadersStatus::StopIteration);
+        let reply = envoy.local_reply.clone().unwrap();
+        assert_eq!((reply.status, reply.details.as_str()), (500, PANIC_DETAILS));
+        assert_eq!(envoy.counter(panics), 1);
+        // Poisoned: the filter is not called again and the hook passes.
+        let mut called = false;
+        let status = run(
+            &instance,
+            &mut envoy,
+            Hook::ResponseHeaders,
+            HeadersStatus::Continue,
+            HeadersStatus::StopIteration,
+            |_, _| {
+                called = true;
+                HeadersStatus::StopIteration
+            },
+        );
+        assert_eq!(status, HeadersStatus::Continue);
+        assert!(!called);
+        assert_eq!(envoy.counter(panics), 1);
+    }
+
+    #[test]
+    fn a_panicking_factory_yields_a_filter_that_answers_500() {
+        let mut cfg = FakeFilterConfigEnvoy::new();
+        let config = new_config(&MODULE, &mut cfg, b"good", b"factory-panics").unwrap();
+        let instance = new_filter(&config);
+        let mut envoy = FakeEnvoy::new();
+        let status = run(
+            &instance,
+            &mut envoy,
+            Hook::RequestHeaders,
+            HeadersStatus::Continue,
+            HeadersStatus::StopIteration,
+            |f, e| f.on_request_headers(e, false),
+        );
+        assert_eq!(status, HeadersStatus::StopIteration);
+        assert_eq!(envoy.local_reply.as_ref().unwrap().status, 500);
+        assert_eq!(envoy.counter(cfg.counter_id(PANIC_COUNTER).unwrap()), 1);
+    }
+
+    #[test]
+    fn reentrant_hooks_pass_through() {
+        let mut cfg = FakeFilterConfigEnvoy::new();
+        let config = new_config(&MODULE, &mut cfg, b"good", b"").unwrap();
+        let instance = new_filter(&config);
+        let mut outer = FakeEnvoy::new();
+        let inner_status = run(
+            &instance,
+            &mut outer,
+            Hook::RequestHeaders,
+            None,
+            None,
+            |_, _| {
+                let mut inner = FakeEnvoy::new();
+                Some(run(
+                    &instance,
+                    &mut inner,
+                    Hook::ResponseHeaders,
+                    1,
+                    2,
+                    |_, _| 3,
+                ))
+            },
+        );
+        assert_eq!(inner_status, Some(1));
+    }
+}
