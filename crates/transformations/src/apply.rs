@@ -1,0 +1,545 @@
+//! Compiling a [`TransformationConfig`] and applying it to one side of a stream, through
+//! small traits the Envoy glue implements ([`HeaderMap`], [`Message`], [`StreamInfo`]).
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::time::SystemTime;
+
+use minijinja::value::Value;
+
+use crate::config::{ParseAs, SideConfig, TransformationConfig};
+use crate::error::{ApplyError, Error, ErrorKind, Warning, WarningKind};
+use crate::operators::format_start_time;
+use crate::template::{
+    Compiled, Compiler, Engine, HeaderNeeds, HeaderSnapshot, Options, RenderData, Usage,
+    json_to_value,
+};
+
+/// A header map. Names are matched case-insensitively.
+pub trait HeaderMap {
+    /// The last value of `name`, if any.
+    fn get(&self, name: &str) -> Option<Cow<'_, [u8]>>;
+    /// Every header, in order (duplicates included).
+    fn for_each(&self, f: &mut dyn FnMut(&[u8], &[u8]));
+    /// Replaces every value of `name` by `value`.
+    fn set(&mut self, name: &str, value: &[u8]);
+    /// Appends a value.
+    fn add(&mut self, name: &str, value: &[u8]);
+    /// Removes every value of `name`.
+    fn remove(&mut self, name: &str);
+}
+
+/// A request or a response: headers plus the whole (buffered) body.
+pub trait Message: HeaderMap {
+    fn body(&self) -> Cow<'_, [u8]>;
+    /// Replaces the whole body.
+    fn set_body(&mut self, body: &[u8]);
+}
+
+/// The stream around the message, for command operators, plus the dynamic-metadata sink.
+/// Only what a transformation uses is asked for.
+pub trait StreamInfo {
+    /// `HTTP/1.0`, `HTTP/1.1`, `HTTP/2` or `HTTP/3`.
+    fn protocol(&self) -> Option<Cow<'_, str>> {
+        None
+    }
+    fn start_time(&self) -> Option<SystemTime> {
+        None
+    }
+    fn downstream_remote_address(&self) -> Option<SocketAddr> {
+        None
+    }
+    /// Sets string dynamic metadata `namespace/key`.
+    fn set_dynamic_metadata(&mut self, namespace: &str, key: &str, value: &str);
+}
+
+/// Whether the side's body is part of this application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyMode {
+    /// The whole body is buffered (possibly empty: headers came with end of stream). The body
+    /// template runs, `body()` and `context()` see it.
+    Buffered,
+    /// Headers only (parseAs `None`, WebSocket upgrade, CONNECT, or a side that does not need
+    /// the body): the body template is ignored, `body()` and `context()` render empty.
+    HeadersOnly,
+}
+
+/// True for a WebSocket upgrade (`upgrade: websocket`, any case) or a CONNECT request: such
+/// streams are never buffered.
+pub fn is_upgrade_or_connect<H: HeaderMap + ?Sized>(request_headers: &H) -> bool {
+    let is = |name: &str, want: &str| {
+        request_headers
+            .get(name)
+            .is_some_and(|v| v.eq_ignore_ascii_case(want.as_bytes()))
+    };
+    is("upgrade", "websocket") || is(":method", "CONNECT")
+}
+
+impl HeaderSnapshot {
+    /// Copies the headers `needs` asks for (names lowercased, values lossily UTF-8).
+    pub fn capture<H: HeaderMap + ?Sized>(headers: &H, needs: &HeaderNeeds) -> HeaderSnapshot {
+        let mut entries = Vec::new();
+        if needs.all() {
+            headers.for_each(&mut |n, v| {
+                entries.push((
+                    String::from_utf8_lossy(n).to_ascii_lowercase(),
+                    String::from_utf8_lossy(v).into_owned(),
+                ));
+            });
+        } else {
+            for name in needs.names() {
+                if let Some(v) = headers.get(name) {
+                    entries.push((name.to_owned(), String::from_utf8_lossy(&v).into_owned()));
+                }
+            }
+        }
+        HeaderSnapshot::from_entries(entries)
+    }
+}
+
+#[derive(Debug)]
+struct HeaderOp {
+    name: String,
+    value: Compiled,
+    field: String,
+}
+
+#[derive(Debug)]
+struct MetadataOp {
+    namespace: String,
+    key: String,
+    value: Compiled,
+    field: String,
+}
+
+/// One side (request or response), compiled.
+#[derive(Debug, Default)]
+pub struct Side {
+    set: Vec<HeaderOp>,
+    add: Vec<HeaderOp>,
+    remove: Vec<String>,
+    body: Option<(Compiled, String)>,
+    parse_as: ParseAs,
+    metadata: Vec<MetadataOp>,
+    usage: Usage,
+    /// Headers of this side's own message to snapshot before rendering.
+    own_needs: HeaderNeeds,
+}
+
+impl Side {
+    /// False when there is nothing to do: the side passes through untouched, unbuffered.
+    pub fn has_work(&self) -> bool {
+        !self.set.is_empty()
+            || !self.add.is_empty()
+            || !self.remove.is_empty()
+            || !self.metadata.is_empty()
+            || self.body.is_some()
+    }
+
+    /// Whether the glue should buffer this side's body (unless the stream is an upgrade or
+    /// CONNECT). False with nothing to do or `parseAs: None`; otherwise true when something
+    /// reads or replaces the body: a body template, `AsJson`, or `body()`/`context()`.
+    pub fn needs_body(&self) -> bool {
+        self.has_work()
+            && self.parse_as != ParseAs::None
+            && (self.body.is_some() || self.parse_as == ParseAs::AsJson || self.usage.body)
+    }
+
+    pub fn parse_as(&self) -> ParseAs {
+        self.parse_as
+    }
+
+    /// Values rendered in this application, with their field paths.
+    fn rendered_values(&self, body_active: bool) -> impl Iterator<Item = (&str, &Compiled)> {
+        let body = self
+            .body
+            .iter()
+            .filter(move |_| body_active)
+            .map(|(c, f)| (f.as_str(), c));
+        body.chain(self.set.iter().map(|o| (o.field.as_str(), &o.value)))
+            .chain(self.add.iter().map(|o| (o.field.as_str(), &o.value)))
+            .chain(self.metadata.iter().map(|o| (o.field.as_str(), &o.value)))
+    }
+}
+
+/// A compiled transformation: immutable, shared by all streams (it is `Send + Sync`).
+#[derive(Debug)]
+pub struct Transformation {
+    request: Side,
+    response: Side,
+    response_request_needs: HeaderNeeds,
+    engine: Engine,
+    warnings: Vec<String>,
+}
+
+impl Transformation {
+    /// Parses and compiles the transformation JSON with default [`Options`].
+    pub fn from_json(bytes: &[u8]) -> Result<Transformation, Error> {
+        Transformation::from_json_with(bytes, &Options::default())
+    }
+
+    pub fn from_json_with(bytes: &[u8], options: &Options) -> Result<Transformation, Error> {
+        Transformation::compile(&TransformationConfig::from_json(bytes)?, options)
+    }
+
+    /// Compiles a parsed configuration: every template is compiled here, once.
+    pub fn compile(
+        config: &TransformationConfig,
+        options: &Options,
+    ) -> Result<Transformation, Error> {
+        let mut compiler = Compiler::new(options);
+        let mut warnings = Vec::new();
+        let request = compile_side(
+            &mut compiler,
+            config.request.as_ref(),
+            "request",
+            false,
+            &mut warnings,
+        )?;
+        let response = compile_side(
+            &mut compiler,
+            config.response.as_ref(),
+            "response",
+            true,
+            &mut warnings,
+        )?;
+        let mut response_request_needs = response.usage.request_header_fn.clone();
+        response_request_needs.merge(&response.usage.req_op);
+        Ok(Transformation {
+            request,
+            response,
+            response_request_needs,
+            engine: compiler.finish(),
+            warnings,
+        })
+    }
+
+    pub fn request(&self) -> &Side {
+        &self.request
+    }
+
+    pub fn response(&self) -> &Side {
+        &self.response
+    }
+
+    /// Problems found at load time that do not reject the config (kgateway accepts them),
+    /// e.g. a `dynamicMetadata` entry with an empty key; log them once.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// Request headers the response side reads (`request_header()`, `%REQ()%`). The glue
+    /// snapshots them with [`Transformation::capture_request_headers`] at the first request
+    /// callback, before the request transformation runs.
+    pub fn response_request_headers(&self) -> &HeaderNeeds {
+        &self.response_request_needs
+    }
+
+    /// The snapshot of request headers the response side will read.
+    pub fn capture_request_headers<H: HeaderMap + ?Sized>(
+        &self,
+        request_headers: &H,
+    ) -> HeaderSnapshot {
+        HeaderSnapshot::capture(request_headers, &self.response_request_needs)
+    }
+
+    /// Applies the request side. `Err` means: send the 400 local reply it describes.
+    /// Warnings are for the caller to log (and count).
+    pub fn apply_request<M, S>(
+        &self,
+        request: &mut M,
+        mode: BodyMode,
+        info: &mut S,
+    ) -> Result<Vec<Warning>, ApplyError>
+    where
+        M: Message + ?Sized,
+        S: StreamInfo + ?Sized,
+    {
+        self.apply_side(&self.request, request, None, mode, info)
+    }
+
+    /// Applies the response side; `request_headers` is the snapshot taken at the first
+    /// request callback.
+    pub fn apply_response<M, S>(
+        &self,
+        response: &mut M,
+        request_headers: &HeaderSnapshot,
+        mode: BodyMode,
+        info: &mut S,
+    ) -> Result<Vec<Warning>, ApplyError>
+    where
+        M: Message + ?Sized,
+        S: StreamInfo + ?Sized,
+    {
+        self.apply_side(&self.response, response, Some(request_headers), mode, info)
+    }
+
+    fn apply_side<M, S>(
+        &self,
+        side: &Side,
+        msg: &mut M,
+        request_snapshot: Option<&HeaderSnapshot>,
+        mode: BodyMode,
+        info: &mut S,
+    ) -> Result<Vec<Warning>, ApplyError>
+    where
+        M: Message + ?Sized,
+        S: StreamInfo + ?Sized,
+    {
+        let mut warnings = Vec::new();
+        if !side.has_work() {
+            return Ok(warnings);
+        }
+        let headers = HeaderSnapshot::capture(msg, &side.own_needs);
+        let request_headers = request_snapshot.cloned().unwrap_or_else(|| headers.clone());
+
+        let body_active = mode == BodyMode::Buffered && side.parse_as != ParseAs::None;
+        let mut json = None;
+        let mut body_value = Value::from("");
+        if body_active {
+            let body = msg.body();
+            if side.parse_as == ParseAs::AsJson && !body.is_empty() {
+                // serde_json refuses nesting deeper than 128: no stack overflow on hostile input.
+                let parsed: serde_json::Value =
+                    serde_json::from_slice(&body).map_err(|e| ApplyError::JsonParse {
+                        message: e.to_string(),
+                    })?;
+                if !parsed.is_null() {
+                    json = Some(json_to_value(&parsed));
+                }
+            }
+            if side.usage.body {
+                body_value = Value::from(String::from_utf8_lossy(&body).into_owned());
+            }
+        }
+        if json.is_none()
+            && let Some((field, c)) = side
+                .rendered_values(body_active)
+                .find(|(_, c)| !c.undeclared().is_empty())
+        {
+            return Err(ApplyError::UndeclaredJsonVariables {
+                field: field.to_owned(),
+                names: c.undeclared().to_vec(),
+            });
+        }
+
+        let u = &side.usage;
+        let data = RenderData {
+            headers,
+            request_headers,
+            response_phase: request_snapshot.is_some(),
+            protocol: if u.protocol {
+                info.protocol().map(Cow::into_owned)
+            } else {
+                None
+            },
+            start_time: if u.start_time {
+                info.start_time().map(format_start_time)
+            } else {
+                None
+            },
+            remote_address: if u.remote_address {
+                info.downstream_remote_address()
+            } else {
+                None
+            },
+            body: body_value,
+            context: json.clone().unwrap_or_default(),
+            ops: self.engine.ops(),
+        };
+        let scope = self.engine.scope(data, json.as_ref());
+        let limits = self.engine.limits();
+        let warn = |warnings: &mut Vec<Warning>, kind, field: &str, message: String| {
+            warnings.push(Warning {
+                kind,
+                field: field.to_owned(),
+                message,
+            })
+        };
+
+        if let (true, Some((value, field))) = (body_active, &side.body) {
+            let rendered = self
+                .engine
+                .render(value, &scope, limits.max_body_bytes)
+                .unwrap_or_else(|e| {
+                    // As kgateway: a body that fails to render is replaced by an empty body.
+                    warn(&mut warnings, e.kind, field, e.message);
+                    Cow::Borrowed("")
+                });
+            msg.set_body(rendered.as_bytes());
+            if rendered.is_empty() {
+                msg.set("content-length", b"0");
+                msg.remove("content-type");
+            } else {
+                msg.set("content-length", rendered.len().to_string().as_bytes());
+            }
+        }
+
+        for op in &side.set {
+            match self
+                .engine
+                .render(&op.value, &scope, limits.max_header_value_bytes)
+            {
+                Ok(v) if v.is_empty() => msg.remove(&op.name),
+                Ok(v) if is_invalid_header_value(&v) => {
+                    msg.remove(&op.name);
+                    warn(
+                        &mut warnings,
+                        WarningKind::InvalidHeaderValue,
+                        &op.field,
+                        invalid_value_message(),
+                    );
+                }
+                Ok(v) => msg.set(&op.name, v.as_bytes()),
+                Err(e) => {
+                    msg.remove(&op.name);
+                    warn(&mut warnings, e.kind, &op.field, e.message);
+                }
+            }
+        }
+        for op in &side.add {
+            match self
+                .engine
+                .render(&op.value, &scope, limits.max_header_value_bytes)
+            {
+                Ok(v) if v.is_empty() => {}
+                Ok(v) if is_invalid_header_value(&v) => {
+                    warn(
+                        &mut warnings,
+                        WarningKind::InvalidHeaderValue,
+                        &op.field,
+                        invalid_value_message(),
+                    );
+                }
+                Ok(v) => msg.add(&op.name, v.as_bytes()),
+                Err(e) => warn(&mut warnings, e.kind, &op.field, e.message),
+            }
+        }
+        for name in &side.remove {
+            msg.remove(name);
+        }
+        for op in &side.metadata {
+            match self
+                .engine
+                .render(&op.value, &scope, limits.max_header_value_bytes)
+            {
+                Ok(v) if v.is_empty() => {}
+                Ok(v) => info.set_dynamic_metadata(&op.namespace, &op.key, &v),
+                Err(e) => warn(&mut warnings, e.kind, &op.field, e.message),
+            }
+        }
+        Ok(warnings)
+    }
+}
+
+fn is_invalid_header_value(v: &str) -> bool {
+    v.bytes().any(|b| matches!(b, b'\r' | b'\n' | b'\0'))
+}
+
+fn invalid_value_message() -> String {
+    "rendered header value contains CR, LF or NUL; header not emitted".to_owned()
+}
+
+fn compile_side(
+    compiler: &mut Compiler,
+    config: Option<&SideConfig>,
+    side_name: &str,
+    response_phase: bool,
+    warnings: &mut Vec<String>,
+) -> Result<Side, Error> {
+    let Some(config) = config else {
+        return Ok(Side::default());
+    };
+    let mut side = Side {
+        parse_as: config.body.as_ref().map(|b| b.parse_as).unwrap_or_default(),
+        ..Side::default()
+    };
+    let mut usage = Usage::default();
+
+    // Ignored entirely with parseAs None, as kgateway (it does not even compile it).
+    if let Some(body) = &config.body
+        && body.parse_as != ParseAs::None
+        && !body.value.is_empty()
+    {
+        let field = format!("{side_name}.body.value");
+        let compiled = compiler.compile(&body.value, &field, &mut usage)?;
+        side.body = Some((compiled, field));
+    }
+    for (list, kind, out) in [
+        (&config.set, "set", &mut side.set),
+        (&config.add, "add", &mut side.add),
+    ] {
+        for (i, nv) in list.iter().enumerate() {
+            let name = header_name(&nv.name).map_err(|m| {
+                Error::new(ErrorKind::InvalidValue, m).at(format!("{side_name}.{kind}[{i}].name"))
+            })?;
+            let field = format!("{side_name}.{kind}[{i}].value");
+            let value = compiler.compile(&nv.value, &field, &mut usage)?;
+            if value.literal().is_some_and(is_invalid_header_value) {
+                return Err(Error::new(
+                    ErrorKind::InvalidValue,
+                    "header value contains CR, LF or NUL",
+                )
+                .at(field));
+            }
+            out.push(HeaderOp { name, value, field });
+        }
+    }
+    for (i, name) in config.remove.iter().enumerate() {
+        let name = header_name(name).map_err(|m| {
+            Error::new(ErrorKind::InvalidValue, m).at(format!("{side_name}.remove[{i}]"))
+        })?;
+        side.remove.push(name);
+    }
+    for (i, md) in config.dynamic_metadata.iter().enumerate() {
+        let mut missing = Vec::new();
+        for (what, v) in [
+            ("namespace", &md.namespace),
+            ("key", &md.key),
+            ("value", &md.value.string_value),
+        ] {
+            if v.is_empty() {
+                missing.push(what);
+            }
+        }
+        if !missing.is_empty() {
+            // kgateway accepts such an entry and skips it; so do we, once, at load time.
+            warnings.push(format!(
+                "{side_name}.dynamicMetadata[{i}] ignored: empty {}",
+                missing.join(", ")
+            ));
+            continue;
+        }
+        let field = format!("{side_name}.dynamicMetadata[{i}].value.stringValue");
+        let value = compiler.compile(&md.value.string_value, &field, &mut usage)?;
+        side.metadata.push(MetadataOp {
+            namespace: md.namespace.clone(),
+            key: md.key.clone(),
+            value,
+            field,
+        });
+    }
+
+    let mut own = usage.header_fn.clone();
+    if response_phase {
+        own.merge(&usage.resp_op);
+    } else {
+        // In the request phase header(), request_header() and %REQ% all read the request.
+        own.merge(&usage.request_header_fn);
+        own.merge(&usage.req_op);
+    }
+    side.own_needs = own;
+    side.usage = usage;
+    Ok(side)
+}
+
+/// Lowercases and checks a header name: an RFC 9110 token, optionally after one `:`
+/// (pseudo-headers such as `:status` and `:path` are allowed).
+fn header_name(name: &str) -> Result<String, String> {
+    let rest = name.strip_prefix(':').unwrap_or(name);
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if rest.is_empty() || !rest.bytes().all(token) {
+        return Err(format!("invalid header name {name:?}"));
+    }
+    Ok(name.to_ascii_lowercase())
+}

@@ -1,0 +1,199 @@
+//! The transformation JSON (kgateway TrafficPolicy `spec.transformation`), as received.
+//!
+//! Unknown fields are ignored, `null` reads as "absent", `parseAs` defaults to `AsString`.
+
+use serde::{Deserialize, Deserializer};
+
+use crate::error::{Error, ErrorKind};
+
+/// The whole configuration: one optional transformation per side.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct TransformationConfig {
+    #[serde(default, deserialize_with = "nullable")]
+    pub request: Option<SideConfig>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub response: Option<SideConfig>,
+}
+
+/// What to do to one side (request or response).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct SideConfig {
+    #[serde(default, deserialize_with = "nullable")]
+    pub set: Vec<NameValue>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub add: Vec<NameValue>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub remove: Vec<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub body: Option<BodyConfig>,
+    #[serde(default, rename = "dynamicMetadata", deserialize_with = "nullable")]
+    pub dynamic_metadata: Vec<DynamicMetadataConfig>,
+}
+
+/// A header name and its value (template); the control plane omits an empty value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct NameValue {
+    pub name: String,
+    #[serde(default, deserialize_with = "nullable")]
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct BodyConfig {
+    #[serde(default, rename = "parseAs", deserialize_with = "nullable")]
+    pub parse_as: ParseAs,
+    #[serde(default, deserialize_with = "nullable")]
+    pub value: String,
+}
+
+/// How the body is read before templates run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum ParseAs {
+    /// The body is available as `body()`.
+    #[default]
+    AsString,
+    /// The body is parsed as JSON: object keys become variables, `context()` is the value.
+    AsJson,
+    /// The body is not buffered: header operations only, the body template is ignored.
+    None,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct DynamicMetadataConfig {
+    #[serde(default, deserialize_with = "nullable")]
+    pub namespace: String,
+    #[serde(default, deserialize_with = "nullable")]
+    pub key: String,
+    #[serde(default, deserialize_with = "nullable")]
+    pub value: MetadataValue,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct MetadataValue {
+    #[serde(default, rename = "stringValue", deserialize_with = "nullable")]
+    pub string_value: String,
+}
+
+/// `null` means "absent" (serde's `default` alone only covers a missing field).
+fn nullable<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+impl TransformationConfig {
+    /// Parses the configuration bytes. Errors say what and where: the JSON path of the
+    /// offending field plus serde_json's line and column.
+    pub fn from_json(bytes: &[u8]) -> Result<TransformationConfig, Error> {
+        parse_json(bytes)
+    }
+}
+
+/// Shared by every JSON config of this crate: UTF-8 check, then serde with the path.
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        Error::new(
+            ErrorKind::InvalidUtf8,
+            format!(
+                "config is not UTF-8 (invalid byte at offset {})",
+                e.valid_up_to()
+            ),
+        )
+    })?;
+    // serde would also read a struct from a JSON array; a config is always an object.
+    if !text.trim_start().starts_with('{') {
+        return Err(Error::new(ErrorKind::InvalidJson, "expected a JSON object"));
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let err = Error::new(ErrorKind::InvalidJson, e.into_inner().to_string());
+        if path.is_empty() || path == "." {
+            err
+        } else {
+            err.at(path)
+        }
+    })?;
+    // Trailing garbage after the object is an error too.
+    de.end()
+        .map_err(|e| Error::new(ErrorKind::InvalidJson, e.to_string()))?;
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_full_config() {
+        let cfg = TransformationConfig::from_json(
+            br#"{"request":{"set":[{"name":"x","value":"1"},{"name":"y"}],"add":[{"name":"a","value":"b"}],
+                "remove":["r"],"body":{"parseAs":"AsJson","value":"{{ a }}"},
+                "dynamicMetadata":[{"namespace":"ns","key":"k","value":{"stringValue":"v"}}]},
+                "response":{"body":{"value":"x"}}, "unknown": 1}"#,
+        )
+        .unwrap();
+        let req = cfg.request.unwrap();
+        assert_eq!(req.set.len(), 2);
+        assert_eq!(req.set[1].value, "");
+        assert_eq!(req.body.as_ref().unwrap().parse_as, ParseAs::AsJson);
+        assert_eq!(req.dynamic_metadata[0].value.string_value, "v");
+        let resp = cfg.response.unwrap();
+        assert_eq!(resp.body.unwrap().parse_as, ParseAs::AsString, "default");
+    }
+
+    #[test]
+    fn empty_object_and_nulls() {
+        assert_eq!(
+            TransformationConfig::from_json(b"{}").unwrap(),
+            TransformationConfig::default()
+        );
+        let cfg = TransformationConfig::from_json(
+            br#"{"request":{"set":null,"body":null},"response":null}"#,
+        )
+        .unwrap();
+        assert!(cfg.request.unwrap().set.is_empty());
+        assert!(cfg.response.is_none());
+    }
+
+    #[test]
+    fn unknown_parse_as_is_an_error_with_path() {
+        let err =
+            TransformationConfig::from_json(br#"{"response": {"body": {"parseAs": "AsXml"}}}"#)
+                .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidJson);
+        assert_eq!(err.location(), Some("response.body.parseAs"));
+        assert!(err.message().contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_path() {
+        let err =
+            TransformationConfig::from_json(br#"{"request": {"set": [{"name": 3}]}}"#).unwrap_err();
+        assert_eq!(err.location(), Some("request.set[0].name"));
+    }
+
+    #[test]
+    fn not_json_not_utf8_trailing() {
+        assert_eq!(
+            TransformationConfig::from_json(b"nope").unwrap_err().kind(),
+            ErrorKind::InvalidJson
+        );
+        assert_eq!(
+            TransformationConfig::from_json(b"{\"request\":\xff}")
+                .unwrap_err()
+                .kind(),
+            ErrorKind::InvalidUtf8
+        );
+        assert_eq!(
+            TransformationConfig::from_json(b"{} {}")
+                .unwrap_err()
+                .kind(),
+            ErrorKind::InvalidJson
+        );
+        assert!(TransformationConfig::from_json(b"").is_err());
+        assert!(TransformationConfig::from_json(b"[]").is_err());
+    }
+}

@@ -1,0 +1,143 @@
+//! kgateway's template functions that need no request context.
+//!
+//! Semantics follow kgateway v2.3 (`substring` byte offsets, padded base64 engines, invalid
+//! or non-UTF-8 decode results give an empty string, `raw_string` JSON-escapes), with two
+//! deliberate differences: `substring` never panics on a non-character boundary (the bytes
+//! are converted lossily), and `replace_with_random` draws a fresh value on every call.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE};
+
+/// `substring(s, start[, len])`: byte offsets; start past the end gives empty; a `len` that
+/// runs past the end runs to the end.
+pub fn substring(input: &str, start: usize, len: Option<usize>) -> String {
+    let bytes = input.as_bytes();
+    if start >= bytes.len() {
+        return String::new();
+    }
+    let end = match len {
+        Some(len) if start.saturating_add(len) <= bytes.len() => start + len,
+        _ => bytes.len(),
+    };
+    String::from_utf8_lossy(&bytes[start..end]).into_owned()
+}
+
+pub fn base64_encode(input: &[u8]) -> String {
+    STANDARD.encode(input)
+}
+
+pub fn base64url_encode(input: &[u8]) -> String {
+    URL_SAFE.encode(input)
+}
+
+pub fn base64_decode(input: &str) -> String {
+    STANDARD
+        .decode(input)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .unwrap_or_default()
+}
+
+pub fn base64url_decode(input: &str) -> String {
+    URL_SAFE
+        .decode(input)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .unwrap_or_default()
+}
+
+/// `replace_with_random(s, pattern)`: every occurrence of `pattern` becomes one fresh random
+/// 128-bit value, base64 without padding. Fresh per call, unlike kgateway (#13634).
+pub fn replace_with_random(input: &str, pattern: &str) -> Result<String, minijinja::Error> {
+    let mut random = [0u8; 16];
+    getrandom::fill(&mut random).map_err(|e| {
+        minijinja::Error::new(
+            minijinja::ErrorKind::InvalidOperation,
+            format!("no randomness available: {e}"),
+        )
+    })?;
+    Ok(input.replace(pattern, &STANDARD_NO_PAD.encode(random)))
+}
+
+pub fn replace_with_string(input: &str, pattern: &str, replacement: &str) -> String {
+    input.replace(pattern, replacement)
+}
+
+/// `raw_string(v)`: the JSON string escaping of `v`, without the outer quotes.
+pub fn raw_string(value: &str) -> String {
+    let quoted = serde_json::Value::String(value.to_owned()).to_string();
+    quoted[1..quoted.len() - 1].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn substring_edges() {
+        assert_eq!(substring("hello", 1, Some(3)), "ell");
+        assert_eq!(substring("hello", 1, None), "ello");
+        assert_eq!(substring("hello", 0, Some(5)), "hello");
+        assert_eq!(
+            substring("hello", 3, Some(10)),
+            "lo",
+            "overlong len runs to the end"
+        );
+        assert_eq!(substring("hello", 5, None), "", "start at the end");
+        assert_eq!(substring("hello", 50, Some(1)), "");
+        assert_eq!(substring("hello", 2, Some(0)), "");
+        assert_eq!(substring("", 0, None), "");
+        assert_eq!(
+            substring("hello", 1, Some(usize::MAX)),
+            "ello",
+            "no overflow"
+        );
+        // Byte offsets inside a multi-byte character do not panic.
+        assert_eq!(substring("héllo", 2, Some(2)), "\u{FFFD}l");
+    }
+
+    #[test]
+    fn base64_round_trips_and_invalid_input() {
+        assert_eq!(base64_encode(b"hello?>"), "aGVsbG8/Pg==");
+        assert_eq!(base64url_encode(b"hello?>"), "aGVsbG8_Pg==");
+        assert_eq!(base64_decode("aGVsbG8/Pg=="), "hello?>");
+        assert_eq!(base64url_decode("aGVsbG8_Pg=="), "hello?>");
+        assert_eq!(base64_decode("not base64!"), "");
+        assert_eq!(
+            base64_decode("aGVsbG8_Pg=="),
+            "",
+            "url alphabet in standard decoder"
+        );
+        assert_eq!(base64url_decode("aGVsbG8/Pg=="), "");
+        assert_eq!(base64_decode("aGVsbG8/Pg"), "", "padding required");
+        assert_eq!(base64_decode("//8="), "", "non-UTF-8 result");
+        assert_eq!(base64url_decode("__8="), "", "non-UTF-8 result");
+        assert_eq!(base64_decode(""), "");
+    }
+
+    #[test]
+    fn replace_with_random_is_fresh_per_call() {
+        let a = replace_with_random("x-PAT-y-PAT", "PAT").unwrap();
+        let b = replace_with_random("x-PAT-y-PAT", "PAT").unwrap();
+        assert_ne!(a, b);
+        let token = &a[2..24];
+        assert_eq!(token.len(), 22, "128 bits, base64 without padding");
+        assert_eq!(a, format!("x-{token}-y-{token}"), "one value per call");
+        assert_eq!(replace_with_random("none", "PAT").unwrap(), "none");
+    }
+
+    #[test]
+    fn replace_with_string_all_occurrences() {
+        assert_eq!(replace_with_string("a-b-a", "a", "c"), "c-b-c");
+        assert_eq!(replace_with_string("abc", "x", "y"), "abc");
+    }
+
+    #[test]
+    fn raw_string_escapes() {
+        assert_eq!(raw_string(r#"say "hi"\n"#), r#"say \"hi\"\\n"#);
+        assert_eq!(raw_string("line\nbreak\ttab"), r"line\nbreak\ttab");
+        assert_eq!(raw_string("plain"), "plain");
+        assert_eq!(raw_string(""), "");
+        assert_eq!(raw_string("\u{1}"), r"\u0001");
+    }
+}

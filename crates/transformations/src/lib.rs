@@ -1,0 +1,106 @@
+//! kgateway-compatible HTTP transformations, independent of Envoy.
+//!
+//! This crate parses the transformation JSON kgateway v2.3 sends its `rustformation` filter
+//! (TrafficPolicy `spec.transformation`), compiles every value once, and applies a compiled
+//! [`Transformation`] to a request or a response through small traits ([`HeaderMap`],
+//! [`Message`], [`StreamInfo`]). It has no FFI and no Envoy dependency; the glue crate
+//! implements the traits over Envoy.
+//!
+//! ```
+//! use transformations::{BodyMode, HeaderSnapshot, Transformation};
+//! use transformations::memory::{MemoryMessage, MemoryStreamInfo};
+//!
+//! let t = Transformation::from_json(br#"{"response": {"set": [
+//!     {"name": "x-method", "value": "{{ request_header(\":method\") }}"},
+//!     {"name": "x-path", "value": "%REQ(:path)%"}]}}"#).unwrap();
+//! let request = MemoryMessage::new(&[(":method", "GET"), (":path", "/a")], "");
+//! let snapshot = t.capture_request_headers(&request);
+//! let mut response = MemoryMessage::new(&[(":status", "200")], "");
+//! let mut info = MemoryStreamInfo::default();
+//! let warnings = t.apply_response(&mut response, &snapshot, BodyMode::HeadersOnly, &mut info).unwrap();
+//! assert!(warnings.is_empty());
+//! assert_eq!(response.header("x-method").as_deref(), Some("GET"));
+//! assert_eq!(response.header("x-path").as_deref(), Some("/a"));
+//! ```
+//!
+//! # Value syntax
+//! Every header value, body value and dynamic-metadata value may hold:
+//! - **MiniJinja** markup (`{{ }}`, `{% %}`, `{# #}`) with kgateway's functions: `header`,
+//!   `request_header`, `body`, `context`, `env`, `substring`, `base64_encode`,
+//!   `base64url_encode`, `base64_decode`, `base64url_decode`, `replace_with_random`,
+//!   `replace_with_string`, `raw_string`, plus MiniJinja's builtins. With `parseAs: AsJson`
+//!   the keys of a JSON object body are top-level variables (shadowing functions of the same
+//!   name) and `context()` is the whole JSON value.
+//! - **Envoy command operators** in the text parts: `%REQ(h)%`, `%REQ(h?alt)%`,
+//!   `%REQ(h):N%`, `%RESP(h)%` (same forms), `%PROTOCOL%`, `%START_TIME%`
+//!   (`2026-11-26T13:46:26.123Z`), `%DOWNSTREAM_REMOTE_ADDRESS%`,
+//!   `%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%`, and `%%` for a literal `%`. See
+//!   [`operators`] for the exact rules (a `%` that does not start an operator, such as URL
+//!   encoding, stays literal; an unknown `%UPPER_CASE%` operator rejects the config, as
+//!   Envoy does).
+//!
+//! How they combine: at load time the value is split into Jinja markup and text; operators in
+//! the text become calls of a hidden function, so a value is compiled once and never
+//! re-parsed. Operators inside `{{ }}`/`{% %}` are not resolved (they are Jinja code there).
+//! A value with neither is a literal and is never rendered.
+//!
+//! # Where operators read from
+//! Header values are what the side saw when its application began (a `set` does not change
+//! what a later `header()` or `%REQ()%` of the same side reads). In the response phase
+//! `%REQ()%` and `request_header()` read the request headers as they were at the first
+//! request callback, before our own request transformation. A missing header renders empty,
+//! as in Envoy's header formatters (access logs would print `-`). Header values are read as
+//! UTF-8, lossily; so is the body for `body()`.
+//!
+//! # Deliberate differences from kgateway
+//! - Command operators are resolved (kgateway passes `%REQ(...)%` through as text).
+//! - `replace_with_random` draws a fresh value on every call (kgateway #13634 repeats it).
+//! - A rendered header value containing CR, LF or NUL is never emitted: `set` removes the
+//!   header, `add` skips it, and a [`Warning`] of kind [`WarningKind::InvalidHeaderValue`] is
+//!   returned. A literal value with them rejects the config.
+//! - A template using JSON variables without a parsed JSON body gives the 400 reply for the
+//!   body template too (kgateway only emptied the body), and it is detected before anything
+//!   is changed.
+//! - `body()` and `context()` work in every value of a side whose body is buffered (kgateway
+//!   only filled them when the body template mentioned them).
+//! - `substring` with offsets inside a UTF-8 character does not panic; the bytes are
+//!   converted lossily.
+//! - Header names are lowercased and must be tokens (pseudo-headers allowed).
+//! - A side whose body nothing reads or replaces (no body value, not `AsJson`, no `body()` or
+//!   `context()`) is not buffered: [`Side::needs_body`].
+//!
+//! # Limits
+//! Each rendered value has a budget ([`Limits`]): MiniJinja fuel ([`DEFAULT_FUEL`]) and an
+//! output cap ([`MAX_HEADER_VALUE_BYTES`] for headers and metadata, [`MAX_BODY_BYTES`] for
+//! bodies). Exceeding it is a render error, handled like any render error: `set` removes
+//! the header, `add` and dynamic metadata skip, and a body becomes empty
+//! (`content-length: 0`, no `content-type`), as kgateway does for a body that fails to
+//! render. JSON bodies nested deeper than 128 levels are a JSON parsing error (400).
+//!
+//! # `my-smart-header`
+//! See [`smart_header`] for its configuration format.
+
+#![forbid(unsafe_code)]
+
+pub mod apply;
+pub mod config;
+pub mod error;
+pub mod functions;
+pub mod memory;
+pub mod operators;
+pub mod smart_header;
+pub mod template;
+
+#[cfg(test)]
+mod tests;
+
+pub use apply::{
+    BodyMode, HeaderMap, Message, Side, StreamInfo, Transformation, is_upgrade_or_connect,
+};
+pub use config::{ParseAs, TransformationConfig};
+pub use error::{ApplyError, Error, ErrorKind, Warning, WarningKind};
+pub use smart_header::{SmartHeaderConfig, smart_header_transformation};
+pub use template::{
+    DEFAULT_FUEL, EnvLookup, HeaderNeeds, HeaderSnapshot, Limits, MAX_BODY_BYTES,
+    MAX_HEADER_VALUE_BYTES, Options,
+};

@@ -1,0 +1,919 @@
+//! Compiling values (once, at config time) and rendering them (per request).
+//!
+//! A value is one of:
+//! - empty;
+//! - a literal (no Jinja markup, no operator): kept as text and never rendered;
+//! - operators and literal text only: concatenated per request, no template engine involved;
+//! - a MiniJinja template: every operator in its *text* parts is rewritten at config time into
+//!   a call of a hidden function, so the template is still compiled exactly once. Operators
+//!   inside `{{ }}` / `{% %}` (e.g. in a string literal) are left to Jinja untouched: use
+//!   `request_header()` there.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use minijinja::value::{Object, Value};
+use minijinja::{AutoEscape, Environment, State, UndefinedBehavior};
+
+use crate::error::{Error, ErrorKind, WarningKind};
+use crate::functions;
+use crate::operators::{self, Operator, OperatorKind, OperatorSource, Segment};
+
+/// Default MiniJinja fuel per rendered value (roughly instructions; data costs about one unit
+/// per 64 bytes). Far above what a sane transformation uses, low enough to stop a runaway loop.
+pub const DEFAULT_FUEL: u64 = 1_000_000;
+/// Default cap on one rendered header or dynamic-metadata value.
+pub const MAX_HEADER_VALUE_BYTES: usize = 64 * 1024;
+/// Default cap on one rendered body.
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// The render budget. Exceeding any part of it is a render error for that value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub fuel: u64,
+    pub max_header_value_bytes: usize,
+    pub max_body_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            fuel: DEFAULT_FUEL,
+            max_header_value_bytes: MAX_HEADER_VALUE_BYTES,
+            max_body_bytes: MAX_BODY_BYTES,
+        }
+    }
+}
+
+/// How `env(name)` reads the environment.
+pub type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// Compile options.
+#[derive(Clone)]
+pub struct Options {
+    pub limits: Limits,
+    /// Defaults to the process environment (Envoy's, when loaded as a module).
+    pub env: EnvLookup,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            limits: Limits::default(),
+            env: Arc::new(|name| std::env::var(name).ok()),
+        }
+    }
+}
+
+impl fmt::Debug for Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Options")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Context key of the per-render data. The dot makes it unreachable as a template variable.
+const DATA_KEY: &str = "tx.data";
+/// Hidden function standing for the operator with the given index.
+const OP_FN: &str = "__tx_op";
+
+/// Which headers some values read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderNeeds {
+    all: bool,
+    names: BTreeSet<String>,
+}
+
+impl HeaderNeeds {
+    /// Every header is needed (a header function was called with a computed name).
+    pub fn all(&self) -> bool {
+        self.all
+    }
+
+    /// Lowercased names needed (meaningless when [`all`](Self::all) is true).
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.names.iter().map(String::as_str)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        !self.all && self.names.is_empty()
+    }
+
+    pub(crate) fn add(&mut self, name: &str) {
+        if !self.all {
+            self.names.insert(name.to_ascii_lowercase());
+        }
+    }
+
+    pub(crate) fn set_all(&mut self) {
+        self.all = true;
+        self.names.clear();
+    }
+
+    pub(crate) fn merge(&mut self, other: &HeaderNeeds) {
+        if other.all {
+            self.set_all();
+        } else {
+            for n in &other.names {
+                self.add(n);
+            }
+        }
+    }
+}
+
+/// What a set of values reads at render time.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Usage {
+    /// `header(name)`.
+    pub header_fn: HeaderNeeds,
+    /// `request_header(name)`.
+    pub request_header_fn: HeaderNeeds,
+    /// `%REQ(name)%`.
+    pub req_op: HeaderNeeds,
+    /// `%RESP(name)%`.
+    pub resp_op: HeaderNeeds,
+    /// `body()` or `context()`.
+    pub body: bool,
+    pub protocol: bool,
+    pub start_time: bool,
+    pub remote_address: bool,
+}
+
+impl Usage {
+    fn record_op(&mut self, op: &Operator) {
+        match &op.kind {
+            OperatorKind::Req { name, alt } => {
+                self.req_op.add(name);
+                if let Some(a) = alt {
+                    self.req_op.add(a);
+                }
+            }
+            OperatorKind::Resp { name, alt } => {
+                self.resp_op.add(name);
+                if let Some(a) = alt {
+                    self.resp_op.add(a);
+                }
+            }
+            OperatorKind::Protocol => self.protocol = true,
+            OperatorKind::StartTime => self.start_time = true,
+            OperatorKind::DownstreamRemoteAddress
+            | OperatorKind::DownstreamRemoteAddressWithoutPort => self.remote_address = true,
+        }
+    }
+}
+
+/// A compiled value.
+#[derive(Debug, Clone)]
+pub(crate) enum Compiled {
+    Empty,
+    Literal(Box<str>),
+    Ops(Box<[Segment]>),
+    Template {
+        /// Name in the environment (the field path).
+        name: Box<str>,
+        /// Variables that are neither functions nor set inside the template: they can only
+        /// come from a JSON body.
+        undeclared: Box<[String]>,
+    },
+}
+
+impl Compiled {
+    pub fn literal(&self) -> Option<&str> {
+        match self {
+            Compiled::Literal(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn undeclared(&self) -> &[String] {
+        match self {
+            Compiled::Template { undeclared, .. } => undeclared,
+            _ => &[],
+        }
+    }
+}
+
+/// Builds the template environment while values are compiled.
+pub(crate) struct Compiler {
+    env: Environment<'static>,
+    ops: Vec<Operator>,
+    globals: HashSet<String>,
+    limits: Limits,
+}
+
+impl Compiler {
+    pub fn new(options: &Options) -> Compiler {
+        let env = new_environment(options);
+        let globals = env.globals().map(|(k, _)| k.to_owned()).collect();
+        Compiler {
+            env,
+            ops: Vec::new(),
+            globals,
+            limits: options.limits,
+        }
+    }
+
+    /// Compiles `value`; `field` (e.g. `response.set[1].value`) names it in errors and is its
+    /// template name, so it must be unique.
+    pub fn compile(
+        &mut self,
+        value: &str,
+        field: &str,
+        usage: &mut Usage,
+    ) -> Result<Compiled, Error> {
+        if value.is_empty() {
+            return Ok(Compiled::Empty);
+        }
+        let regions = split_regions(value);
+        let op_err = |msg: String| Error::new(ErrorKind::Operator, msg).at(field);
+        if !regions.iter().any(|r| matches!(r, Region::Jinja { .. })) {
+            let mut segments = operators::parse(value).map_err(op_err)?;
+            if !segments.iter().any(|s| matches!(s, Segment::Op(_))) {
+                let text: String = segments
+                    .into_iter()
+                    .map(|s| match s {
+                        Segment::Literal(l) => l,
+                        Segment::Op(_) => String::new(),
+                    })
+                    .collect();
+                return Ok(Compiled::Literal(strip_trailing_newline(&text).into()));
+            }
+            for s in &segments {
+                if let Segment::Op(op) = s {
+                    usage.record_op(op);
+                }
+            }
+            // Jinja drops one trailing newline; a value behaves the same whichever form it has.
+            if let Some(Segment::Literal(last)) = segments.last_mut() {
+                let kept = strip_trailing_newline(last).len();
+                last.truncate(kept);
+                if last.is_empty() {
+                    segments.pop();
+                }
+            }
+            return Ok(Compiled::Ops(segments.into()));
+        }
+
+        let mut source = String::with_capacity(value.len() + 16);
+        let mut tokens = Vec::new();
+        for region in &regions {
+            match region {
+                Region::Text(text) => {
+                    for seg in operators::parse(text).map_err(op_err)? {
+                        match seg {
+                            Segment::Literal(l) => source.push_str(&l),
+                            Segment::Op(op) => {
+                                usage.record_op(&op);
+                                source.push_str(&format!("{{{{ {OP_FN}({}) }}}}", self.ops.len()));
+                                self.ops.push(op);
+                            }
+                        }
+                    }
+                }
+                Region::Jinja { src, scan } => {
+                    source.push_str(src);
+                    if *scan {
+                        tokenize(src, &mut tokens);
+                        tokens.push(Tok::Punct('\n'));
+                    }
+                }
+            }
+        }
+        self.env
+            .add_template_owned(field.to_owned(), source)
+            .map_err(|e| Error::new(ErrorKind::Template, e.to_string()).at(field))?;
+        let tmpl = self
+            .env
+            .get_template(field)
+            .map_err(|e| Error::new(ErrorKind::Template, e.to_string()).at(field))?;
+        let all = tmpl.undeclared_variables(false);
+        if all.contains("body") || all.contains("context") {
+            usage.body = true;
+        }
+        let mut undeclared: Vec<String> = all
+            .into_iter()
+            .filter(|n| !self.globals.contains(n) && n != OP_FN)
+            .collect();
+        undeclared.sort();
+
+        let calls = analyse_calls(&tokens, usage);
+        if let Some(f) = calls.iter().find(|c| undeclared.contains(c)) {
+            return Err(Error::new(
+                ErrorKind::UnknownFunction,
+                format!("unknown function {f}()"),
+            )
+            .at(field));
+        }
+        Ok(Compiled::Template {
+            name: field.into(),
+            undeclared: undeclared.into(),
+        })
+    }
+
+    pub fn finish(self) -> Engine {
+        Engine {
+            env: self.env,
+            ops: self.ops.into(),
+            limits: self.limits,
+        }
+    }
+}
+
+/// MiniJinja drops a single trailing newline unless told otherwise (`keep_trailing_newline`).
+fn strip_trailing_newline(s: &str) -> &str {
+    s.strip_suffix("\r\n")
+        .or_else(|| s.strip_suffix('\n'))
+        .unwrap_or(s)
+}
+
+fn new_environment(options: &Options) -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_fuel(Some(options.limits.fuel));
+    // Values are HTTP headers and bodies, not HTML.
+    env.set_auto_escape_callback(|_| AutoEscape::None);
+    // Lenient (the default, as kgateway): a JSON key missing from the body renders empty.
+    env.set_undefined_behavior(UndefinedBehavior::Lenient);
+
+    env.add_function("header", |state: &State, name: &str| -> String {
+        data(state)
+            .and_then(|d| d.headers.get(name).map(str::to_owned))
+            .unwrap_or_default()
+    });
+    env.add_function("request_header", |state: &State, name: &str| -> String {
+        data(state)
+            .and_then(|d| d.request_headers.get(name).map(str::to_owned))
+            .unwrap_or_default()
+    });
+    env.add_function("body", |state: &State| -> Value {
+        data(state)
+            .map(|d| d.body.clone())
+            .unwrap_or_else(|| Value::from(""))
+    });
+    env.add_function("context", |state: &State| -> Value {
+        data(state).map(|d| d.context.clone()).unwrap_or_default()
+    });
+    let lookup = options.env.clone();
+    env.add_function("env", move |name: &str| -> String {
+        lookup(name).unwrap_or_default()
+    });
+    env.add_function("substring", functions::substring);
+    env.add_function("base64_encode", functions::base64_encode);
+    env.add_function("base64url_encode", functions::base64url_encode);
+    env.add_function("base64_decode", functions::base64_decode);
+    env.add_function("base64url_decode", functions::base64url_decode);
+    env.add_function("replace_with_random", functions::replace_with_random);
+    env.add_function("replace_with_string", functions::replace_with_string);
+    env.add_function("raw_string", functions::raw_string);
+    env.add_function(OP_FN, |state: &State, index: usize| -> String {
+        let mut out = String::new();
+        if let Some(d) = data(state)
+            && let Some(op) = d.ops.get(index)
+        {
+            op.eval(&*d, &mut out);
+        }
+        out
+    });
+    env
+}
+
+fn data(state: &State) -> Option<Arc<RenderData>> {
+    state.lookup(DATA_KEY)?.downcast_object::<RenderData>()
+}
+
+/// Header values a render can see: lowercased names, lossy UTF-8 values, the last value of
+/// a repeated name wins. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct HeaderSnapshot {
+    entries: Arc<Vec<(String, String)>>,
+}
+
+impl HeaderSnapshot {
+    pub(crate) fn from_entries(entries: Vec<(String, String)>) -> HeaderSnapshot {
+        HeaderSnapshot {
+            entries: Arc::new(entries),
+        }
+    }
+
+    /// The last value of `name` (case-insensitive).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.entries
+            .iter()
+            .rev()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// Everything one side's renders read; built once per side application.
+#[derive(Debug)]
+pub(crate) struct RenderData {
+    pub headers: HeaderSnapshot,
+    pub request_headers: HeaderSnapshot,
+    pub response_phase: bool,
+    pub protocol: Option<String>,
+    pub start_time: Option<String>,
+    pub remote_address: Option<SocketAddr>,
+    /// `body()`: the body as a string, or empty.
+    pub body: Value,
+    /// `context()`: the parsed JSON body, or undefined.
+    pub context: Value,
+    pub ops: Arc<[Operator]>,
+}
+
+impl Object for RenderData {}
+
+impl OperatorSource for RenderData {
+    fn request_header(&self, name: &str) -> Option<Cow<'_, str>> {
+        self.request_headers.get(name).map(Cow::Borrowed)
+    }
+    fn response_header(&self, name: &str) -> Option<Cow<'_, str>> {
+        if self.response_phase {
+            self.headers.get(name).map(Cow::Borrowed)
+        } else {
+            None
+        }
+    }
+    fn protocol(&self) -> Option<&str> {
+        self.protocol.as_deref()
+    }
+    fn start_time(&self) -> Option<&str> {
+        self.start_time.as_deref()
+    }
+    fn downstream_remote_address(&self) -> Option<SocketAddr> {
+        self.remote_address
+    }
+}
+
+/// The render context: JSON object keys as variables, plus the hidden render data.
+#[derive(Debug)]
+struct Root {
+    data: Value,
+    vars: Value,
+}
+
+impl Object for Root {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        let key = key.as_str()?;
+        if key == DATA_KEY {
+            return Some(self.data.clone());
+        }
+        if key.starts_with("__tx_") {
+            // The hidden function must not be shadowed by a JSON key.
+            return None;
+        }
+        let v = self.vars.get_attr(key).ok()?;
+        (!v.is_undefined()).then_some(v)
+    }
+}
+
+/// The compiled environment plus the operator table.
+pub(crate) struct Engine {
+    env: Environment<'static>,
+    ops: Arc<[Operator]>,
+    limits: Limits,
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine")
+            .field("templates", &self.env.templates().count())
+            .field("operators", &self.ops.len())
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+/// A failed render: the kind says whether the budget was the cause.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RenderError {
+    pub kind: WarningKind,
+    pub message: String,
+}
+
+/// Per-render state shared by all values of one side.
+pub(crate) struct Scope {
+    data: Arc<RenderData>,
+    ctx: Value,
+}
+
+impl Engine {
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    pub fn ops(&self) -> Arc<[Operator]> {
+        self.ops.clone()
+    }
+
+    pub fn scope(&self, data: RenderData, json: Option<&Value>) -> Scope {
+        let data = Arc::new(data);
+        let ctx = Value::from_object(Root {
+            data: Value::from_dyn_object(data.clone()),
+            vars: json.cloned().unwrap_or_default(),
+        });
+        Scope { data, ctx }
+    }
+
+    /// Renders one value. Literals are borrowed, not rendered.
+    pub fn render<'a>(
+        &self,
+        value: &'a Compiled,
+        scope: &Scope,
+        cap: usize,
+    ) -> Result<Cow<'a, str>, RenderError> {
+        let out = match value {
+            Compiled::Empty => return Ok(Cow::Borrowed("")),
+            Compiled::Literal(s) => return Ok(Cow::Borrowed(s)),
+            Compiled::Ops(segments) => {
+                let mut out = String::new();
+                for s in segments.iter() {
+                    match s {
+                        Segment::Literal(l) => out.push_str(l),
+                        Segment::Op(op) => op.eval(&*scope.data, &mut out),
+                    }
+                    if out.len() > cap {
+                        return Err(too_large(cap));
+                    }
+                }
+                out
+            }
+            Compiled::Template { name, .. } => {
+                let tmpl = self.env.get_template(name).map_err(render_error)?;
+                let mut w = CappedWriter {
+                    buf: Vec::new(),
+                    cap,
+                    overflow: false,
+                };
+                let result = tmpl.render_captured_to(&scope.ctx, &mut w).map(|_| ());
+                if w.overflow {
+                    return Err(too_large(cap));
+                }
+                result.map_err(render_error)?;
+                String::from_utf8(w.buf)
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+            }
+        };
+        Ok(Cow::Owned(out))
+    }
+}
+
+fn too_large(cap: usize) -> RenderError {
+    RenderError {
+        kind: WarningKind::Budget,
+        message: format!("rendered value exceeds {cap} bytes"),
+    }
+}
+
+fn render_error(e: minijinja::Error) -> RenderError {
+    let kind = if e.kind() == minijinja::ErrorKind::OutOfFuel {
+        WarningKind::Budget
+    } else {
+        WarningKind::Render
+    };
+    RenderError {
+        kind,
+        message: format!("{e:#}"),
+    }
+}
+
+/// Stops a render as soon as its output passes the cap, instead of after building it.
+struct CappedWriter {
+    buf: Vec<u8>,
+    cap: usize,
+    overflow: bool,
+}
+
+impl io::Write for CappedWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if self.buf.len() + data.len() > self.cap {
+            self.overflow = true;
+            return Err(io::Error::other("output size cap exceeded"));
+        }
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Converts a parsed JSON body into a template value. serde_json's recursion limit (128)
+/// bounds the depth, so this recursion is bounded too.
+pub(crate) fn json_to_value(v: &serde_json::Value) -> Value {
+    match v {
+        serde_json::Value::Null => Value::from(()),
+        serde_json::Value::Bool(b) => Value::from(*b),
+        serde_json::Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Value::from(i)
+            } else if let Some(u) = n.as_u64() {
+                Value::from(u)
+            } else {
+                Value::from(n.as_f64().unwrap_or(f64::NAN))
+            }
+        }
+        serde_json::Value::String(s) => Value::from(s.as_str()),
+        serde_json::Value::Array(a) => Value::from(a.iter().map(json_to_value).collect::<Vec<_>>()),
+        serde_json::Value::Object(m) => Value::from(
+            m.iter()
+                .map(|(k, v)| (k.clone(), json_to_value(v)))
+                .collect::<BTreeMap<String, Value>>(),
+        ),
+    }
+}
+
+/// A piece of a value: text (where operators live) or Jinja markup.
+#[derive(Debug, PartialEq, Eq)]
+enum Region<'a> {
+    Text(&'a str),
+    /// `scan`: false for comments and `{% raw %}` blocks (no calls to find there).
+    Jinja {
+        src: &'a str,
+        scan: bool,
+    },
+}
+
+fn split_regions(s: &str) -> Vec<Region<'_>> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    let mut text_start = 0;
+    while i + 1 < bytes.len() {
+        if bytes[i] != b'{' || !matches!(bytes[i + 1], b'{' | b'%' | b'#') {
+            i += 1;
+            continue;
+        }
+        if text_start < i {
+            out.push(Region::Text(&s[text_start..i]));
+        }
+        let kind = bytes[i + 1];
+        let mut end = find_end(s, i, kind);
+        let mut scan = kind != b'#';
+        if kind == b'%' && is_raw_open(&s[i + 2..end.saturating_sub(2).max(i + 2)]) {
+            end = find_endraw(s, end);
+            scan = false;
+        }
+        out.push(Region::Jinja {
+            src: &s[i..end],
+            scan,
+        });
+        i = end;
+        text_start = end;
+    }
+    if text_start < s.len() {
+        out.push(Region::Text(&s[text_start..]));
+    }
+    out
+}
+
+/// Index just past the closing marker of the tag opened at `start`, or the end of `s`.
+fn find_end(s: &str, start: usize, kind: u8) -> usize {
+    let bytes = s.as_bytes();
+    let close = match kind {
+        b'{' => b'}',
+        b'%' => b'%',
+        _ => b'#',
+    };
+    let mut j = start + 2;
+    let mut quote: Option<u8> = None;
+    while j < bytes.len() {
+        let c = bytes[j];
+        match quote {
+            Some(q) => {
+                if c == b'\\' {
+                    j += 1;
+                } else if c == q {
+                    quote = None;
+                }
+            }
+            None => {
+                if kind != b'#' && (c == b'"' || c == b'\'') {
+                    quote = Some(c);
+                } else if c == close && bytes.get(j + 1) == Some(&b'}') {
+                    return j + 2;
+                }
+            }
+        }
+        j += 1;
+    }
+    s.len()
+}
+
+fn is_raw_open(inner: &str) -> bool {
+    inner.trim_matches(|c: char| c == '-' || c == '+' || c.is_whitespace()) == "raw"
+}
+
+/// Index just past `{% endraw %}` at or after `from`, or the end of `s`.
+fn find_endraw(s: &str, from: usize) -> usize {
+    let mut i = from;
+    while let Some(off) = s[i..].find("{%") {
+        let open = i + off;
+        let end = find_end(s, open, b'%');
+        let inner = &s[open + 2..end.saturating_sub(2).max(open + 2)];
+        if inner.trim_matches(|c: char| c == '-' || c == '+' || c.is_whitespace()) == "endraw" {
+            return end;
+        }
+        i = open + 2;
+    }
+    s.len()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Tok<'a> {
+    Ident(&'a str),
+    /// A string literal without escapes (its content), or `None` when it has escapes.
+    Str(Option<&'a str>),
+    Punct(char),
+}
+
+/// A rough lexer, enough to find calls and their literal arguments.
+fn tokenize<'a>(src: &'a str, out: &mut Vec<Tok<'a>>) {
+    let bytes = src.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        if c.is_ascii_whitespace() {
+            i += 1;
+        } else if c.is_ascii_alphabetic() || c == b'_' {
+            let start = i;
+            while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+                i += 1;
+            }
+            out.push(Tok::Ident(&src[start..i]));
+        } else if c.is_ascii_digit() {
+            while i < bytes.len()
+                && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'.' || bytes[i] == b'_')
+            {
+                i += 1;
+            }
+            out.push(Tok::Punct('0'));
+        } else if c == b'"' || c == b'\'' {
+            let start = i + 1;
+            let mut j = start;
+            let mut escaped = false;
+            while j < bytes.len() && bytes[j] != c {
+                if bytes[j] == b'\\' {
+                    escaped = true;
+                    j += 1;
+                }
+                j += 1;
+            }
+            let end = j.min(bytes.len());
+            out.push(Tok::Str((!escaped).then(|| &src[start..end])));
+            i = j + 1;
+        } else {
+            let ch = src[i..].chars().next().unwrap_or('?');
+            out.push(Tok::Punct(ch));
+            i += ch.len_utf8();
+        }
+    }
+}
+
+/// Returns the names called as plain functions, and records which headers `header()` and
+/// `request_header()` read (all of them when the argument is not a string literal).
+fn analyse_calls(tokens: &[Tok<'_>], usage: &mut Usage) -> BTreeSet<String> {
+    let mut calls = BTreeSet::new();
+    for (i, tok) in tokens.iter().enumerate() {
+        let Tok::Ident(name) = tok else { continue };
+        if tokens.get(i + 1) != Some(&Tok::Punct('(')) {
+            continue;
+        }
+        let prev = i.checked_sub(1).map(|p| &tokens[p]);
+        let prev2 = i.checked_sub(2).map(|p| &tokens[p]);
+        let not_a_function = match prev {
+            // method, filter, test, `{% filter name(...) %}` / `{% macro name(...) %}`
+            Some(Tok::Punct('.' | '|')) => true,
+            Some(Tok::Ident("is" | "filter" | "macro" | "call")) => true,
+            Some(Tok::Ident("not")) => prev2 == Some(&Tok::Ident("is")),
+            _ => false,
+        };
+        if not_a_function {
+            continue;
+        }
+        calls.insert((*name).to_owned());
+        let needs = match *name {
+            "header" => &mut usage.header_fn,
+            "request_header" => &mut usage.request_header_fn,
+            _ => continue,
+        };
+        match (tokens.get(i + 2), tokens.get(i + 3)) {
+            (Some(Tok::Str(Some(h))), Some(Tok::Punct(')'))) => needs.add(h),
+            _ => needs.set_all(),
+        }
+    }
+    calls
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regions() {
+        assert_eq!(split_regions("plain"), vec![Region::Text("plain")]);
+        assert_eq!(
+            split_regions("a{{ b }}c{% if x %}d{% endif %}{# c #}"),
+            vec![
+                Region::Text("a"),
+                Region::Jinja {
+                    src: "{{ b }}",
+                    scan: true
+                },
+                Region::Text("c"),
+                Region::Jinja {
+                    src: "{% if x %}",
+                    scan: true
+                },
+                Region::Text("d"),
+                Region::Jinja {
+                    src: "{% endif %}",
+                    scan: true
+                },
+                Region::Jinja {
+                    src: "{# c #}",
+                    scan: false
+                },
+            ]
+        );
+        assert_eq!(
+            split_regions(r#"{{ "}}" }}x"#),
+            vec![
+                Region::Jinja {
+                    src: r#"{{ "}}" }}"#,
+                    scan: true
+                },
+                Region::Text("x")
+            ]
+        );
+        assert_eq!(
+            split_regions("{% raw %}%REQ(x)% {{ y }}{% endraw %}z"),
+            vec![
+                Region::Jinja {
+                    src: "{% raw %}%REQ(x)% {{ y }}{% endraw %}",
+                    scan: false
+                },
+                Region::Text("z")
+            ]
+        );
+        assert_eq!(split_regions("{"), vec![Region::Text("{")]);
+        assert_eq!(
+            split_regions("{{ open"),
+            vec![Region::Jinja {
+                src: "{{ open",
+                scan: true
+            }]
+        );
+    }
+
+    #[test]
+    fn call_analysis() {
+        let mut toks = Vec::new();
+        tokenize(
+            r#"{{ header("X-A") ~ request_header('b') ~ x.header(1) ~ y|foo(2) ~ z is bar(3) ~ f() }}"#,
+            &mut toks,
+        );
+        let mut usage = Usage::default();
+        let calls = analyse_calls(&toks, &mut usage);
+        assert_eq!(
+            calls.into_iter().collect::<Vec<_>>(),
+            vec!["f", "header", "request_header"]
+        );
+        assert_eq!(usage.header_fn.names().collect::<Vec<_>>(), vec!["x-a"]);
+        assert_eq!(
+            usage.request_header_fn.names().collect::<Vec<_>>(),
+            vec!["b"]
+        );
+
+        let mut toks = Vec::new();
+        tokenize(
+            r#"{{ header(name) }}{{ request_header("a" ~ b) }}"#,
+            &mut toks,
+        );
+        let mut usage = Usage::default();
+        analyse_calls(&toks, &mut usage);
+        assert!(usage.header_fn.all());
+        assert!(usage.request_header_fn.all());
+    }
+
+    #[test]
+    fn literal_matches_jinja_trailing_newline_rule() {
+        let env = Environment::new();
+        for s in ["a\n", "a\r\n", "a\n\n", "a", "\n", ""] {
+            let jinja = env.render_str(s, ()).unwrap();
+            assert_eq!(strip_trailing_newline(s), jinja, "{s:?}");
+        }
+    }
+}

@@ -1,0 +1,873 @@
+//! Behaviour tests, one (or more) per rule of the kgateway contract.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use crate::memory::{MemoryMessage, MemoryStreamInfo};
+use crate::*;
+
+fn compile(json: &str) -> Transformation {
+    Transformation::from_json(json.as_bytes()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn compile_err(json: &str) -> Error {
+    Transformation::from_json(json.as_bytes()).unwrap_err()
+}
+
+fn request(json: &str, headers: &[(&str, &str)], body: &str) -> (MemoryMessage, Vec<Warning>) {
+    let t = compile(json);
+    let mut msg = MemoryMessage::new(headers, body);
+    let mut info = MemoryStreamInfo::default();
+    let w = t
+        .apply_request(&mut msg, BodyMode::Buffered, &mut info)
+        .unwrap();
+    (msg, w)
+}
+
+fn set1(value: &str) -> String {
+    format!(
+        r#"{{"request":{{"set":[{{"name":"x-out","value":{}}}]}}}}"#,
+        serde_json::to_string(value).unwrap()
+    )
+}
+
+/// Renders `value` as a request `set` and returns the header (None if removed).
+fn render(value: &str, headers: &[(&str, &str)], body: &str) -> Option<String> {
+    let (msg, _) = request(&set1(value), headers, body);
+    msg.header("x-out")
+}
+
+#[test]
+fn set_add_remove_order_and_duplicates() {
+    let (msg, w) = request(
+        r#"{"request":{
+            "set":[{"name":"X-A","value":"1"},{"name":"x-a","value":"2"},{"name":"x-b","value":"b"}],
+            "add":[{"name":"x-a","value":"3"},{"name":"x-c","value":"c"}],
+            "remove":["x-b","X-Gone"]}}"#,
+        &[("x-a", "old"), ("x-a", "older"), ("x-gone", "g")],
+        "",
+    );
+    assert!(w.is_empty());
+    assert_eq!(
+        msg.values("x-a"),
+        vec!["2", "3"],
+        "later set wins, then add appends"
+    );
+    assert_eq!(msg.header("x-b"), None);
+    assert_eq!(msg.header("x-gone"), None);
+    assert_eq!(msg.header("x-c").as_deref(), Some("c"));
+}
+
+#[test]
+fn empty_values() {
+    let (msg, _) = request(
+        r#"{"request":{
+            "set":[{"name":"x-set-empty"},{"name":"x-renders-empty","value":"{{ header('nope') }}"}],
+            "add":[{"name":"x-add-empty","value":""},{"name":"x-add-renders-empty","value":"{{ '' }}"}]}}"#,
+        &[
+            ("x-set-empty", "1"),
+            ("x-renders-empty", "2"),
+            ("x-add-empty", "3"),
+        ],
+        "",
+    );
+    assert_eq!(
+        msg.header("x-set-empty"),
+        None,
+        "empty configured value removes"
+    );
+    assert_eq!(msg.header("x-renders-empty"), None, "empty render removes");
+    assert_eq!(msg.values("x-add-empty"), vec!["3"], "empty add skipped");
+    assert_eq!(msg.header("x-add-renders-empty"), None);
+}
+
+#[test]
+fn render_error_removes_header_and_warns() {
+    let (msg, w) = request(
+        r#"{"request":{"set":[{"name":"x-a","value":"{{ substring(1, 2) }}"}],
+                       "add":[{"name":"x-b","value":"{{ substring(1, 2) }}"}]}}"#,
+        &[("x-a", "old")],
+        "",
+    );
+    assert_eq!(msg.header("x-a"), None);
+    assert_eq!(msg.header("x-b"), None);
+    assert_eq!(w.len(), 2);
+    assert_eq!(w[0].kind, WarningKind::Render);
+    assert_eq!(w[0].field, "request.set[0].value");
+}
+
+#[test]
+fn header_lookups() {
+    let h = &[("X-Foo", "a"), ("x-foo", "b"), (":method", "POST")];
+    assert_eq!(
+        render("{{ header('x-FOO') }}", h, "").as_deref(),
+        Some("b"),
+        "case-insensitive, last wins"
+    );
+    assert_eq!(
+        render("{{ request_header(':method') }}", h, "").as_deref(),
+        Some("POST")
+    );
+    assert_eq!(
+        render("[{{ header('missing') }}]", h, "").as_deref(),
+        Some("[]")
+    );
+    let name = "{% set n = 'x-' ~ 'foo' %}{{ header(n) }}";
+    assert_eq!(
+        render(name, h, "").as_deref(),
+        Some("b"),
+        "computed names read all headers"
+    );
+}
+
+#[test]
+fn header_reads_see_side_start_not_earlier_sets() {
+    let (msg, _) = request(
+        r#"{"request":{"set":[{"name":"x-a","value":"new"},{"name":"x-b","value":"{{ header('x-a') }}"}]}}"#,
+        &[("x-a", "old")],
+        "",
+    );
+    assert_eq!(msg.header("x-b").as_deref(), Some("old"));
+}
+
+#[test]
+fn only_used_headers_are_snapshotted() {
+    let t = compile(
+        r#"{"response":{"set":[{"name":"a","value":"{{ request_header('X-One') }}%REQ(x-two?x-three)%"},
+                                {"name":"b","value":"{{ header('x-resp') }}"}]}}"#,
+    );
+    let needs = t.response_request_headers();
+    assert!(!needs.all());
+    assert_eq!(
+        needs.names().collect::<Vec<_>>(),
+        vec!["x-one", "x-three", "x-two"]
+    );
+    let t = compile(r#"{"response":{"set":[{"name":"a","value":"{{ request_header(x) }}"}]}}"#);
+    assert!(t.response_request_headers().all());
+    let t = compile(r#"{"response":{"set":[{"name":"a","value":"literal"}]}}"#);
+    assert!(t.response_request_headers().is_empty());
+}
+
+#[test]
+fn response_phase_reads_request_snapshot_from_before_request_transformation() {
+    let t = compile(
+        r#"{"request":{"set":[{"name":"x-user","value":"changed"}]},
+            "response":{"set":[{"name":"x-was","value":"{{ request_header('x-user') }}|{{ header('x-user') }}"},
+                               {"name":"x-path","value":"%REQ(:path)% %RESP(:status)%"}]}}"#,
+    );
+    let mut req = MemoryMessage::new(&[("x-user", "original"), (":path", "/p")], "");
+    let snapshot = t.capture_request_headers(&req);
+    let mut info = MemoryStreamInfo::default();
+    t.apply_request(&mut req, BodyMode::HeadersOnly, &mut info)
+        .unwrap();
+    assert_eq!(req.header("x-user").as_deref(), Some("changed"));
+    let mut resp = MemoryMessage::new(&[(":status", "200"), ("x-user", "resp")], "");
+    t.apply_response(&mut resp, &snapshot, BodyMode::HeadersOnly, &mut info)
+        .unwrap();
+    assert_eq!(resp.header("x-was").as_deref(), Some("original|resp"));
+    assert_eq!(resp.header("x-path").as_deref(), Some("/p 200"));
+}
+
+#[test]
+fn resp_operator_is_empty_in_request_phase() {
+    assert_eq!(
+        render("[%RESP(:status)%]", &[(":status", "x")], "").as_deref(),
+        Some("[]")
+    );
+}
+
+#[test]
+fn pseudo_headers() {
+    let t = compile(
+        r#"{"response":{"set":[{"name":":status","value":"418"}]},"request":{"set":[{"name":":path","value":"/new"},{"name":":method","value":"PUT"}]}}"#,
+    );
+    let mut info = MemoryStreamInfo::default();
+    let mut req = MemoryMessage::new(&[(":path", "/old"), (":method", "GET")], "");
+    t.apply_request(&mut req, BodyMode::HeadersOnly, &mut info)
+        .unwrap();
+    assert_eq!(req.header(":path").as_deref(), Some("/new"));
+    assert_eq!(req.header(":method").as_deref(), Some("PUT"));
+    let mut resp = MemoryMessage::new(&[(":status", "200")], "");
+    t.apply_response(
+        &mut resp,
+        &HeaderSnapshot::default(),
+        BodyMode::HeadersOnly,
+        &mut info,
+    )
+    .unwrap();
+    assert_eq!(resp.header(":status").as_deref(), Some("418"));
+}
+
+#[test]
+fn body_replacement_and_content_length() {
+    let (msg, _) = request(
+        r#"{"request":{"body":{"value":"new {{ body() }}"}}}"#,
+        &[("content-length", "3"), ("content-type", "text/plain")],
+        "old",
+    );
+    assert_eq!(msg.body_str(), "new old");
+    assert_eq!(msg.header("content-length").as_deref(), Some("7"));
+    assert_eq!(msg.header("content-type").as_deref(), Some("text/plain"));
+
+    let (msg, _) = request(
+        r#"{"request":{"body":{"value":"{{ '' }}"}}}"#,
+        &[("content-length", "3"), ("content-type", "text/plain")],
+        "old",
+    );
+    assert_eq!(msg.body_str(), "");
+    assert_eq!(msg.header("content-length").as_deref(), Some("0"));
+    assert_eq!(msg.header("content-type"), None);
+}
+
+#[test]
+fn body_created_when_there_was_none() {
+    let (msg, _) = request(r#"{"request":{"body":{"value":"hello"}}}"#, &[], "");
+    assert_eq!(msg.body_str(), "hello");
+    assert_eq!(msg.header("content-length").as_deref(), Some("5"));
+}
+
+#[test]
+fn body_render_error_empties_body() {
+    let (msg, w) = request(
+        r#"{"request":{"body":{"value":"{{ substring() }}"}}}"#,
+        &[("content-type", "text/plain")],
+        "old",
+    );
+    assert_eq!(msg.body_str(), "");
+    assert_eq!(msg.header("content-length").as_deref(), Some("0"));
+    assert_eq!(msg.header("content-type"), None);
+    assert_eq!(w[0].field, "request.body.value");
+}
+
+#[test]
+fn order_body_then_set_then_add_then_remove() {
+    // set can override the content-length the body wrote; remove runs last.
+    let (msg, _) = request(
+        r#"{"request":{"body":{"value":"abc"},
+            "set":[{"name":"x-cl","value":"{{ header('content-length') }}"}],
+            "add":[{"name":"x-r","value":"added"}],"remove":["x-r"]}}"#,
+        &[("content-length", "1")],
+        "x",
+    );
+    assert_eq!(msg.header("content-length").as_deref(), Some("3"));
+    assert_eq!(
+        msg.header("x-cl").as_deref(),
+        Some("1"),
+        "templates read the headers of the side start"
+    );
+    assert_eq!(msg.header("x-r"), None);
+}
+
+#[test]
+fn as_json_variables_and_shadowing() {
+    let cfg = r#"{"request":{"body":{"parseAs":"AsJson","value":"{{ model }}-{{ header }}-{{ nested.a }}-{{ missing }}"},
+        "set":[{"name":"x-model","value":"{{ model }}"}]}}"#;
+    let (msg, w) = request(
+        cfg,
+        &[("x", "y")],
+        r#"{"model":"gpt","header":"shadowed","nested":{"a":1}}"#,
+    );
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(msg.body_str(), "gpt-shadowed-1-");
+    assert_eq!(msg.header("x-model").as_deref(), Some("gpt"));
+}
+
+#[test]
+fn shadowed_function_cannot_be_called() {
+    let cfg = r#"{"request":{"body":{"parseAs":"AsJson"},"set":[{"name":"x","value":"{{ header('x') }}"}]}}"#;
+    let (msg, w) = request(cfg, &[("x", "1")], r#"{"header":"v"}"#);
+    assert_eq!(msg.header("x"), None);
+    assert_eq!(w[0].kind, WarningKind::Render);
+}
+
+#[test]
+fn context_is_the_whole_json_value_arrays_too() {
+    let cfg = r#"{"request":{"body":{"parseAs":"AsJson","value":"{{ context()[1].x }}|{{ context()|length }}"}}}"#;
+    let (msg, _) = request(cfg, &[], r#"[{"x":1},{"x":2}]"#);
+    assert_eq!(msg.body_str(), "2|2");
+    let cfg = r#"{"request":{"body":{"parseAs":"AsJson","value":"{{ context().a }}"}}}"#;
+    let (msg, _) = request(cfg, &[], r#"{"a":"b"}"#);
+    assert_eq!(msg.body_str(), "b");
+}
+
+#[test]
+fn context_and_body_empty_when_not_parsed() {
+    let cfg = r#"{"request":{"body":{"value":"[{{ context() }}]"}}}"#;
+    let (msg, _) = request(cfg, &[], r#"{"a":1}"#);
+    assert_eq!(msg.body_str(), "[]");
+}
+
+#[test]
+fn undeclared_variable_without_json_is_400() {
+    let t = compile(r#"{"request":{"set":[{"name":"x","value":"{{ model }}"}]}}"#);
+    let mut msg = MemoryMessage::new(&[("x", "keep")], "");
+    let err = t
+        .apply_request(
+            &mut msg,
+            BodyMode::Buffered,
+            &mut MemoryStreamInfo::default(),
+        )
+        .unwrap_err();
+    assert_eq!(err.status(), 400);
+    assert_eq!(
+        err.details(),
+        "undeclared json variables in transformation template"
+    );
+    assert_eq!(
+        err,
+        ApplyError::UndeclaredJsonVariables {
+            field: "request.set[0].value".into(),
+            names: vec!["model".into()]
+        }
+    );
+    assert_eq!(msg.header("x").as_deref(), Some("keep"), "nothing changed");
+}
+
+#[test]
+fn undeclared_with_as_json_but_empty_body_is_400() {
+    let t = compile(r#"{"response":{"body":{"parseAs":"AsJson","value":"{{ a }}"}}}"#);
+    let mut msg = MemoryMessage::new(&[], "");
+    let err = t
+        .apply_response(
+            &mut msg,
+            &HeaderSnapshot::default(),
+            BodyMode::Buffered,
+            &mut MemoryStreamInfo::default(),
+        )
+        .unwrap_err();
+    assert_eq!(err.details(), ApplyError::UNDECLARED_DETAILS);
+    // JSON null is not a parsed object either.
+    let mut msg = MemoryMessage::new(&[], "null");
+    assert!(
+        t.apply_response(
+            &mut msg,
+            &HeaderSnapshot::default(),
+            BodyMode::Buffered,
+            &mut MemoryStreamInfo::default()
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn functions_and_set_variables_are_not_undeclared() {
+    let v = "{% set x = 'a' %}{% for i in range(2) %}{{ i }}{% endfor %}{{ x }}{{ env('NOPE') }}{{ base64_encode('a') }}{{ body() }}";
+    assert_eq!(render(v, &[], "B").as_deref(), Some("01aYQ==B"));
+}
+
+#[test]
+fn invalid_json_is_400() {
+    let t = compile(r#"{"request":{"body":{"parseAs":"AsJson","value":"x"}}}"#);
+    let mut msg = MemoryMessage::new(&[], "{not json");
+    let err = t
+        .apply_request(
+            &mut msg,
+            BodyMode::Buffered,
+            &mut MemoryStreamInfo::default(),
+        )
+        .unwrap_err();
+    assert_eq!(
+        err.details(),
+        "json parsing error in transformation template"
+    );
+    assert_eq!(msg.body_str(), "{not json", "nothing changed");
+}
+
+#[test]
+fn deeply_nested_json_is_a_parse_error_not_a_crash() {
+    let t = compile(r#"{"request":{"body":{"parseAs":"AsJson","value":"x"}}}"#);
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let mut msg = MemoryMessage::new(&[], &deep);
+    let err = t
+        .apply_request(
+            &mut msg,
+            BodyMode::Buffered,
+            &mut MemoryStreamInfo::default(),
+        )
+        .unwrap_err();
+    assert!(matches!(err, ApplyError::JsonParse { .. }));
+    let ok = format!("{}{}", "[".repeat(100), "]".repeat(100));
+    let mut msg = MemoryMessage::new(&[], &ok);
+    t.apply_request(
+        &mut msg,
+        BodyMode::Buffered,
+        &mut MemoryStreamInfo::default(),
+    )
+    .unwrap();
+    assert_eq!(msg.body_str(), "x");
+}
+
+#[test]
+fn parse_as_none_and_headers_only() {
+    let t = compile(
+        r#"{"request":{"body":{"parseAs":"None","value":"{{ broken"},"set":[{"name":"x","value":"[{{ body() }}{{ context() }}]"}]}}"#,
+    );
+    assert!(!t.request().needs_body());
+    assert!(t.request().has_work());
+    let mut msg = MemoryMessage::new(&[], "body");
+    t.apply_request(
+        &mut msg,
+        BodyMode::Buffered,
+        &mut MemoryStreamInfo::default(),
+    )
+    .unwrap();
+    assert_eq!(msg.body_str(), "body", "body template ignored");
+    assert_eq!(msg.header("x").as_deref(), Some("[]"));
+
+    // Headers-only mode (upgrade): same, for an AsString side with a body template.
+    let t = compile(
+        r#"{"request":{"body":{"value":"new"},"set":[{"name":"x","value":"[{{ body() }}]"}]}}"#,
+    );
+    let mut msg = MemoryMessage::new(&[], "body");
+    t.apply_request(
+        &mut msg,
+        BodyMode::HeadersOnly,
+        &mut MemoryStreamInfo::default(),
+    )
+    .unwrap();
+    assert_eq!(msg.body_str(), "body");
+    assert_eq!(msg.header("x").as_deref(), Some("[]"));
+}
+
+#[test]
+fn needs_body_and_has_work() {
+    let t = compile("{}");
+    assert!(!t.request().has_work() && !t.response().has_work());
+    assert!(!t.request().needs_body());
+    let t = compile(r#"{"request":{"set":[{"name":"x","value":"1"}]}}"#);
+    assert!(
+        t.request().has_work() && !t.request().needs_body(),
+        "nothing reads the body"
+    );
+    let t = compile(r#"{"request":{"set":[{"name":"x","value":"{{ body() }}"}]}}"#);
+    assert!(t.request().needs_body());
+    let t =
+        compile(r#"{"request":{"body":{"parseAs":"AsJson"},"set":[{"name":"x","value":"1"}]}}"#);
+    assert!(t.request().needs_body());
+    let t = compile(r#"{"response":{"body":{"value":"x"}}}"#);
+    assert!(t.response().needs_body() && !t.request().has_work());
+    let t = compile(r#"{"request":{"body":{"parseAs":"AsJson"}}}"#);
+    assert!(
+        !t.request().has_work(),
+        "no body value and nothing else: pass through"
+    );
+}
+
+#[test]
+fn upgrade_detection() {
+    assert!(is_upgrade_or_connect(&MemoryMessage::new(
+        &[("Upgrade", "WebSocket")],
+        ""
+    )));
+    assert!(is_upgrade_or_connect(&MemoryMessage::new(
+        &[(":method", "CONNECT")],
+        ""
+    )));
+    assert!(!is_upgrade_or_connect(&MemoryMessage::new(
+        &[(":method", "GET"), ("upgrade", "h2c")],
+        ""
+    )));
+}
+
+#[test]
+fn dynamic_metadata() {
+    let t = compile(
+        r#"{"request":{"dynamicMetadata":[
+            {"namespace":"ns","key":"k","value":{"stringValue":"{{ header('x') }}"}},
+            {"namespace":"ns","key":"empty","value":{"stringValue":"{{ header('nope') }}"}},
+            {"namespace":"","key":"k","value":{"stringValue":"v"}}]}}"#,
+    );
+    assert_eq!(
+        t.warnings(),
+        ["request.dynamicMetadata[2] ignored: empty namespace"]
+    );
+    let mut info = MemoryStreamInfo::default();
+    let mut msg = MemoryMessage::new(&[("x", "v")], "");
+    t.apply_request(&mut msg, BodyMode::HeadersOnly, &mut info)
+        .unwrap();
+    assert_eq!(
+        info.dynamic_metadata,
+        vec![("ns".into(), "k".into(), "v".into())]
+    );
+}
+
+#[test]
+fn template_functions_in_context() {
+    let h = &[("x-b64", "aGVsbG8="), ("x-s", "hello world")];
+    assert_eq!(
+        render("{{ base64_decode(header('x-b64')) }}", h, "").as_deref(),
+        Some("hello")
+    );
+    assert_eq!(
+        render("{{ substring(header('x-s'), 6) }}", h, "").as_deref(),
+        Some("world")
+    );
+    assert_eq!(
+        render("{{ substring(header('x-s'), 0, 5) }}", h, "").as_deref(),
+        Some("hello")
+    );
+    assert_eq!(
+        render("{{ replace_with_string(header('x-s'), 'o', '0') }}", h, "").as_deref(),
+        Some("hell0 w0rld")
+    );
+    assert_eq!(
+        render("{{ raw_string('a\"b') }}", h, "").as_deref(),
+        Some("a\\\"b")
+    );
+    assert_eq!(
+        render("{{ base64url_encode('?>') }}", h, "").as_deref(),
+        Some("Pz4=")
+    );
+    assert_eq!(
+        render("{{ 'x'|upper }}", h, "").as_deref(),
+        Some("X"),
+        "builtins work"
+    );
+}
+
+#[test]
+fn env_function() {
+    let mut vars = HashMap::new();
+    vars.insert("POD_NAME".to_owned(), "pod-1".to_owned());
+    let options = Options {
+        env: Arc::new(move |n| vars.get(n).cloned()),
+        ..Options::default()
+    };
+    let t = Transformation::from_json_with(
+        set1("{{ env('POD_NAME') }}|{{ env('UNSET') }}").as_bytes(),
+        &options,
+    )
+    .unwrap();
+    let mut msg = MemoryMessage::default();
+    t.apply_request(
+        &mut msg,
+        BodyMode::HeadersOnly,
+        &mut MemoryStreamInfo::default(),
+    )
+    .unwrap();
+    assert_eq!(msg.header("x-out").as_deref(), Some("pod-1|"));
+    // The default reads the process environment; an unset variable renders empty.
+    assert_eq!(
+        render("[{{ env('TRANSFORMATIONS_SURELY_UNSET_VAR') }}]", &[], "").as_deref(),
+        Some("[]")
+    );
+}
+
+#[test]
+fn replace_with_random_differs_across_renders() {
+    let t = compile(&set1("{{ replace_with_random('id-X', 'X') }}"));
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..5 {
+        let mut msg = MemoryMessage::default();
+        t.apply_request(
+            &mut msg,
+            BodyMode::HeadersOnly,
+            &mut MemoryStreamInfo::default(),
+        )
+        .unwrap();
+        let v = msg.header("x-out").unwrap();
+        assert_eq!(v.len(), 3 + 22);
+        seen.insert(v);
+    }
+    assert_eq!(seen.len(), 5);
+}
+
+#[test]
+fn operators_in_values() {
+    let t = compile(
+        r#"{"request":{"set":[
+            {"name":"x-plain","value":"m=%REQ(:METHOD)%&p=%REQ(:path):3%&a=%REQ(x-none?X-Alt)%&pct=100%%"},
+            {"name":"x-jinja","value":"{{ header(':method')|lower }} %PROTOCOL% %START_TIME% {{ '%REQ(:path)%' }}"},
+            {"name":"x-addr","value":"%DOWNSTREAM_REMOTE_ADDRESS%/%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"}]}}"#,
+    );
+    let mut info = MemoryStreamInfo {
+        protocol: Some("HTTP/2".into()),
+        start_time: Some(UNIX_EPOCH + Duration::from_millis(1_795_700_786_123)),
+        downstream_remote_address: Some("10.0.0.1:5555".parse().unwrap()),
+        ..MemoryStreamInfo::default()
+    };
+    let mut msg = MemoryMessage::new(
+        &[(":method", "GET"), (":path", "/abcdef"), ("x-alt", "alt")],
+        "",
+    );
+    t.apply_request(&mut msg, BodyMode::HeadersOnly, &mut info)
+        .unwrap();
+    assert_eq!(
+        msg.header("x-plain").as_deref(),
+        Some("m=GET&p=/ab&a=alt&pct=100%")
+    );
+    assert_eq!(
+        msg.header("x-jinja").as_deref(),
+        Some("get HTTP/2 2026-11-26T13:46:26.123Z %REQ(:path)%"),
+        "operators resolve in text, not inside Jinja expressions"
+    );
+    assert_eq!(
+        msg.header("x-addr").as_deref(),
+        Some("10.0.0.1:5555/10.0.0.1")
+    );
+}
+
+#[test]
+fn missing_stream_info_renders_empty() {
+    assert_eq!(
+        render(
+            "[%PROTOCOL%][%START_TIME%][%DOWNSTREAM_REMOTE_ADDRESS%]",
+            &[],
+            ""
+        )
+        .as_deref(),
+        Some("[][][]")
+    );
+}
+
+#[test]
+fn literal_percent_text_is_kept() {
+    assert_eq!(
+        render("50% of a%2Fb", &[], "").as_deref(),
+        Some("50% of a%2Fb")
+    );
+    assert_eq!(render("{{ 1 }}% done", &[], "").as_deref(), Some("1% done"));
+}
+
+#[test]
+fn config_errors_name_the_field() {
+    let e = compile_err(
+        r#"{"response":{"set":[{"name":"a","value":"ok"},{"name":"b","value":"{{ oops"}]}}"#,
+    );
+    assert_eq!(e.kind(), ErrorKind::Template);
+    assert_eq!(e.location(), Some("response.set[1].value"));
+    assert!(e.to_string().contains("response.set[1].value"), "{e}");
+
+    let e = compile_err(r#"{"request":{"add":[{"name":"a","value":"{{ no_such_fn('x') }}"}]}}"#);
+    assert_eq!(e.kind(), ErrorKind::UnknownFunction);
+    assert_eq!(e.location(), Some("request.add[0].value"));
+
+    let e = compile_err(r#"{"request":{"body":{"value":"%REQ(x"}}}"#);
+    assert_eq!(e.kind(), ErrorKind::Operator);
+    assert_eq!(e.location(), Some("request.body.value"));
+
+    let e = compile_err(r#"{"request":{"set":[{"name":"a","value":"{{ 1 }}%BOGUS_OP%"}]}}"#);
+    assert_eq!(e.kind(), ErrorKind::Operator);
+
+    let e = compile_err(
+        r#"{"request":{"dynamicMetadata":[{"namespace":"n","key":"k","value":{"stringValue":"{% if %}"}}]}}"#,
+    );
+    assert_eq!(
+        e.location(),
+        Some("request.dynamicMetadata[0].value.stringValue")
+    );
+
+    let e = compile_err(r#"{"request":{"set":[{"name":"bad name","value":"x"}]}}"#);
+    assert_eq!(e.kind(), ErrorKind::InvalidValue);
+    assert_eq!(e.location(), Some("request.set[0].name"));
+    let e = compile_err(r#"{"request":{"remove":[""]}}"#);
+    assert_eq!(e.location(), Some("request.remove[0]"));
+
+    let e = compile_err(r#"{"request":{"set":[{"name":"a","value":"x\r\ny: z"}]}}"#);
+    assert_eq!(e.kind(), ErrorKind::InvalidValue);
+
+    let e = compile_err(r#"{"request":{"body":{"parseAs":"Yaml"}}}"#);
+    assert_eq!(e.location(), Some("request.body.parseAs"));
+}
+
+#[test]
+fn methods_and_macros_are_not_unknown_functions() {
+    compile(&set1(
+        "{% macro m(x) %}{{ x }}{% endmacro %}{{ m(1) }}{{ 'a,b'.split(',')|join('-') }}{{ 3 is divisibleby(3) }}{{ range(1)|list }}",
+    ));
+}
+
+#[test]
+fn rendered_crlf_nul_never_emitted() {
+    let (msg, w) = request(
+        r#"{"request":{"set":[{"name":"x-a","value":"{{ header('x-in') }}"}],"add":[{"name":"x-b","value":"{{ base64_decode('YQpi') }}"},{"name":"x-c","value":"a{{ '\u0000' }}"}]}}"#,
+        &[("x-a", "old"), ("x-in", "ok")],
+        "",
+    );
+    assert_eq!(msg.header("x-a").as_deref(), Some("ok"));
+    assert_eq!(msg.header("x-b"), None, "decoded LF dropped");
+    assert_eq!(msg.header("x-c"), None, "NUL dropped");
+    assert_eq!(w.len(), 2);
+    assert!(w.iter().all(|w| w.kind == WarningKind::InvalidHeaderValue));
+
+    let (msg, w) = request(&set1("{{ 'a\\r\\nInjected: 1' }}"), &[("x-out", "old")], "");
+    assert_eq!(msg.header("x-out"), None, "set removes");
+    assert_eq!(w[0].kind, WarningKind::InvalidHeaderValue);
+}
+
+#[test]
+fn non_utf8_headers_and_bodies_do_not_panic() {
+    let t = compile(
+        r#"{"request":{"body":{"value":"{{ body() }}"},"set":[{"name":"x","value":"{{ header('x-bin') }}"}]}}"#,
+    );
+    let mut msg = MemoryMessage {
+        headers: vec![("x-bin".into(), vec![0xff, b'a'])],
+        body: vec![0xfe, b'b'],
+    };
+    t.apply_request(
+        &mut msg,
+        BodyMode::Buffered,
+        &mut MemoryStreamInfo::default(),
+    )
+    .unwrap();
+    assert_eq!(msg.header("x").as_deref(), Some("\u{FFFD}a"));
+    assert_eq!(msg.body_str(), "\u{FFFD}b");
+}
+
+#[test]
+fn render_budget_fuel() {
+    let options = Options {
+        limits: Limits {
+            fuel: 1_000,
+            ..Limits::default()
+        },
+        ..Options::default()
+    };
+    let cfg = set1("{% for i in range(100000) %}{% endfor %}x");
+    let t = Transformation::from_json_with(cfg.as_bytes(), &options).unwrap();
+    let mut msg = MemoryMessage::new(&[("x-out", "old")], "");
+    let w = t
+        .apply_request(
+            &mut msg,
+            BodyMode::HeadersOnly,
+            &mut MemoryStreamInfo::default(),
+        )
+        .unwrap();
+    assert_eq!(msg.header("x-out"), None);
+    assert_eq!(w[0].kind, WarningKind::Budget);
+    // The default budget stops an effectively endless loop too.
+    let (msg, w) = request(
+        &set1("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"),
+        &[],
+        "",
+    );
+    assert_eq!(msg.header("x-out"), None);
+    assert_eq!(w[0].kind, WarningKind::Budget);
+}
+
+#[test]
+fn render_budget_output_size() {
+    let options = Options {
+        limits: Limits {
+            max_header_value_bytes: 10,
+            max_body_bytes: 20,
+            ..Limits::default()
+        },
+        ..Options::default()
+    };
+    let cfg = r#"{"request":{"body":{"value":"{{ 'y' * 21 }}"},"set":[{"name":"a","value":"{{ 'x' * 11 }}"},{"name":"b","value":"{{ 'x' * 10 }}"},{"name":"c","value":"%REQ(long)%"}]}}"#;
+    let t = Transformation::from_json_with(cfg.as_bytes(), &options).unwrap();
+    let mut msg = MemoryMessage::new(&[("long", "0123456789abc"), ("content-type", "t")], "old");
+    let w = t
+        .apply_request(
+            &mut msg,
+            BodyMode::Buffered,
+            &mut MemoryStreamInfo::default(),
+        )
+        .unwrap();
+    assert_eq!(msg.header("a"), None);
+    assert_eq!(msg.header("b").as_deref(), Some("xxxxxxxxxx"));
+    assert_eq!(msg.header("c"), None);
+    assert_eq!(
+        msg.body_str(),
+        "",
+        "oversized body is a render error: empty body"
+    );
+    assert_eq!(msg.header("content-length").as_deref(), Some("0"));
+    assert_eq!(
+        w.iter().filter(|w| w.kind == WarningKind::Budget).count(),
+        3
+    );
+    // The default caps are sane.
+    assert_eq!(
+        Limits::default().max_header_value_bytes,
+        MAX_HEADER_VALUE_BYTES
+    );
+}
+
+#[test]
+fn literal_values_are_not_rendered() {
+    let t = compile(r#"{"request":{"set":[{"name":"a","value":"plain {not jinja} 100%%\n"}]}}"#);
+    let mut msg = MemoryMessage::default();
+    t.apply_request(
+        &mut msg,
+        BodyMode::HeadersOnly,
+        &mut MemoryStreamInfo::default(),
+    )
+    .unwrap();
+    assert_eq!(msg.header("a").as_deref(), Some("plain {not jinja} 100%"));
+}
+
+#[test]
+fn trailing_newline_same_for_all_forms() {
+    assert_eq!(render("{{ 'a' }}\n", &[], "").as_deref(), Some("a"));
+    assert_eq!(
+        render("%REQ(x)%\n", &[("x", "a")], "").as_deref(),
+        Some("a")
+    );
+}
+
+#[test]
+fn smart_header_defaults_and_overrides() {
+    let t = smart_header_transformation(b"{}", &Options::default()).unwrap();
+    let req = MemoryMessage::new(&[(":method", "POST"), (":path", "/v1/chat")], "");
+    let snap = t.capture_request_headers(&req);
+    let mut resp = MemoryMessage::new(&[(":status", "200")], "");
+    t.apply_response(
+        &mut resp,
+        &snap,
+        BodyMode::HeadersOnly,
+        &mut MemoryStreamInfo::default(),
+    )
+    .unwrap();
+    assert_eq!(resp.header("x-custom-transformed").as_deref(), Some("true"));
+    assert_eq!(
+        resp.header("x-smart-header").as_deref(),
+        Some("method=POST&path=/v1/chat")
+    );
+    assert!(!t.request().has_work() && !t.response().needs_body());
+
+    let t = smart_header_transformation(
+        br#"{"response_headers":[{"name":"X-Custom-Transformed","value":"yes"},{"name":"x-extra","value":"{{ request_header(':method') }}"},{"name":"x-smart-header"}],
+             "request_headers":[{"name":"x-req","value":"r"}]}"#,
+        &Options::default(),
+    )
+    .unwrap();
+    let mut req = MemoryMessage::new(&[(":method", "GET")], "");
+    let snap = t.capture_request_headers(&req);
+    t.apply_request(
+        &mut req,
+        BodyMode::HeadersOnly,
+        &mut MemoryStreamInfo::default(),
+    )
+    .unwrap();
+    assert_eq!(req.header("x-req").as_deref(), Some("r"));
+    let mut resp = MemoryMessage::new(&[("x-smart-header", "upstream")], "");
+    t.apply_response(
+        &mut resp,
+        &snap,
+        BodyMode::HeadersOnly,
+        &mut MemoryStreamInfo::default(),
+    )
+    .unwrap();
+    assert_eq!(resp.header("x-custom-transformed").as_deref(), Some("yes"));
+    assert_eq!(resp.header("x-extra").as_deref(), Some("GET"));
+    assert_eq!(resp.header("x-smart-header"), None, "empty value removes");
+
+    assert!(smart_header_transformation(b"", &Options::default()).is_ok());
+    assert!(
+        smart_header_transformation(
+            br#"{"response_headers":[{"name":"x","value":"%NOPE%"}]}"#,
+            &Options::default()
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn transformation_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Transformation>();
+    check::<HeaderSnapshot>();
+}
