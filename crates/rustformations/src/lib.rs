@@ -1,1 +1,144 @@
-//! The Envoy dynamic module `rust_module` (work in progress: filters are registered below).
+//! `rust_module`: the Envoy dynamic module with the lab's `my-smart-header` filter and a drop-in
+//! replacement for kgateway's module (`rustformation`, its alias `http_simple_mutations`, and
+//! `http-acl`).
+//!
+//! This crate only maps filter names to filters and glues `envoy-module` (the SDK) to the pure
+//! `transformations` and `acl` crates.
+
+use std::sync::Arc;
+
+use envoy_module::{EnvoyFilterConfig, HttpFilterConfig, PerRouteConfig};
+use transformations::{Options, Transformation};
+
+mod envoy_message;
+mod http_acl;
+pub mod marker;
+mod per_route;
+mod test_filters;
+mod transform;
+
+use per_route::RouteConfig;
+use transform::{TransformCounters, TransformFilterConfig};
+
+/// The filter names this module answers to.
+pub const SMART_HEADER: &str = "my-smart-header";
+pub const RUSTFORMATION: &str = "rustformation";
+/// kgateway v2.2's name for the same filter.
+pub const SIMPLE_MUTATIONS: &str = "http_simple_mutations";
+pub const HTTP_ACL: &str = acl::FILTER_NAME;
+
+envoy_module::declare_module!(envoy_module::Module {
+    new_filter_config,
+    new_per_route_config
+});
+
+/// What a filter name means here, or the clean refusal of an unknown one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FilterKind {
+    SmartHeader,
+    Transformation(&'static str),
+    Acl,
+    TestPanic,
+}
+
+fn filter_kind(name: &str) -> Result<FilterKind, String> {
+    match name {
+        SMART_HEADER => Ok(FilterKind::SmartHeader),
+        RUSTFORMATION => Ok(FilterKind::Transformation(RUSTFORMATION)),
+        SIMPLE_MUTATIONS => Ok(FilterKind::Transformation(SIMPLE_MUTATIONS)),
+        HTTP_ACL => Ok(FilterKind::Acl),
+        test_filters::PANIC_FILTER if test_filters::enabled() => Ok(FilterKind::TestPanic),
+        test_filters::PANIC_FILTER => Err(format!(
+            "filter '{name}' exists only for tests and is off unless {}=1",
+            test_filters::TEST_FILTERS_ENV
+        )),
+        _ => Err(format!(
+            "unknown filter name '{name}'; this module provides {SMART_HEADER}, {RUSTFORMATION}, \
+             {SIMPLE_MUTATIONS} and {HTTP_ACL}"
+        )),
+    }
+}
+
+fn compile_transformation(kind: FilterKind, config: &[u8]) -> Result<Transformation, String> {
+    let options = Options::default();
+    let transformation = match kind {
+        FilterKind::SmartHeader => transformations::smart_header_transformation(config, &options),
+        _ if config.iter().all(u8::is_ascii_whitespace) => {
+            return Err("the config is empty; send {} for a filter that changes nothing".into());
+        }
+        _ => Transformation::from_json_with(config, &options),
+    }
+    .map_err(|e| e.to_string())?;
+    for warning in transformation.warnings() {
+        envoy_module::log_warn!("config warning: {warning}");
+    }
+    Ok(transformation)
+}
+
+fn parse_acl(config: &[u8]) -> Result<acl::AclPolicy, String> {
+    if config.iter().all(u8::is_ascii_whitespace) {
+        return Err("the config is empty; http-acl needs at least {\"defaultAction\": ...}".into());
+    }
+    acl::AclConfig::from_json(config).map_err(|e| e.to_string())
+}
+
+fn new_filter_config(
+    envoy: &mut dyn EnvoyFilterConfig,
+    filter_name: &str,
+    config: &[u8],
+) -> Result<Box<dyn HttpFilterConfig>, String> {
+    let kind = filter_kind(filter_name)?;
+    Ok(match kind {
+        FilterKind::SmartHeader | FilterKind::Transformation(_) => {
+            let name = match kind {
+                FilterKind::Transformation(name) => name,
+                _ => SMART_HEADER,
+            };
+            let listener = Arc::new(compile_transformation(kind, config)?);
+            let marker = match kind {
+                FilterKind::Transformation(_) => marker::from_env()?.map(Arc::new),
+                _ => None,
+            };
+            let counters = TransformCounters {
+                invalid_header_dropped: envoy
+                    .define_counter(&format!("{name}.invalid_header_dropped"))?,
+                render_errors: envoy.define_counter(&format!("{name}.render_errors"))?,
+            };
+            Box::new(TransformFilterConfig {
+                name,
+                listener,
+                marker,
+                counters,
+            })
+        }
+        FilterKind::Acl => Box::new(http_acl::AclFilterConfig {
+            policy: Arc::new(parse_acl(config)?),
+            blocked_counter: envoy.define_counter(acl::BLOCKED_COUNTER)?,
+        }),
+        FilterKind::TestPanic => {
+            let panic_config = test_filters::parse(config)?;
+            if panic_config.panic_on == test_filters::PanicPoint::Config {
+                panic!("test-panic: provoked panic in config creation");
+            }
+            Box::new(panic_config)
+        }
+    })
+}
+
+fn new_per_route_config(name: &str, config: &[u8]) -> Result<PerRouteConfig, String> {
+    let kind = filter_kind(name)?;
+    let route_config = match kind {
+        FilterKind::SmartHeader | FilterKind::Transformation(_) => {
+            RouteConfig::Transformation(Arc::new(compile_transformation(kind, config)?))
+        }
+        FilterKind::Acl => RouteConfig::Acl(Arc::new(parse_acl(config)?)),
+        FilterKind::TestPanic => {
+            let panic_config = test_filters::parse(config)?;
+            if panic_config.panic_on == test_filters::PanicPoint::PerRouteConfig {
+                panic!("test-panic: provoked panic in per-route config creation");
+            }
+            return Err("test-panic has no per-route config".into());
+        }
+    };
+    Ok(Arc::new(route_config))
+}

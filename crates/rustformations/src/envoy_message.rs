@@ -1,0 +1,110 @@
+//! The `transformations` traits implemented over one direction of an Envoy stream.
+//!
+//! `apply_request`/`apply_response` take the message and the stream info as two `&mut`
+//! arguments while both live in the one Envoy stream, so both views share it through a
+//! `RefCell`. Values are copied out, which the transformation does anyway when it snapshots
+//! the few headers its templates name.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::time::SystemTime;
+
+use envoy_module::{Attribute, Direction, EnvoyHttpFilter, HeaderKind};
+use transformations::{HeaderMap, Message, StreamInfo};
+
+pub type SharedEnvoy<'a, 'e> = &'a RefCell<&'e mut dyn EnvoyHttpFilter>;
+
+/// The headers and body of one direction of the stream.
+pub struct EnvoyMessage<'a, 'e> {
+    pub envoy: SharedEnvoy<'a, 'e>,
+    pub direction: Direction,
+}
+
+impl EnvoyMessage<'_, '_> {
+    fn kind(&self) -> HeaderKind {
+        match self.direction {
+            Direction::Request => HeaderKind::RequestHeaders,
+            Direction::Response => HeaderKind::ResponseHeaders,
+        }
+    }
+}
+
+/// The last value of a header: with duplicate names the last one wins (kgateway's rule).
+pub fn last_header_value<'a>(
+    envoy: &'a dyn EnvoyHttpFilter,
+    kind: HeaderKind,
+    name: &str,
+) -> Option<&'a [u8]> {
+    let last = envoy.header_count(kind, name).checked_sub(1)?;
+    envoy.header(kind, name, last)
+}
+
+impl HeaderMap for EnvoyMessage<'_, '_> {
+    fn get(&self, name: &str) -> Option<Cow<'_, [u8]>> {
+        let envoy = self.envoy.borrow();
+        last_header_value(&**envoy, self.kind(), name).map(|v| Cow::Owned(v.to_vec()))
+    }
+
+    fn for_each(&self, f: &mut dyn FnMut(&[u8], &[u8])) {
+        let envoy = self.envoy.borrow();
+        for (name, value) in envoy.headers(self.kind()) {
+            f(name, value);
+        }
+    }
+
+    fn set(&mut self, name: &str, value: &[u8]) {
+        self.envoy.borrow_mut().set_header(self.kind(), name, value);
+    }
+
+    fn add(&mut self, name: &str, value: &[u8]) {
+        self.envoy.borrow_mut().add_header(self.kind(), name, value);
+    }
+
+    fn remove(&mut self, name: &str) {
+        self.envoy.borrow_mut().remove_header(self.kind(), name);
+    }
+}
+
+impl Message for EnvoyMessage<'_, '_> {
+    fn body(&self) -> Cow<'_, [u8]> {
+        Cow::Owned(self.envoy.borrow().body(self.direction))
+    }
+
+    fn set_body(&mut self, body: &[u8]) {
+        self.envoy.borrow_mut().replace_body(self.direction, body);
+    }
+}
+
+/// Stream facts for command operators, read from Envoy only when an operator asks; dynamic
+/// metadata is written straight through.
+pub struct EnvoyStreamInfo<'a, 'e> {
+    pub envoy: SharedEnvoy<'a, 'e>,
+    pub start_time: SystemTime,
+}
+
+impl StreamInfo for EnvoyStreamInfo<'_, '_> {
+    fn protocol(&self) -> Option<Cow<'_, str>> {
+        let envoy = self.envoy.borrow();
+        let bytes = envoy.attribute_string(Attribute::RequestProtocol)?;
+        Some(Cow::Owned(String::from_utf8_lossy(bytes).into_owned()))
+    }
+
+    fn start_time(&self) -> Option<SystemTime> {
+        Some(self.start_time)
+    }
+
+    fn downstream_remote_address(&self) -> Option<SocketAddr> {
+        let envoy = self.envoy.borrow();
+        std::str::from_utf8(envoy.attribute_string(Attribute::SourceAddress)?)
+            .ok()?
+            .parse()
+            .ok()
+    }
+
+    fn set_dynamic_metadata(&mut self, namespace: &str, key: &str, value: &str) {
+        self.envoy
+            .borrow_mut()
+            .set_dynamic_metadata_string(namespace, key, value);
+    }
+}
