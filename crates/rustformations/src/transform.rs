@@ -136,14 +136,12 @@ impl TransformFilter {
         match result {
             Ok(warnings) => {
                 self.report(envoy, &warnings);
-                if direction == Direction::Response {
-                    if let Some(marker) = &self.marker {
-                        envoy.set_header(
-                            HeaderKind::ResponseHeaders,
-                            &marker.name,
-                            marker.value.as_bytes(),
-                        );
-                    }
+                if let (Direction::Response, Some(marker)) = (direction, &self.marker) {
+                    envoy.set_header(
+                        HeaderKind::ResponseHeaders,
+                        &marker.name,
+                        marker.value.as_bytes(),
+                    );
                 }
                 true
             }
