@@ -85,10 +85,12 @@ test-rust:
 test-e2e: build envoy venv
 	$(PY) -m pytest -q tests/e2e
 
-test: lint test-rust test-e2e test-ship
-
 clean:
 	$(CARGO) clean
 	rm -rf $(WORK)
 
+# Each mk/*.mk adds its own targets and appends the checks `make test` must run to TEST_CHECKS.
+TEST_CHECKS :=
 -include mk/*.mk
+
+test: lint test-rust test-e2e $(TEST_CHECKS)

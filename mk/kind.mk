@@ -169,4 +169,5 @@ test-kind-dryrun: ship-tools ## `make -n` the whole kind flow and check the comm
 		> $(WORK_DIR)/kind-dryrun.txt
 	cd $(REPO) && DRYRUN_FILE=$(WORK_DIR)/kind-dryrun.txt $(SHIP_PY) -m pytest -q -p no:cacheprovider tests/ship/test_kind_dryrun.py
 
+TEST_CHECKS += test-ship
 test-ship: test-k8s test-dockerfile test-kind-dryrun ## Everything that ships, checked offline
