@@ -1,0 +1,687 @@
+#!/usr/bin/env python3
+"""Throughput, latency and CPU of the module's filters in the real Envoy, against Envoy's own filters.
+
+Every scenario is an Envoy (`--concurrency 1`, pinned to CPU 0) in front of the same upstream: a
+second Envoy answering with `direct_response`, pinned with the load generator (`wrk`, HTTP/1.1
+keep-alive) to CPU 1. All scenario Envoys are started first and the runs are interleaved
+(round-robin), so every ratio compares runs taken under the same machine load.
+
+    bench.py run [--runs 5 --duration 5 --warmup 2 --connections 8] [--out bench/results.md]
+    bench.py smoke      every scenario for about a second, checking each response under load
+    bench.py memory     RSS after 10,000 and after 1,000,000 requests (scenarios 4 to 6)
+    bench.py callgrind  instructions per request (scenarios 1, 2, 4, 5) with Envoy under valgrind
+
+Each scenario's response is checked (headers, status, rewritten body length) before it is measured,
+and a run with any non-2xx response or socket error fails, so a broken scenario cannot be reported
+as fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+HERE = pathlib.Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO / "tests/e2e"))
+
+import envoy_harness as h  # noqa: E402
+
+ENVOY_CPU = os.environ.get("BENCH_ENVOY_CPU", "0")
+CLIENT_CPU = os.environ.get("BENCH_CLIENT_CPU", "1")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+SMART_VALUE_JINJA = 'method={{ request_header(":method") }}&path={{ request_header(":path") }}'
+SMART_VALUE_OPS = "method=%REQ(:METHOD)%&path=%REQ(:PATH)%"
+PATH = "/bench/get?x=1"
+BODY_PATH = "/body"
+
+
+def request_body() -> bytes:
+    """A 1 KiB JSON object: the three fields the templates read, plus messages the parse must cross."""
+    doc = {"user": "alice", "model": "gpt-4o", "messages": [], "n": 3, "pad": ""}
+    i = 0
+    while len(json.dumps(doc, separators=(",", ":"))) < 1024 - 64:
+        doc["messages"].append({"role": "user", "content": f"message number {i} with some text"})
+        i += 1
+    doc["pad"] = "x" * (1024 - len(json.dumps(doc, separators=(",", ":"))))
+    text = json.dumps(doc, separators=(",", ":"))
+    assert len(text) == 1024, len(text)
+    return text.encode()
+
+
+BODY = request_body()
+# What both body transformations must send upstream for BODY.
+NEW_BODY = b'{"user":"alice","model":"gpt-4o","n":3}'
+
+BODY_TEMPLATE = '{"user":"{{ user }}","model":"{{ model }}","n":{{ n }}}'
+
+LUA_SMART = """
+function envoy_on_request(handle)
+  local h = handle:headers()
+  handle:streamInfo():dynamicMetadata():set("bench", "smart",
+    "method=" .. (h:get(":method") or "") .. "&path=" .. (h:get(":path") or ""))
+end
+function envoy_on_response(handle)
+  local smart = handle:streamInfo():dynamicMetadata():get("bench")["smart"]
+  handle:headers():replace("x-custom-transformed", "true")
+  handle:headers():replace("x-smart-header", smart)
+end
+"""
+
+# Envoy's Lua has no JSON library; string patterns pick the three fields, which is less work
+# than the full parse the Rust filter does (so this comparison favours Lua).
+LUA_BODY = """
+function envoy_on_request(handle)
+  local body = handle:body()
+  local text = body:getBytes(0, body:length())
+  local user = string.match(text, '"user"%s*:%s*"([^"]*)"') or ""
+  local model = string.match(text, '"model"%s*:%s*"([^"]*)"') or ""
+  local n = string.match(text, '"n"%s*:%s*(%d+)') or ""
+  local new = '{"user":"' .. user .. '","model":"' .. model .. '","n":' .. n .. '}'
+  body:setBytes(new)
+  local h = handle:headers()
+  h:replace("content-length", tostring(#new))
+  h:replace("x-user", user)
+  h:replace("x-model", model)
+end
+"""
+
+
+def acl_config(rules: int = 1000) -> str:
+    """1,000 deny rules over 10.0.0.0/8 prefixes plus the rule that lets loopback in."""
+    cidrs = [f"10.{i // 256}.{i % 256}.0/24" for i in range(rules - 1)]
+    return json.dumps({
+        "defaultAction": "deny",
+        "rules": [
+            {"name": "blocked", "cidrs": cidrs, "action": "deny"},
+            {"name": "loopback", "cidrs": ["127.0.0.0/8"], "action": "allow"},
+        ],
+    })
+
+
+def route(cluster: str = "httpbun", prefix: str = "/", extra: dict | None = None) -> dict:
+    r = {"match": {"prefix": prefix}, "route": {"cluster": cluster}}
+    r.update(extra or {})
+    return r
+
+
+def header_mutation_filter() -> dict:
+    def append(name, value):
+        return {"append": {"header": {"key": name, "value": value},
+                           "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}}
+    return {
+        "name": "envoy.filters.http.header_mutation",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+            "mutations": {"response_mutations": [
+                append("x-custom-transformed", "true"),
+                append("x-smart-header", SMART_VALUE_OPS),
+            ]},
+        },
+    }
+
+
+def lua_filter(code: str) -> dict:
+    return {
+        "name": "envoy.filters.http.lua",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+            "default_source_code": {"inline_string": code},
+        },
+    }
+
+
+def smart_rustformation() -> str:
+    return json.dumps({"response": {"set": [
+        {"name": "x-custom-transformed", "value": "true"},
+        {"name": "x-smart-header", "value": SMART_VALUE_JINJA},
+    ]}})
+
+
+def body_rustformation() -> str:
+    return json.dumps({"request": {
+        "body": {"parseAs": "AsJson", "value": BODY_TEMPLATE},
+        "set": [{"name": "x-user", "value": "{{ user }}"}, {"name": "x-model", "value": "{{ model }}"}],
+    }})
+
+
+def disabled_rustformation() -> dict:
+    return h.module_filter("rustformation", "{}", http_filter_name="dynamic_modules/simple_mutations",
+                           disabled=True)
+
+
+def with_per_route(name: str, config: str, prefix: str = "/") -> dict:
+    return route(prefix=prefix, extra={"typed_per_filter_config": {
+        "dynamic_modules/simple_mutations": h.per_route(name, config)}})
+
+
+# ---------------------------------------------------------------- checks of each scenario's answer
+
+
+def expect_smart(resp: h.Response, method: str = "GET", path: str = PATH) -> list[str]:
+    errors = []
+    if resp.status != 200:
+        errors.append(f"status {resp.status}")
+    if resp.header("x-custom-transformed") != "true":
+        errors.append(f"x-custom-transformed={resp.header('x-custom-transformed')!r}")
+    want = f"method={method}&path={path}"
+    if resp.header("x-smart-header") != want:
+        errors.append(f"x-smart-header={resp.header('x-smart-header')!r}, want {want!r}")
+    return errors
+
+
+def expect_plain(resp: h.Response) -> list[str]:
+    errors = [] if resp.status == 200 else [f"status {resp.status}"]
+    for name in ("x-smart-header", "x-custom-transformed"):
+        if resp.header(name) is not None:
+            errors.append(f"unexpected {name}")
+    if resp.header("x-upstream") != "direct":
+        errors.append("response did not come from the bench upstream")
+    return errors
+
+
+def expect_body(resp: h.Response) -> list[str]:
+    # The upstream echoes what it received in x-echo-* headers.
+    errors = [] if resp.status == 200 else [f"status {resp.status}"]
+    want = {"x-echo-user": "alice", "x-echo-model": "gpt-4o", "x-echo-length": str(len(NEW_BODY)),
+            "x-echo-bytes": str(len(NEW_BODY))}
+    for name, value in want.items():
+        if resp.header(name) != value:
+            errors.append(f"{name}={resp.header(name)!r}, want {value!r}")
+    return errors
+
+
+@dataclass
+class Scenario:
+    key: str
+    title: str
+    filters: list[dict]
+    routes: list[dict]
+    check: Callable[[h.Response], list[str]]
+    method: str = "GET"
+    path: str = PATH
+    body: bytes | None = None
+    # Expected response headers for the under-load check of the smoke (wrk's Lua).
+    load_headers: dict[str, str] = field(default_factory=dict)
+    envoy: h.Envoy | None = None
+
+    def probe(self) -> h.Response:
+        headers = {"content-type": "application/json"} if self.body is not None else None
+        return self.envoy.request(self.method, self.path, headers=headers, body=self.body)
+
+
+def scenarios() -> list[Scenario]:
+    smart_load = {"x-custom-transformed": "true", "x-smart-header": f"method=GET&path={PATH}"}
+    body_load = {"x-echo-user": "alice", "x-echo-model": "gpt-4o", "x-echo-length": str(len(NEW_BODY)),
+                 "x-echo-bytes": str(len(NEW_BODY))}
+    post = dict(method="POST", path=BODY_PATH, body=BODY, check=expect_body, load_headers=body_load)
+    return [
+        Scenario("1-baseline", "1 baseline (no filter)", [], [route()], expect_plain,
+                 load_headers={"x-upstream": "direct"}),
+        Scenario("2-native", "2 native header_mutation", [header_mutation_filter()], [route()], expect_smart,
+                 load_headers=smart_load),
+        Scenario("3-lua", "3 Lua headers", [lua_filter(LUA_SMART)], [route()], expect_smart,
+                 load_headers=smart_load),
+        Scenario("4-smart", "4 my-smart-header `{}`", [h.module_filter("my-smart-header", "{}")], [route()],
+                 expect_smart, load_headers=smart_load),
+        Scenario("5-rustformation", "5 rustformation per-route (Jinja)", [disabled_rustformation()],
+                 [with_per_route("rustformation", smart_rustformation())], expect_smart, load_headers=smart_load),
+        Scenario("6-body-rust", "6 body JSON, rustformation", [disabled_rustformation()],
+                 [with_per_route("rustformation", body_rustformation())], **post),
+        Scenario("6-body-lua", "6 body JSON, Lua", [lua_filter(LUA_BODY)], [route()], **post),
+        Scenario("7-acl", "7 http-acl 1,000 CIDRs (allowed)", [h.module_filter("http-acl", acl_config())],
+                 [route()], expect_plain, load_headers={"x-upstream": "direct"}),
+    ]
+
+
+# ---------------------------------------------------------------- processes
+
+
+def taskset(cpu: str) -> list[str]:
+    return ["taskset", "-c", cpu] if shutil.which("taskset") and os.cpu_count() and os.cpu_count() > 1 else []
+
+
+def upstream_config() -> dict:
+    """An Envoy that answers every request itself; /body also echoes what the body filters sent."""
+    def echo(name, value):
+        return {"header": {"key": name, "value": value}}
+    routes = [
+        {"match": {"prefix": BODY_PATH}, "direct_response": {"status": 200, "body": {"inline_string": "ok"}},
+         "response_headers_to_add": [echo("x-echo-user", "%REQ(x-user)%"), echo("x-echo-model", "%REQ(x-model)%"),
+                                     echo("x-echo-length", "%REQ(content-length)%"),
+                                     echo("x-echo-bytes", "%BYTES_RECEIVED%")]},
+        {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok"}}},
+    ]
+    # The buffer filter makes the upstream read the whole request body before it answers, so
+    # keep-alive holds and %BYTES_RECEIVED% is the body it got.
+    buffer = {"name": "envoy.filters.http.buffer", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer", "max_request_bytes": 65536}}
+    config = h.gateway_config(0, [buffer], routes)
+    config["static_resources"]["clusters"] = []
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm["stat_prefix"] = "upstream"
+    hcm["route_config"]["response_headers_to_add"] = [echo("x-upstream", "direct")]
+    return config
+
+
+def start(config: dict, cpu: str, env: dict | None = None, wrapper: list[str] | None = None) -> h.Envoy:
+    # start_envoy has no wrapper hook, so the binary path is swapped for a wrapper script.
+    prefix = taskset(cpu) + (wrapper or [])
+    if not prefix:
+        return h.start_envoy(config, env=env, concurrency=1)
+    wrap_dir = pathlib.Path(tempfile.mkdtemp(prefix="bench-wrap-"))
+    script = wrap_dir / "envoy"
+    script.write_text("#!/bin/sh\nexec " + " ".join(prefix) + f' "{h.ENVOY_BIN}" "$@"\n')
+    script.chmod(0o755)
+    saved = h.ENVOY_BIN
+    h.ENVOY_BIN = str(script)
+    try:
+        return h.start_envoy(config, env=env, concurrency=1)
+    finally:
+        h.ENVOY_BIN = saved
+
+
+def envoy_pid(envoy: h.Envoy) -> int:
+    """The Envoy process itself (the wrapper execs, so it is the same pid)."""
+    return envoy.proc.pid
+
+
+def cpu_ticks(pid: int) -> int:
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def rss_kib(pid: int) -> int:
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def start_all(selected: list[Scenario]) -> h.Envoy:
+    upstream = start(upstream_config(), CLIENT_CPU)
+    for s in selected:
+        config = h.gateway_config(upstream.port, s.filters, s.routes)
+        # Keep-alive towards the upstream; one worker means one upstream connection pool.
+        s.envoy = start(config, ENVOY_CPU)
+    return upstream
+
+
+def stop_all(upstream: h.Envoy | None, selected: list[Scenario]):
+    for s in selected:
+        if s.envoy:
+            s.envoy.stop()
+    if upstream:
+        upstream.stop()
+
+
+def check_all(selected: list[Scenario]):
+    failures = []
+    for s in selected:
+        errors = s.check(s.probe())
+        if errors:
+            failures.append(f"{s.key}: {'; '.join(errors)}")
+    if failures:
+        raise SystemExit("scenario check failed:\n  " + "\n  ".join(failures))
+
+
+# ---------------------------------------------------------------- load generation
+
+
+def wrk_script(s: Scenario, verify: bool) -> str:
+    lines = []
+    if s.body is not None:
+        lines.append(f'wrk.method = "{s.method}"')
+        lines.append("wrk.body = " + lua_string(s.body.decode()))
+        lines.append('wrk.headers["Content-Type"] = "application/json"')
+    if verify:
+        # Checked on every response under load; slower, so only in the smoke.
+        checks = " or ".join(f'headers["{k}"] ~= {lua_string(v)}' for k, v in s.load_headers.items())
+        lines += [
+            "bad = 0",
+            "function response(status, headers, body)",
+            f"  if status ~= 200 or {checks} then bad = bad + 1 end",
+            "end",
+            "local threads = {}",
+            "function setup(thread) table.insert(threads, thread) end",
+            "function done(summary, latency, requests)",
+            "  local n = 0",
+            "  for _, t in ipairs(threads) do n = n + t:get(\"bad\") end",
+            '  io.write("BAD_RESPONSES " .. n .. "\\n")',
+            "end",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def lua_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+UNIT = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+@dataclass
+class Run:
+    requests: int
+    seconds: float
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    cpu_us_per_req: float
+    envoy_cpu_util: float
+    bad: int = 0
+
+
+def wrk(s: Scenario, duration: float, connections: int, verify: bool = False) -> Run:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(wrk_script(s, verify))
+        script = f.name
+    url = f"http://127.0.0.1:{s.envoy.port}{s.path}"
+    cmd = taskset(CLIENT_CPU) + ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", "-s", script, url]
+    pid = envoy_pid(s.envoy)
+    t0, c0 = time.monotonic(), cpu_ticks(pid)
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    t1, c1 = time.monotonic(), cpu_ticks(pid)
+    os.unlink(script)
+    m = re.search(r"(\d+) requests in ([\d.]+)(m?s)", out)
+    if not m:
+        raise RuntimeError(f"unexpected wrk output:\n{out}")
+    requests = int(m.group(1))
+    seconds = float(m.group(2)) * (1e-3 if m.group(3) == "ms" else 1)
+    for bad in ("Non-2xx or 3xx responses", "Socket errors"):
+        if bad in out:
+            raise RuntimeError(f"{s.key}: wrk reported '{bad}':\n{out}")
+    pct = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.M))
+
+    def ms(v: str) -> float:
+        num, unit = re.match(r"([\d.]+)(\w+)", v).groups()
+        return float(num) * UNIT[unit]
+
+    bad_match = re.search(r"BAD_RESPONSES (\d+)", out)
+    cpu_s = (c1 - c0) / CLK_TCK
+    return Run(requests, seconds, requests / seconds, ms(pct["50"]), ms(pct["99"]),
+               cpu_s / requests * 1e6 if requests else 0.0, cpu_s / (t1 - t0),
+               int(bad_match.group(1)) if bad_match else 0)
+
+
+# ---------------------------------------------------------------- report
+
+
+def machine_facts() -> dict[str, str]:
+    cpu = "unknown"
+    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    envoy_version = subprocess.run([h.ENVOY_BIN, "--version"], capture_output=True, text=True).stdout.strip()
+    envoy_version = re.search(r"version: (\S+)", envoy_version)
+    wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.split("[")[0]
+    rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True, cwd=REPO).stdout.strip()
+    return {
+        "cpu": f"{cpu}, {os.cpu_count()} CPUs",
+        "kernel": platform.release(),
+        "envoy": envoy_version.group(1) if envoy_version else "unknown",
+        "wrk": wrk_version.strip(),
+        "rustc": rustc,
+        "module": str(pathlib.Path(h.MODULE_DIR) / "librust_module.so"),
+    }
+
+
+def median_run(runs: list[Run]) -> dict[str, float]:
+    return {k: statistics.median(getattr(r, k) for r in runs)
+            for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req", "envoy_cpu_util")}
+
+
+def spread(runs: list[Run]) -> float:
+    """Relative spread of requests/s across runs (max-min over median), the run's noise."""
+    values = [r.rps for r in runs]
+    return (max(values) - min(values)) / statistics.median(values) if len(values) > 1 else 0.0
+
+
+def table(results: dict[str, list[Run]], selected: list[Scenario]) -> str:
+    base = median_run(results[selected[0].key])
+    rows = [
+        "| scenario | req/s | x base | p50 ms | x base | p99 ms | x base | CPU µs/req | x base | Envoy CPU | rps spread |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for s in selected:
+        m = median_run(results[s.key])
+        rows.append(
+            f"| {s.title} | {m['rps']:,.0f} | {m['rps'] / base['rps']:.3f} | {m['p50_ms']:.3f} | "
+            f"{m['p50_ms'] / base['p50_ms']:.3f} | {m['p99_ms']:.3f} | {m['p99_ms'] / base['p99_ms']:.3f} | "
+            f"{m['cpu_us_per_req']:.1f} | {m['cpu_us_per_req'] / base['cpu_us_per_req']:.3f} | "
+            f"{m['envoy_cpu_util'] * 100:.0f}% | {spread(results[s.key]) * 100:.1f}% |"
+        )
+    return "\n".join(rows)
+
+
+def load_line(before: tuple, after: tuple) -> str:
+    return (f"load average {before[0]:.2f} / {before[1]:.2f} / {before[2]:.2f} before the run, "
+            f"{after[0]:.2f} / {after[1]:.2f} / {after[2]:.2f} after")
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_run(args):
+    selected = [s for s in scenarios() if not args.only or any(s.key.startswith(o) for o in args.only)]
+    load_before = os.getloadavg()
+    upstream = None
+    try:
+        upstream = start_all(selected)
+        check_all(selected)
+        for s in selected:
+            wrk(s, args.warmup, args.connections)
+        results: dict[str, list[Run]] = {s.key: [] for s in selected}
+        for i in range(args.runs):
+            for s in selected:
+                run = wrk(s, args.duration, args.connections)
+                results[s.key].append(run)
+                print(f"run {i + 1}/{args.runs} {s.key:18} {run.rps:9,.0f} req/s  p50 {run.p50_ms:.3f} ms  "
+                      f"p99 {run.p99_ms:.3f} ms  {run.cpu_us_per_req:.1f} µs CPU/req  "
+                      f"(Envoy CPU {run.envoy_cpu_util * 100:.0f}%)", flush=True)
+        check_all(selected)
+    finally:
+        stop_all(upstream, selected)
+    load_after = os.getloadavg()
+    facts = machine_facts()
+    md = [
+        "# Benchmark results",
+        "",
+        f"Taken {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC with `make bench` "
+        f"({args.runs} interleaved runs of {args.duration:g} s per scenario after a {args.warmup:g} s warm-up, "
+        f"wrk 1 thread {args.connections} keep-alive connections, medians).",
+        "",
+        table(results, selected),
+        "",
+        "x base: ratio to scenario 1 of the same run (req/s: higher is better; the rest: lower is better). "
+        "CPU µs/req: the Envoy process's user+system CPU time over the run divided by the requests. "
+        "Envoy CPU: its share of one core during the run. rps spread: (max - min) / median of the runs.",
+        "",
+        "- machine: " + facts["cpu"] + f", kernel {facts['kernel']}; Envoy under test pinned to CPU {ENVOY_CPU}, "
+        f"wrk and the upstream Envoy to CPU {CLIENT_CPU}",
+        f"- Envoy {facts['envoy']} (`--concurrency 1`), {facts['wrk']}, {facts['rustc']}",
+        "- " + load_line(load_before, load_after),
+        "",
+    ]
+    if args.out:
+        pathlib.Path(args.out).write_text("\n".join(md))
+        print(f"wrote {args.out}")
+    print("\n".join(md))
+
+
+def cmd_smoke(args):
+    """Each scenario briefly under load, every response checked, so the benchmark cannot rot."""
+    selected = scenarios()
+    upstream = None
+    failures = []
+    try:
+        upstream = start_all(selected)
+        check_all(selected)
+        for s in selected:
+            run = wrk(s, args.duration, 2, verify=True)
+            ok = run.requests > 0 and run.bad == 0
+            print(f"{'ok ' if ok else 'BAD'} {s.key:18} {run.requests:7} requests, {run.bad} wrong responses")
+            if not ok:
+                failures.append(s.key)
+    finally:
+        stop_all(upstream, selected)
+    if failures:
+        raise SystemExit(f"bench smoke failed: {', '.join(failures)}")
+    print(f"{len(selected)} passed, 0 failed")
+
+
+def requests_total(envoy: h.Envoy) -> int:
+    return envoy.stats().get("http.e2e.downstream_rq_total", 0)
+
+
+def drive_until(s: Scenario, target: int, rps_guess: float, connections: int) -> int:
+    while (done := requests_total(s.envoy)) < target:
+        left = target - done
+        wrk(s, max(1.0, min(30.0, left / max(rps_guess, 1000.0))), connections)
+    return requests_total(s.envoy)
+
+
+def cmd_memory(args):
+    keys = ("4-smart", "5-rustformation", "6-body-rust")
+    selected = [s for s in scenarios() if s.key in keys]
+    upstream = None
+    rows = ["| scenario | requests | RSS at 10k (KiB) | requests | RSS at end (KiB) | growth |", "|---|---:|---:|---:|---:|---:|"]
+    worst = 0.0
+    try:
+        upstream = start_all(selected)
+        check_all(selected)
+        for s in selected:
+            first = wrk(s, 1.0, args.connections)
+            n1 = drive_until(s, 10_000, first.rps, args.connections)
+            rss1 = rss_kib(envoy_pid(s.envoy))
+            n2 = drive_until(s, args.requests, first.rps, args.connections)
+            rss2 = rss_kib(envoy_pid(s.envoy))
+            growth = (rss2 - rss1) / rss1
+            worst = max(worst, growth)
+            rows.append(f"| {s.title} | {n1:,} | {rss1:,} | {n2:,} | {rss2:,} | {growth * 100:+.1f}% |")
+            print(rows[-1], flush=True)
+        check_all(selected)
+    finally:
+        stop_all(upstream, selected)
+    md = ["## Memory", "", "\n".join(rows), "",
+          f"Envoy `VmRSS` from /proc after the first ~10,000 requests and after {args.requests:,}; "
+          "requests counted by Envoy's `downstream_rq_total`.", ""]
+    if args.out:
+        pathlib.Path(args.out).write_text("\n".join(md))
+        print(f"wrote {args.out}")
+    print("\n".join(md))
+    if worst > 0.05:
+        raise SystemExit(f"RSS grew by {worst * 100:.1f}% (more than 5%)")
+
+
+def callgrind_total(out_file: pathlib.Path) -> int:
+    """Sum of the `summary:`/`totals:` Ir over one thread's dump files."""
+    total = 0
+    for line in out_file.read_text(errors="replace").splitlines():
+        if line.startswith("totals:") or line.startswith("summary:"):
+            total = max(total, int(line.split()[1]))
+    return total
+
+
+def keepalive_requests(port: int, s: Scenario, n: int):
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    headers = {"content-type": "application/json"} if s.body is not None else {}
+    for _ in range(n):
+        conn.request(s.method, s.path, body=s.body, headers=headers)
+        resp = conn.getresponse()
+        resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"{s.key}: status {resp.status}")
+    conn.close()
+
+
+def cmd_callgrind(args):
+    if not shutil.which("valgrind"):
+        raise SystemExit("valgrind not found (apt-get install valgrind)")
+    keys = ("1-baseline", "2-native", "4-smart", "5-rustformation")
+    selected = [s for s in scenarios() if s.key in keys]
+    upstream = start(upstream_config(), CLIENT_CPU)
+    rows = ["| scenario | instructions/request | x base | over base |", "|---|---:|---:|---:|"]
+    per_req = {}
+    try:
+        for s in selected:
+            work = pathlib.Path(tempfile.mkdtemp(prefix="bench-callgrind-"))
+            out = work / "callgrind.out"
+            wrapper = ["valgrind", "--tool=callgrind", "--collect-atstart=no", "--separate-threads=no",
+                       f"--callgrind-out-file={out}", "--log-file=" + str(work / "valgrind.log")]
+            config = h.gateway_config(upstream.port, s.filters, s.routes)
+            s.envoy = start(config, ENVOY_CPU, wrapper=wrapper)
+            try:
+                errors = s.check(s.probe())
+                if errors:
+                    raise SystemExit(f"{s.key}: {'; '.join(errors)}")
+                keepalive_requests(s.envoy.port, s, args.warmup)
+                subprocess.run(["callgrind_control", "-i", "on", str(envoy_pid(s.envoy))], check=True,
+                               capture_output=True)
+                keepalive_requests(s.envoy.port, s, args.requests)
+                subprocess.run(["callgrind_control", "-i", "off", str(envoy_pid(s.envoy))], check=True,
+                               capture_output=True)
+            finally:
+                s.envoy.stop()
+            ir = callgrind_total(out)
+            per_req[s.key] = ir / args.requests
+            print(f"{s.key:18} {ir:,} instructions over {args.requests} requests", flush=True)
+    finally:
+        upstream.stop()
+    base = per_req[selected[0].key]
+    for s in selected:
+        v = per_req[s.key]
+        rows.append(f"| {s.title} | {v:,.0f} | {v / base:.3f} | {v - base:+,.0f} |")
+    md = ["## Instructions per request", "", "\n".join(rows), "",
+          f"`valgrind --tool=callgrind --collect-atstart=no` on the Envoy under test; collection switched on "
+          f"with `callgrind_control -i on` after {args.warmup} warm-up requests, then {args.requests} keep-alive "
+          "requests from one connection; all Envoy threads counted.", ""]
+    if args.out:
+        pathlib.Path(args.out).write_text("\n".join(md))
+        print(f"wrote {args.out}")
+    print("\n".join(md))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--runs", type=int, default=5)
+    r.add_argument("--duration", type=float, default=5)
+    r.add_argument("--warmup", type=float, default=2)
+    r.add_argument("--connections", type=int, default=8)
+    r.add_argument("--only", nargs="*")
+    r.add_argument("--out")
+    sm = sub.add_parser("smoke")
+    sm.add_argument("--duration", type=float, default=1)
+    m = sub.add_parser("memory")
+    m.add_argument("--requests", type=int, default=1_000_000)
+    m.add_argument("--connections", type=int, default=8)
+    m.add_argument("--out")
+    c = sub.add_parser("callgrind")
+    c.add_argument("--requests", type=int, default=500)
+    c.add_argument("--warmup", type=int, default=200)
+    c.add_argument("--out")
+    args = p.parse_args()
+    {"run": cmd_run, "smoke": cmd_smoke, "memory": cmd_memory, "callgrind": cmd_callgrind}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
