@@ -65,3 +65,141 @@ impl HttpFilter for AclFilter {
         HeadersStatus::StopIteration
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use acl::AclConfig;
+    use envoy_module::testing::FakeEnvoy;
+    use envoy_module::{Attribute, CounterId, HeadersStatus, HttpFilterConfig};
+
+    use super::AclFilterConfig;
+    use crate::per_route::RouteConfig;
+
+    const BLOCKED: CounterId = CounterId(7);
+
+    fn config(json: &str) -> AclFilterConfig {
+        AclFilterConfig {
+            policy: Arc::new(AclConfig::from_json(json.as_bytes()).unwrap()),
+            blocked_counter: BLOCKED,
+        }
+    }
+
+    fn from(addr: Option<&str>) -> FakeEnvoy {
+        let mut e = FakeEnvoy::with_request_headers([(":method", "GET"), (":path", "/")]);
+        if let Some(addr) = addr {
+            e.string_attributes
+                .insert(Attribute::SourceAddress, addr.as_bytes().to_vec());
+        }
+        e
+    }
+
+    fn blocked_by(e: &FakeEnvoy) -> Option<&str> {
+        e.dynamic_metadata
+            .get(&(
+                acl::METADATA_NAMESPACE.to_string(),
+                acl::METADATA_KEY_BLOCKED_BY.to_string(),
+            ))
+            .map(String::as_str)
+    }
+
+    const POLICY: &str = r#"{"defaultAction":"allow",
+        "rules":[{"name":"office","cidrs":["10.0.0.0/8"],"action":"deny"},
+                 {"cidrs":["2001:db8::/32"],"action":"deny"}],
+        "denyResponse":{"statusCode":451,"headers":[{"name":"x-b","value":"2"},{"name":"x-a","value":"1"}],
+                        "blockedByHeaderName":"x-blocked-by"}}"#;
+
+    #[test]
+    fn allow_continues_without_side_effects() {
+        let mut f = config(POLICY).new_filter();
+        let mut e = from(Some("192.0.2.1:443"));
+        assert_eq!(f.on_request_headers(&mut e, true), HeadersStatus::Continue);
+        assert!(e.local_reply.is_none());
+        assert!(e.dynamic_metadata.is_empty());
+        assert_eq!(e.counter(BLOCKED), 0);
+    }
+
+    #[test]
+    fn deny_replies_counts_and_sets_metadata() {
+        let mut f = config(POLICY).new_filter();
+        let mut e = from(Some("10.1.2.3:5000"));
+        assert_eq!(
+            f.on_request_headers(&mut e, false),
+            HeadersStatus::StopIteration
+        );
+        let reply = e.local_reply.clone().unwrap();
+        assert_eq!(reply.status, 451);
+        assert!(reply.body.is_empty());
+        assert_eq!(reply.details, "http-acl: denied by policy");
+        let headers: Vec<(&str, &[u8])> = reply
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
+            .collect();
+        assert_eq!(
+            headers,
+            [
+                ("x-b", &b"2"[..]),
+                ("x-a", b"1"),
+                ("x-blocked-by", b"office")
+            ]
+        );
+        assert_eq!(e.counter(BLOCKED), 1);
+        assert_eq!(blocked_by(&e), Some("office"));
+    }
+
+    #[test]
+    fn unnamed_rule_ipv6_and_mapped_clients() {
+        let mut e = from(Some("[2001:db8::7]:1"));
+        config(POLICY).new_filter().on_request_headers(&mut e, true);
+        assert_eq!(blocked_by(&e), Some("rule"));
+
+        let mut e = from(Some("[::ffff:10.0.0.1]:1"));
+        config(POLICY).new_filter().on_request_headers(&mut e, true);
+        assert_eq!(blocked_by(&e), Some("office"));
+    }
+
+    #[test]
+    fn missing_or_unparseable_address_is_unknown_ip() {
+        for addr in [None, Some("/var/run/envoy.sock"), Some("")] {
+            let mut e = from(addr);
+            let status = config(r#"{"defaultAction":"allow"}"#)
+                .new_filter()
+                .on_request_headers(&mut e, true);
+            assert_eq!(status, HeadersStatus::StopIteration, "{addr:?}");
+            assert_eq!(blocked_by(&e), Some("unknown-ip"));
+            assert_eq!(e.local_reply.unwrap().status, 403);
+        }
+    }
+
+    #[test]
+    fn per_route_policy_replaces_the_listener_policy() {
+        let listener = config(r#"{"defaultAction":"allow"}"#);
+        let mut e = from(Some("192.0.2.1:1"));
+        e.per_route = Some(Arc::new(RouteConfig::Acl(Arc::new(
+            AclConfig::from_json(br#"{"defaultAction":"deny"}"#).unwrap(),
+        ))));
+        listener.new_filter().on_request_headers(&mut e, true);
+        assert_eq!(blocked_by(&e), Some("default"));
+
+        // A per-route config of another kind is not ours: the listener policy applies.
+        let mut e = from(Some("192.0.2.1:1"));
+        e.per_route = Some(Arc::new(RouteConfig::Transformation(Arc::new(
+            transformations::Transformation::from_json(b"{}").unwrap(),
+        ))));
+        assert_eq!(
+            listener.new_filter().on_request_headers(&mut e, true),
+            HeadersStatus::Continue
+        );
+    }
+
+    #[test]
+    fn acts_in_the_request_headers_phase_only() {
+        let mut f = config(r#"{"defaultAction":"deny"}"#).new_filter();
+        let mut e = from(Some("192.0.2.1:1"));
+        e.response_headers.add(":status", b"200");
+        assert_eq!(f.on_response_headers(&mut e, true), HeadersStatus::Continue);
+        assert!(e.local_reply.is_none());
+    }
+}

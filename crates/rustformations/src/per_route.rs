@@ -31,3 +31,98 @@ pub fn acl_policy(envoy: &dyn EnvoyHttpFilter) -> Option<Arc<AclPolicy>> {
         RouteConfig::Transformation(_) => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The names and configs the module accepts, as `filter_name` and as per-route config name.
+
+    use super::RouteConfig;
+    use crate::{new_filter_config, new_per_route_config};
+    use envoy_module::testing::FakeFilterConfigEnvoy;
+
+    fn per_route(name: &str, config: &str) -> Result<RouteConfig, String> {
+        new_per_route_config(name, config.as_bytes()).map(|c| {
+            match c.downcast_ref::<RouteConfig>() {
+                Some(RouteConfig::Transformation(t)) => RouteConfig::Transformation(t.clone()),
+                Some(RouteConfig::Acl(p)) => RouteConfig::Acl(p.clone()),
+                None => panic!("not a RouteConfig"),
+            }
+        })
+    }
+
+    #[test]
+    fn kgateway_names_are_accepted_in_both_places() {
+        for name in ["rustformation", "http_simple_mutations"] {
+            assert!(matches!(
+                per_route(name, r#"{"request":{"set":[{"name":"a","value":"b"}]}}"#),
+                Ok(RouteConfig::Transformation(_))
+            ));
+            assert!(new_filter_config(&mut FakeFilterConfigEnvoy::new(), name, b"{}").is_ok());
+        }
+        assert!(matches!(
+            per_route("http-acl", r#"{"defaultAction":"allow"}"#),
+            Ok(RouteConfig::Acl(_))
+        ));
+        let mut envoy = FakeFilterConfigEnvoy::new();
+        assert!(new_filter_config(&mut envoy, "http-acl", br#"{"defaultAction":"allow"}"#).is_ok());
+        assert!(envoy.counter_id("dev.kgateway.http.acl.blocked").is_some());
+    }
+
+    #[test]
+    fn unknown_names_are_refused_cleanly() {
+        let err = per_route("rustformations", "{}").err().unwrap();
+        assert!(
+            err.contains("unknown filter name 'rustformations'"),
+            "{err}"
+        );
+        let err = new_filter_config(&mut FakeFilterConfigEnvoy::new(), "", b"{}")
+            .err()
+            .unwrap();
+        assert!(err.contains("unknown filter name"), "{err}");
+    }
+
+    #[test]
+    fn bad_configs_are_refused_with_the_reason() {
+        for (name, config, needle) in [
+            ("rustformation", "{not json", "invalid json"),
+            ("rustformation", "", "empty"),
+            (
+                "rustformation",
+                r#"{"request":{"set":[{"name":"x","value":"{{ a"}]}}"#,
+                "request.set[0].value",
+            ),
+            (
+                "rustformation",
+                r#"{"response":{"body":{"parseAs":"Xml"}}}"#,
+                "parseAs",
+            ),
+            (
+                "http-acl",
+                r#"{"defaultAction":"deny","rules":[{"cidrs":["10.0.0.1/8"],"action":"deny"}]}"#,
+                "host bits",
+            ),
+            (
+                "http-acl",
+                r#"{"defaultAction":"deny","rules":[{"cidrs":["10.0.0/8"],"action":"deny"}]}"#,
+                "10.0.0/8",
+            ),
+            ("http-acl", "[", "line 1"),
+        ] {
+            let err = per_route(name, config)
+                .err()
+                .unwrap_or_else(|| panic!("{config} accepted"));
+            assert!(err.contains(needle), "{config}: {err}");
+        }
+        // Not UTF-8.
+        assert!(new_per_route_config("rustformation", b"{\"request\":\xff}").is_err());
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        assert!(per_route(
+            "rustformation",
+            r#"{"future":1,"request":{"also":{"x":1},"set":[{"name":"a","value":"b","extra":true}]}}"#
+        )
+        .is_ok());
+    }
+}

@@ -313,3 +313,390 @@ impl HttpFilter for TransformFilter {
         self.on_trailers(envoy, Direction::Response)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The filter over the in-memory Envoy: buffering decisions, per-route replacement, the
+    //! request snapshot, local replies, the marker and counters (kgateway-contract.md).
+
+    use std::sync::Arc;
+
+    use envoy_module::testing::FakeEnvoy;
+    use envoy_module::{
+        Attribute, BodyStatus, CounterId, HeaderKind, HeadersStatus, HttpFilter, HttpFilterConfig,
+        TrailersStatus,
+    };
+    use transformations::Transformation;
+
+    use super::{TransformCounters, TransformFilterConfig};
+    use crate::marker::Marker;
+    use crate::per_route::RouteConfig;
+
+    const DROPPED: CounterId = CounterId(0);
+    const RENDER: CounterId = CounterId(1);
+
+    fn config(listener: &str) -> TransformFilterConfig {
+        TransformFilterConfig {
+            name: "rustformation",
+            listener: Arc::new(Transformation::from_json(listener.as_bytes()).unwrap()),
+            marker: Some(Arc::new(Marker {
+                name: "x-custom-transformed".into(),
+                value: "true".into(),
+            })),
+            counters: TransformCounters {
+                invalid_header_dropped: DROPPED,
+                render_errors: RENDER,
+            },
+        }
+    }
+
+    fn filter(listener: &str) -> Box<dyn HttpFilter> {
+        config(listener).new_filter()
+    }
+
+    fn route(envoy: &mut FakeEnvoy, json: &str) {
+        envoy.per_route = Some(Arc::new(RouteConfig::Transformation(Arc::new(
+            Transformation::from_json(json.as_bytes()).unwrap(),
+        ))));
+    }
+
+    fn post(headers: &[(&str, &str)]) -> FakeEnvoy {
+        let mut pairs = vec![(":method", "POST"), (":path", "/p")];
+        pairs.extend_from_slice(headers);
+        FakeEnvoy::with_request_headers(pairs)
+    }
+
+    fn req(envoy: &FakeEnvoy, name: &str) -> Option<String> {
+        envoy.request_headers.get_str(name)
+    }
+
+    fn resp(envoy: &FakeEnvoy, name: &str) -> Option<String> {
+        envoy.response_headers.get_str(name)
+    }
+
+    #[test]
+    fn empty_config_passes_through_unbuffered_with_only_the_marker() {
+        let mut f = filter("{}");
+        let mut e = post(&[("x-a", "1")]);
+        assert_eq!(f.on_request_headers(&mut e, false), HeadersStatus::Continue);
+        assert_eq!(f.on_request_body(&mut e, false), BodyStatus::Continue);
+        assert_eq!(f.on_request_body(&mut e, true), BodyStatus::Continue);
+        e.response_headers.add(":status", b"200");
+        assert_eq!(
+            f.on_response_headers(&mut e, false),
+            HeadersStatus::Continue
+        );
+        assert_eq!(f.on_response_body(&mut e, true), BodyStatus::Continue);
+        assert_eq!(req(&e, "x-a").as_deref(), Some("1"));
+        assert_eq!(resp(&e, "x-custom-transformed").as_deref(), Some("true"));
+        assert_eq!(e.response_headers.len(), 2);
+    }
+
+    #[test]
+    fn body_template_buffers_until_end_of_stream() {
+        let mut f = filter(r#"{"request":{"body":{"value":"new {{ body() }}"}}}"#);
+        let mut e = post(&[("content-length", "3")]);
+        assert_eq!(
+            f.on_request_headers(&mut e, false),
+            HeadersStatus::StopIteration
+        );
+        e.request_body = b"ab".to_vec();
+        assert_eq!(
+            f.on_request_body(&mut e, false),
+            BodyStatus::StopIterationAndBuffer
+        );
+        assert_eq!(e.request_body, b"ab");
+        e.request_body = b"abc".to_vec();
+        assert_eq!(f.on_request_body(&mut e, true), BodyStatus::Continue);
+        assert_eq!(e.request_body, b"new abc");
+        assert_eq!(req(&e, "content-length").as_deref(), Some("7"));
+    }
+
+    #[test]
+    fn headers_with_end_of_stream_run_at_once_and_can_create_a_body() {
+        let mut f = filter(r#"{"request":{"body":{"value":"created"}}}"#);
+        let mut e = post(&[]);
+        assert_eq!(f.on_request_headers(&mut e, true), HeadersStatus::Continue);
+        assert_eq!(e.request_body, b"created");
+        assert_eq!(req(&e, "content-length").as_deref(), Some("7"));
+    }
+
+    #[test]
+    fn trailers_end_a_buffered_body() {
+        let mut f = filter(r#"{"request":{"body":{"value":"[{{ body() }}]"}}}"#);
+        let mut e = post(&[]);
+        assert_eq!(
+            f.on_request_headers(&mut e, false),
+            HeadersStatus::StopIteration
+        );
+        e.request_body = b"x".to_vec();
+        assert_eq!(
+            f.on_request_body(&mut e, false),
+            BodyStatus::StopIterationAndBuffer
+        );
+        assert_eq!(f.on_request_trailers(&mut e), TrailersStatus::Continue);
+        assert_eq!(e.request_body, b"[x]");
+    }
+
+    #[test]
+    fn header_only_side_is_not_buffered() {
+        // Documented difference: a side that never reads or replaces the body streams.
+        let mut f =
+            filter(r#"{"request":{"set":[{"name":"x-a","value":"{{ header(\"x-b\") }}"}]}}"#);
+        let mut e = post(&[("x-b", "v")]);
+        assert_eq!(f.on_request_headers(&mut e, false), HeadersStatus::Continue);
+        assert_eq!(req(&e, "x-a").as_deref(), Some("v"));
+        assert_eq!(f.on_request_body(&mut e, false), BodyStatus::Continue);
+    }
+
+    #[test]
+    fn parse_as_none_is_headers_only_and_body_renders_empty() {
+        let mut f = filter(
+            r#"{"request":{"body":{"parseAs":"None","value":"ignored"},
+                "set":[{"name":"x-b","value":"[{{ body() }}{{ context() }}]"}]}}"#,
+        );
+        let mut e = post(&[]);
+        e.request_body = b"payload".to_vec();
+        assert_eq!(f.on_request_headers(&mut e, false), HeadersStatus::Continue);
+        assert_eq!(f.on_request_body(&mut e, true), BodyStatus::Continue);
+        assert_eq!(req(&e, "x-b").as_deref(), Some("[]"));
+        assert_eq!(e.request_body, b"payload");
+    }
+
+    #[test]
+    fn websocket_upgrade_and_connect_are_never_buffered() {
+        let json = r#"{"request":{"body":{"value":"B {{ body() }}"},"set":[{"name":"x-s","value":"[{{ body() }}]"}]},
+                       "response":{"body":{"value":"R"}}}"#;
+        for headers in [
+            vec![(":method", "GET"), ("upgrade", "WebSocket")],
+            vec![(":method", "GET"), ("upgrade", "websocket")],
+            vec![(":method", "CONNECT")],
+        ] {
+            let mut f = filter(json);
+            let mut e = FakeEnvoy::with_request_headers(headers.clone());
+            e.request_body = b"frame".to_vec();
+            assert_eq!(
+                f.on_request_headers(&mut e, false),
+                HeadersStatus::Continue,
+                "{headers:?}"
+            );
+            assert_eq!(req(&e, "x-s").as_deref(), Some("[]"));
+            assert_eq!(f.on_request_body(&mut e, false), BodyStatus::Continue);
+            assert_eq!(e.request_body, b"frame");
+            e.response_headers.add(":status", b"101");
+            assert_eq!(
+                f.on_response_headers(&mut e, false),
+                HeadersStatus::Continue
+            );
+            assert_eq!(f.on_response_body(&mut e, false), BodyStatus::Continue);
+        }
+    }
+
+    #[test]
+    fn undeclared_variable_answers_400_with_details_on_either_side() {
+        let mut f = filter(r#"{"request":{"set":[{"name":"x","value":"{{ model }}"}]}}"#);
+        let mut e = post(&[]);
+        assert_eq!(
+            f.on_request_headers(&mut e, true),
+            HeadersStatus::StopIteration
+        );
+        let reply = e.local_reply.clone().unwrap();
+        assert_eq!(reply.status, 400);
+        assert!(reply.body.is_empty() && reply.headers.is_empty());
+        assert_eq!(
+            reply.details,
+            "undeclared json variables in transformation template"
+        );
+
+        let mut f = filter(r#"{"response":{"set":[{"name":"x","value":"{{ model }}"}]}}"#);
+        let mut e = post(&[]);
+        assert_eq!(f.on_request_headers(&mut e, true), HeadersStatus::Continue);
+        e.response_headers.add(":status", b"200");
+        assert_eq!(
+            f.on_response_headers(&mut e, true),
+            HeadersStatus::StopIteration
+        );
+        assert_eq!(e.local_reply.unwrap().status, 400);
+    }
+
+    #[test]
+    fn invalid_json_answers_400_from_the_body_callback() {
+        let mut f = filter(
+            r#"{"request":{"body":{"parseAs":"AsJson"},"set":[{"name":"x","value":"{{ a }}"}]}}"#,
+        );
+        let mut e = post(&[]);
+        assert_eq!(
+            f.on_request_headers(&mut e, false),
+            HeadersStatus::StopIteration
+        );
+        e.request_body = b"{nope".to_vec();
+        assert_eq!(
+            f.on_request_body(&mut e, true),
+            BodyStatus::StopIterationNoBuffer
+        );
+        let reply = e.local_reply.clone().unwrap();
+        assert_eq!(reply.status, 400);
+        assert!(reply.body.is_empty());
+        assert_eq!(
+            reply.details,
+            "json parsing error in transformation template"
+        );
+        assert_eq!(req(&e, "x"), None);
+
+        // A valid body the same way: keys are variables.
+        let mut f = filter(
+            r#"{"request":{"body":{"parseAs":"AsJson"},"set":[{"name":"x","value":"{{ a }}"}]}}"#,
+        );
+        let mut e = post(&[]);
+        f.on_request_headers(&mut e, false);
+        e.request_body = br#"{"a":"json"}"#.to_vec();
+        assert_eq!(f.on_request_body(&mut e, true), BodyStatus::Continue);
+        assert_eq!(req(&e, "x").as_deref(), Some("json"));
+    }
+
+    #[test]
+    fn per_route_config_replaces_the_listener_config() {
+        let mut f = filter(
+            r#"{"request":{"set":[{"name":"x-listener","value":"l"},{"name":"x-both","value":"l"}]}}"#,
+        );
+        let mut e = post(&[]);
+        route(
+            &mut e,
+            r#"{"request":{"set":[{"name":"x-both","value":"r"}]}}"#,
+        );
+        f.on_request_headers(&mut e, true);
+        assert_eq!(req(&e, "x-both").as_deref(), Some("r"));
+        assert_eq!(req(&e, "x-listener"), None); // no merge
+
+        // Without a per-route config, the listener config applies.
+        let mut f = filter(r#"{"request":{"set":[{"name":"x-listener","value":"l"}]}}"#);
+        let mut e = post(&[]);
+        f.on_request_headers(&mut e, true);
+        assert_eq!(req(&e, "x-listener").as_deref(), Some("l"));
+    }
+
+    #[test]
+    fn response_reads_the_request_as_the_client_sent_it() {
+        let mut f = filter(
+            r#"{"request":{"set":[{"name":"x-who","value":"us"},{"name":":path","value":"/rewritten"}]},
+                "response":{"set":[{"name":"x-who-was","value":"{{ request_header(\"X-Who\") }}"},
+                                   {"name":"x-path","value":"%REQ(:path)%"},
+                                   {"name":"x-status","value":"{{ header(\":status\") }}"}]}}"#,
+        );
+        let mut e = post(&[("x-who", "client")]);
+        f.on_request_headers(&mut e, true);
+        assert_eq!(req(&e, "x-who").as_deref(), Some("us"));
+        e.response_headers.add(":status", b"404");
+        f.on_response_headers(&mut e, true);
+        assert_eq!(resp(&e, "x-who-was").as_deref(), Some("client"));
+        assert_eq!(resp(&e, "x-path").as_deref(), Some("/p"));
+        assert_eq!(resp(&e, "x-status").as_deref(), Some("404"));
+    }
+
+    #[test]
+    fn local_reply_before_our_request_callbacks_still_gets_the_response_side() {
+        // A 413 from the buffer filter reaches our response callbacks with no request callback
+        // having run: the route config must still be found, and the request snapshot taken.
+        let mut f = filter("{}");
+        let mut e = post(&[("x-who", "client")]);
+        route(
+            &mut e,
+            r#"{"response":{"body":{"value":"rewritten {{ header(\":status\") }} {{ request_header(\"x-who\") }}"}}}"#,
+        );
+        e.response_headers.add(":status", b"413");
+        e.response_headers.add("content-length", b"17");
+        assert_eq!(
+            f.on_response_headers(&mut e, false),
+            HeadersStatus::StopIteration
+        );
+        e.response_body = b"Payload Too Large".to_vec();
+        assert_eq!(f.on_response_body(&mut e, true), BodyStatus::Continue);
+        assert_eq!(e.response_body, b"rewritten 413 client");
+        assert_eq!(resp(&e, "content-length").as_deref(), Some("20"));
+        assert_eq!(resp(&e, "x-custom-transformed").as_deref(), Some("true"));
+    }
+
+    #[test]
+    fn status_pseudo_header_and_empty_body() {
+        let mut f = filter(
+            r#"{"response":{"set":[{"name":":status","value":"201"}],
+                            "body":{"value":"{% if false %}x{% endif %}"}}}"#,
+        );
+        let mut e = post(&[]);
+        f.on_request_headers(&mut e, true);
+        e.response_headers.add(":status", b"200");
+        e.response_headers.add("content-type", b"application/json");
+        e.response_headers.add("content-length", b"2");
+        assert_eq!(
+            f.on_response_headers(&mut e, false),
+            HeadersStatus::StopIteration
+        );
+        e.response_body = b"{}".to_vec();
+        assert_eq!(f.on_response_body(&mut e, true), BodyStatus::Continue);
+        assert_eq!(resp(&e, ":status").as_deref(), Some("201"));
+        assert_eq!(resp(&e, "content-length").as_deref(), Some("0"));
+        assert_eq!(resp(&e, "content-type"), None);
+        assert!(e.response_body.is_empty());
+    }
+
+    #[test]
+    fn dynamic_metadata_only_when_non_empty() {
+        let mut f = filter(
+            r#"{"request":{"dynamicMetadata":[
+                {"namespace":"ns","key":"k","value":{"stringValue":"{{ header(\"x-in\") }}"}},
+                {"namespace":"ns","key":"empty","value":{"stringValue":"{{ header(\"x-missing\") }}"}}]}}"#,
+        );
+        let mut e = post(&[("x-in", "v")]);
+        f.on_request_headers(&mut e, true);
+        assert_eq!(
+            e.dynamic_metadata
+                .get(&("ns".into(), "k".into()))
+                .map(String::as_str),
+            Some("v")
+        );
+        assert!(
+            !e.dynamic_metadata
+                .contains_key(&("ns".into(), "empty".into()))
+        );
+    }
+
+    #[test]
+    fn warnings_are_counted() {
+        let mut f = filter(
+            r#"{"request":{"set":[{"name":"x-err","value":"{{ \"a\" + 1 }}"},
+                                  {"name":"x-crlf","value":"{{ header(\"x-in\") }}"}]}}"#,
+        );
+        let mut e = post(&[("x-in", "a\r\nb"), ("x-err", "orig"), ("x-crlf", "orig")]);
+        f.on_request_headers(&mut e, true);
+        assert_eq!(e.counter(RENDER), 1);
+        assert_eq!(e.counter(DROPPED), 1);
+        assert_eq!(req(&e, "x-err"), None);
+        assert_eq!(req(&e, "x-crlf"), None);
+    }
+
+    #[test]
+    fn no_marker_when_switched_off() {
+        let mut config = config(r#"{"response":{"set":[{"name":"x","value":"y"}]}}"#);
+        config.marker = None;
+        let mut f = config.new_filter();
+        let mut e = post(&[]);
+        f.on_request_headers(&mut e, true);
+        e.response_headers.add(":status", b"200");
+        f.on_response_headers(&mut e, true);
+        assert_eq!(resp(&e, "x").as_deref(), Some("y"));
+        assert_eq!(resp(&e, "x-custom-transformed"), None);
+    }
+
+    #[test]
+    fn remote_address_operator_reads_the_source_attribute() {
+        let mut f = filter(
+            r#"{"request":{"set":[{"name":"x-ip","value":"%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"}]}}"#,
+        );
+        let mut e = post(&[]);
+        e.string_attributes
+            .insert(Attribute::SourceAddress, b"[2001:db8::1]:5555".to_vec());
+        f.on_request_headers(&mut e, true);
+        assert_eq!(req(&e, "x-ip").as_deref(), Some("2001:db8::1"));
+        assert_eq!(e.map(HeaderKind::RequestHeaders).count("x-ip"), 1);
+    }
+}
