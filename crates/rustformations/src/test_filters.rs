@@ -27,17 +27,30 @@ pub enum PanicPoint {
     StreamComplete,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct PanicConfig {
     pub panic_on: PanicPoint,
     /// Only requests carrying this header panic, so the next request shows Envoy still serves.
-    #[serde(default)]
     pub when_header: Option<String>,
 }
 
 pub fn parse(config: &[u8]) -> Result<PanicConfig, String> {
-    serde_json::from_slice(config).map_err(|e| format!("invalid test-panic config: {e}"))
+    /// `panic_on` read in a second step, so its error names the field (serde_json does not).
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Raw {
+        panic_on: serde_json::Value,
+        #[serde(default)]
+        when_header: Option<String>,
+    }
+    let raw: Raw =
+        serde_json::from_slice(config).map_err(|e| format!("invalid test-panic config: {e}"))?;
+    let panic_on = PanicPoint::deserialize(raw.panic_on)
+        .map_err(|e| format!("invalid test-panic config at panic_on: {e}"))?;
+    Ok(PanicConfig {
+        panic_on,
+        when_header: raw.when_header,
+    })
 }
 
 impl HttpFilterConfig for PanicConfig {
@@ -105,5 +118,24 @@ impl HttpFilter for PanicFilter {
 
     fn on_stream_complete(&mut self, _envoy: &mut dyn EnvoyHttpFilter) {
         self.maybe_panic(PanicPoint::StreamComplete);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_names_the_field_of_a_bad_panic_point() {
+        let err = parse(br#"{"panic_on": "never"}"#).unwrap_err();
+        assert!(
+            err.contains("at panic_on") && err.contains("never"),
+            "{err}"
+        );
+        assert!(parse(br#"{"panic_on": "config", "x": 1}"#).is_err());
+        assert!(parse(b"").is_err());
+        let ok = parse(br#"{"panic_on": "response_body", "when_header": "x-p"}"#).unwrap();
+        assert_eq!(ok.panic_on, PanicPoint::ResponseBody);
+        assert_eq!(ok.when_header.as_deref(), Some("x-p"));
     }
 }
