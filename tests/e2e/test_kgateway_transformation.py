@@ -713,3 +713,36 @@ def test_unknown_per_route_config_name_is_refused_cleanly(upstream):
 
 def test_version_under_test_is_known():
     assert envoy_minor() in (36, 37, 38, 39, 40), ENVOY_VERSION
+
+
+# The TrafficPolicy of docs/kgateway.md, as kgateway serializes its spec.transformation.
+DOC_EXAMPLE = r'''{"request":{"body":{"parseAs":"AsJson","value":"{\"model\": \"{{ model }}\", \"messages\": {{ context().messages | tojson }}}"},
+"set":[{"name":"x-model","value":"{{ model }}"}],
+"dynamicMetadata":[{"namespace":"team.example","key":"model","value":{"stringValue":"{{ model }}"}}]},
+"response":{"set":[{"name":"x-smart-header","value":"method=%REQ(:METHOD)%&path=%REQ(:PATH)%"},
+{"name":"x-client-path","value":"{{ request_header(\":path\") }}"}],"remove":["x-powered-by"]}}'''
+
+
+def test_the_documented_example(upstream):
+    config = gateway_config(upstream.port, [listener_filter()],
+                            [route("/v1/chat/completions", DOC_EXAMPLE, rewrite="/anything/llm")])
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm["route_config"]["response_headers_to_add"] = [
+        {"header": {"key": "x-md", "value": "%DYNAMIC_METADATA(team.example:model)%"}}]
+    envoy = start_envoy(config)
+    try:
+        body = json.dumps({"model": "gpt-4", "stream": False, "messages": [{"role": "user", "content": "Hi"}]})
+        resp = envoy.request("POST", "/v1/chat/completions", headers={"Content-Type": "application/json"}, body=body)
+        assert resp.status == 200
+        sent = resp.json()
+        assert sent["url"].endswith("/anything/llm")
+        assert sent["json"] == {"model": "gpt-4", "messages": [{"role": "user", "content": "Hi"}]}
+        assert sent["headers"]["Content-Length"] == str(len(sent["data"]))
+        assert sent["headers"]["X-Model"] == "gpt-4"
+        assert resp.header("x-md") == "gpt-4"
+        assert resp.header("x-smart-header") == "method=POST&path=/v1/chat/completions"
+        assert resp.header("x-client-path") == "/v1/chat/completions"
+        assert resp.header("x-powered-by") is None
+        assert resp.header(MARKER) == "true"
+    finally:
+        envoy.stop()
