@@ -9,8 +9,10 @@ kgateway's control plane emits it (shared/docs/kgateway-contract.md):
 
 The JSON policies below are written as kgateway writes them (JSON text), not built from our structs.
 Each scenario has its own route on one shared Envoy; what the upstream received is read from
-httpbun's /anything echo. Response code details and dynamic metadata are made observable through
-`response_headers_to_add` at the route-configuration level (Envoy applies it to local replies too).
+httpbun's /anything echo. Response code details and request-side dynamic metadata are made
+observable through `response_headers_to_add` at the route-configuration level (Envoy applies it to
+local replies too); response-side metadata, set after the router formats those headers, through a
+file access log.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ from envoy_harness import (
     gateway_config,
     module_filter,
     per_route,
-    request,
     start_envoy,
 )
 
