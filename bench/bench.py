@@ -19,6 +19,7 @@ as fast.
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import json
 import os
@@ -34,6 +35,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Callable
+
+import yaml
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -206,6 +209,13 @@ def expect_body(resp: h.Response) -> list[str]:
     return errors
 
 
+def expect_post_plain(resp: h.Response) -> list[str]:
+    errors = [] if resp.status == 200 else [f"status {resp.status}"]
+    if resp.header("x-echo-bytes") != str(len(BODY)):
+        errors.append(f"x-echo-bytes={resp.header('x-echo-bytes')!r}, want {len(BODY)}")
+    return errors
+
+
 @dataclass
 class Scenario:
     key: str
@@ -241,6 +251,8 @@ def scenarios() -> list[Scenario]:
                  expect_smart, load_headers=smart_load),
         Scenario("5-rustformation", "5 rustformation per-route (Jinja)", [disabled_rustformation()],
                  [with_per_route("rustformation", smart_rustformation())], expect_smart, load_headers=smart_load),
+        Scenario("6-baseline-post", "6 baseline: the same POST, no filter", [], [route()], method="POST",
+                 path=BODY_PATH, body=BODY, check=expect_post_plain, load_headers={"x-echo-bytes": str(len(BODY))}),
         Scenario("6-body-rust", "6 body JSON, rustformation", [disabled_rustformation()],
                  [with_per_route("rustformation", body_rustformation())], **post),
         Scenario("6-body-lua", "6 body JSON, Lua", [lua_filter(LUA_BODY)], [route()], **post),
@@ -279,25 +291,41 @@ def upstream_config() -> dict:
     return config
 
 
-def start(config: dict, cpu: str, env: dict | None = None, wrapper: list[str] | None = None) -> h.Envoy:
-    # start_envoy has no wrapper hook, so the binary path is swapped for a wrapper script.
-    prefix = taskset(cpu) + (wrapper or [])
-    if not prefix:
-        return h.start_envoy(config, env=env, concurrency=1)
-    wrap_dir = pathlib.Path(tempfile.mkdtemp(prefix="bench-wrap-"))
-    script = wrap_dir / "envoy"
-    script.write_text("#!/bin/sh\nexec " + " ".join(prefix) + f' "{h.ENVOY_BIN}" "$@"\n')
-    script.chmod(0o755)
-    saved = h.ENVOY_BIN
-    h.ENVOY_BIN = str(script)
-    try:
-        return h.start_envoy(config, env=env, concurrency=1)
-    finally:
-        h.ENVOY_BIN = saved
+def start(config: dict, cpu: str, wrapper: list[str] | None = None, ready_within: float = 60) -> h.Envoy:
+    """Envoy on free loopback ports (as the e2e harness starts it), pinned and optionally wrapped."""
+    config = copy.deepcopy(config)
+    admin_port, port = h.free_port(), h.free_port()
+    config["admin"] = {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}}
+    config["static_resources"]["listeners"][0]["address"] = {
+        "socket_address": {"address": "127.0.0.1", "port_value": port}}
+    workdir = pathlib.Path(tempfile.mkdtemp(prefix="bench-envoy-"))
+    config_path = workdir / "envoy.yaml"
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    log_path = workdir / "envoy.log"
+    args = taskset(cpu) + (wrapper or []) + [
+        h.ENVOY_BIN, "-c", str(config_path), "--concurrency", "1", "--disable-hot-restart", "--log-level", "warn"]
+    env = dict(os.environ, ENVOY_DYNAMIC_MODULES_SEARCH_PATH=h.MODULE_DIR)
+    with open(log_path, "wb") as log_file:
+        # taskset and valgrind exec the target, so the pid is Envoy's own.
+        proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+    envoy = h.Envoy(proc, port, admin_port, log_path, config_path)
+    deadline = time.time() + ready_within
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"envoy exited with {proc.returncode}:\n{envoy.logs()[-4000:]}")
+        try:
+            if h.request(admin_port, "GET", "/ready", timeout=1).status == 200:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    return envoy
+        except OSError:
+            pass
+        time.sleep(0.2)
+    envoy.stop()
+    raise RuntimeError(f"envoy did not become ready within {ready_within} s:\n{envoy.logs()[-4000:]}")
 
 
 def envoy_pid(envoy: h.Envoy) -> int:
-    """The Envoy process itself (the wrapper execs, so it is the same pid)."""
+    """The Envoy process itself (taskset and valgrind exec, so it is the same pid)."""
     return envoy.proc.pid
 
 
@@ -615,7 +643,7 @@ def keepalive_requests(port: int, s: Scenario, n: int):
 def cmd_callgrind(args):
     if not shutil.which("valgrind"):
         raise SystemExit("valgrind not found (apt-get install valgrind)")
-    keys = ("1-baseline", "2-native", "4-smart", "5-rustformation")
+    keys = args.only or ["1-baseline", "2-native", "4-smart", "5-rustformation"]
     selected = [s for s in scenarios() if s.key in keys]
     upstream = start(upstream_config(), CLIENT_CPU)
     rows = ["| scenario | instructions/request | x base | over base |", "|---|---:|---:|---:|"]
@@ -624,10 +652,10 @@ def cmd_callgrind(args):
         for s in selected:
             work = pathlib.Path(tempfile.mkdtemp(prefix="bench-callgrind-"))
             out = work / "callgrind.out"
-            wrapper = ["valgrind", "--tool=callgrind", "--collect-atstart=no", "--separate-threads=no",
+            wrapper = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--separate-threads=no",
                        f"--callgrind-out-file={out}", "--log-file=" + str(work / "valgrind.log")]
             config = h.gateway_config(upstream.port, s.filters, s.routes)
-            s.envoy = start(config, ENVOY_CPU, wrapper=wrapper)
+            s.envoy = start(config, ENVOY_CPU, wrapper=wrapper, ready_within=300)
             try:
                 errors = s.check(s.probe())
                 if errors:
@@ -642,7 +670,7 @@ def cmd_callgrind(args):
                 s.envoy.stop()
             ir = callgrind_total(out)
             per_req[s.key] = ir / args.requests
-            print(f"{s.key:18} {ir:,} instructions over {args.requests} requests", flush=True)
+            print(f"{s.key:18} {ir:,} instructions over {args.requests} requests ({out})", flush=True)
     finally:
         upstream.stop()
     base = per_req[selected[0].key]
@@ -650,7 +678,7 @@ def cmd_callgrind(args):
         v = per_req[s.key]
         rows.append(f"| {s.title} | {v:,.0f} | {v / base:.3f} | {v - base:+,.0f} |")
     md = ["## Instructions per request", "", "\n".join(rows), "",
-          f"`valgrind --tool=callgrind --collect-atstart=no` on the Envoy under test; collection switched on "
+          f"`valgrind --tool=callgrind --instr-atstart=no` on the Envoy under test; collection switched on "
           f"with `callgrind_control -i on` after {args.warmup} warm-up requests, then {args.requests} keep-alive "
           "requests from one connection; all Envoy threads counted.", ""]
     if args.out:
@@ -678,6 +706,7 @@ def main():
     c = sub.add_parser("callgrind")
     c.add_argument("--requests", type=int, default=500)
     c.add_argument("--warmup", type=int, default=200)
+    c.add_argument("--only", nargs="*", help="scenario keys (default: 1, 2, 4 and 5)")
     c.add_argument("--out")
     args = p.parse_args()
     {"run": cmd_run, "smoke": cmd_smoke, "memory": cmd_memory, "callgrind": cmd_callgrind}[args.cmd](args)

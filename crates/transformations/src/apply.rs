@@ -12,7 +12,7 @@ use crate::error::{ApplyError, Error, ErrorKind, Warning, WarningKind};
 use crate::operators::format_start_time;
 use crate::template::{
     Compiled, Compiler, Engine, HeaderNeeds, HeaderSnapshot, Options, RenderData, Usage,
-    json_to_value,
+    parse_json_body,
 };
 
 /// A header map. Names are matched case-insensitively.
@@ -300,13 +300,10 @@ impl Transformation {
             let body = msg.body();
             if side.parse_as == ParseAs::AsJson && !body.is_empty() {
                 // serde_json refuses nesting deeper than 128: no stack overflow on hostile input.
-                let parsed: serde_json::Value =
-                    serde_json::from_slice(&body).map_err(|e| ApplyError::JsonParse {
+                json = parse_json_body(&body, &side.usage.json_names, side.usage.whole_json)
+                    .map_err(|e| ApplyError::JsonParse {
                         message: e.to_string(),
                     })?;
-                if !parsed.is_null() {
-                    json = Some(json_to_value(&parsed));
-                }
             }
             if side.usage.body {
                 body_value = Value::from(String::from_utf8_lossy(&body).into_owned());
