@@ -12,10 +12,13 @@
 #   ENVOY_VERSION     the Envoy the module is built and tested for (Makefile's ENVOY_VERSION),
 #                     base of the standalone image; same minor as the envoy-wrapper's Envoy.
 #   ENVOY_FEATURE     cargo feature selecting the module's Envoy ABI; must match ENVOY_VERSION.
+#   ENVOY_ABI_VERSION empty, or the ABI string to compile in instead of the feature's
+#                     (`tools/envoy-abi <envoy>` prints the one a binary expects).
 ARG RUST_VERSION=1.95.0
 ARG KGATEWAY_VERSION=v2.3.0
 ARG ENVOY_VERSION=1.37.0
 ARG ENVOY_FEATURE=envoy-1-37
+ARG ENVOY_ABI_VERSION=
 
 # ---------------------------------------------------------------------------
 # builder: compiles the module. Bookworm's glibc is not newer than the one in
@@ -23,6 +26,7 @@ ARG ENVOY_FEATURE=envoy-1-37
 FROM rust:${RUST_VERSION}-bookworm AS builder
 ARG RUST_VERSION
 ARG ENVOY_FEATURE
+ARG ENVOY_ABI_VERSION
 # The image's toolchain is the pinned one; naming it keeps rustup from
 # downloading the extra components (clippy, rustfmt) rust-toolchain.toml lists.
 ENV RUSTUP_TOOLCHAIN=${RUST_VERSION} \

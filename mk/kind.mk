@@ -20,7 +20,9 @@ GATEWAY_API_VERSION ?= v1.4.0
 # Envoy 1.37.2 (v2.3.0); ENVOY_VERSION is the Envoy the module is built and
 # tested for (the main Makefile's knob) and the standalone image's base.
 # Both must be the same minor: Envoy 1.36/1.37 refuse a module of another ABI.
-KGATEWAY_VERSION ?= v2.3.0
+# kgateway v2.2 ships Envoy 1.36, v2.3 1.37, v2.4 1.38; no release ships 1.39/1.40 yet, and
+# v2.4's 1.38 only warns about a 1.40 module's ABI string (docs/compatibility.md).
+KGATEWAY_VERSION ?= $(if $(filter 36,$(ENVOY_MINOR)),v2.2.0,$(if $(filter 38 39 40,$(ENVOY_MINOR)),v2.4.0,v2.3.0))
 ENVOY_VERSION ?= 1.37.0
 # Cargo feature for the module's Envoy target, derived from ENVOY_VERSION:
 # 1.36 -> envoy-1-36, 1.37 -> envoy-1-37, 1.38/1.39 -> envoy-1-38, 1.40+ -> envoy-1-40.
@@ -94,6 +96,7 @@ image: ## Build the kgateway proxy image (envoy-wrapper + our module) as $(IMAGE
 		--build-arg KGATEWAY_VERSION=$(KGATEWAY_VERSION) \
 		--build-arg ENVOY_VERSION=$(ENVOY_VERSION) \
 		--build-arg ENVOY_FEATURE=$(ENVOY_FEATURE) \
+		--build-arg ENVOY_ABI_VERSION=$(ENVOY_ABI_VERSION) \
 		-t $(IMAGE) $(REPO)
 
 kind-load: ## Copy $(IMAGE) onto the kind node (no registry needed)

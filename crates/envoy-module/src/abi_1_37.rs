@@ -594,6 +594,10 @@ pub mod hooks {
                     return std::ptr::null();
                 }
             }
+            let running = crate::target::running_family(crate::callbacks::exported);
+            if let Some(line) = crate::target::family_mismatch(running) {
+                eprintln!("{line}");
+            }
             match ABI.get_or_init(|| CString::new(crate::abi_version()).unwrap_or_default()) {
                 s if s.is_empty() => std::ptr::null(),
                 s => s.as_ptr(),

@@ -29,6 +29,7 @@ mod chosen {
 #[cfg(all(feature = "envoy-1-40", not(feature = "envoy-1-36")))]
 mod chosen {
     pub const ENVOY: &str = "1.40";
+    pub const FAMILY: &str = "1.40";
     pub const ABI: &str = "v0.2.0";
 }
 #[cfg(all(
@@ -37,6 +38,7 @@ mod chosen {
 ))]
 mod chosen {
     pub const ENVOY: &str = "1.38/1.39";
+    pub const FAMILY: &str = "1.38";
     pub const ABI: &str = "v0.1.0";
 }
 #[cfg(all(
@@ -45,6 +47,7 @@ mod chosen {
 ))]
 mod chosen {
     pub const ENVOY: &str = "1.37";
+    pub const FAMILY: &str = "1.37";
     /// Hash of the 1.37.0 ABI header; 1.37 refuses any other value.
     pub const ABI: &str = "4dae397a7c9ff0238d318d57ea656ce8b3fbff595787dcd7ee2ff5b79c9fe10f";
 }
@@ -63,11 +66,93 @@ pub fn abi_version() -> &'static str {
     }
 }
 
+/// Callbacks that first appeared in an Envoy minor of the unified (1.37+) API and are still
+/// exported by 1.40.0, newest first: the first one present names the running Envoy's release.
+#[cfg(not(feature = "envoy-1-36"))]
+const FAMILY_MARKERS: &[(&str, &std::ffi::CStr)] = &[
+    (
+        "1.40",
+        c"envoy_dynamic_module_callback_http_get_header_values",
+    ),
+    (
+        "1.38",
+        c"envoy_dynamic_module_callback_http_filter_get_worker_index",
+    ),
+];
+
+/// The unified-API release ("1.37", "1.38" for 1.38/1.39, "1.40") whose callbacks the running
+/// process exports, given a symbol lookup.
+#[cfg(not(feature = "envoy-1-36"))]
+pub(crate) fn running_family(exported: impl Fn(&std::ffi::CStr) -> bool) -> &'static str {
+    FAMILY_MARKERS
+        .iter()
+        .find(|(_, marker)| exported(marker))
+        .map_or("1.37", |(family, _)| family)
+}
+
+/// The line to print when the module runs in another release than it was built for. Envoy's own
+/// report is unhelpful there: 1.37.0 says the module was "not found", 1.38+ only warns.
+#[cfg(not(feature = "envoy-1-36"))]
+pub(crate) fn family_mismatch(running: &str) -> Option<String> {
+    if running == chosen::FAMILY {
+        return None;
+    }
+    let consequence = if running == "1.37" {
+        "Envoy 1.37 refuses any other ABI version (it reports the module as not found)"
+    } else {
+        "Envoy only warns about the ABI version; the API may differ"
+    };
+    Some(format!(
+        "rust_module: this module was built for Envoy {} (ABI version {}) but this Envoy exports the callbacks of Envoy {running}; {consequence}; rebuild with ENVOY_VERSION={running}.x (tools/envoy-abi <envoy> prints the exact ABI string)",
+        chosen::ENVOY,
+        abi_version(),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn abi_string_has_no_nul() {
         assert!(!super::abi_version().contains('\0'));
         assert!(!super::abi_version().is_empty());
+    }
+
+    #[cfg(not(feature = "envoy-1-36"))]
+    #[test]
+    fn running_family_follows_the_newest_marker_present() {
+        use super::running_family;
+        let exports = |names: &'static [&'static str]| {
+            move |name: &std::ffi::CStr| names.iter().any(|n| name.to_bytes() == n.as_bytes())
+        };
+        assert_eq!(running_family(exports(&[])), "1.37");
+        let v138 = &["envoy_dynamic_module_callback_http_filter_get_worker_index"];
+        assert_eq!(running_family(exports(v138)), "1.38");
+        let v140 = &[
+            "envoy_dynamic_module_callback_http_filter_get_worker_index",
+            "envoy_dynamic_module_callback_http_get_header_values",
+        ];
+        assert_eq!(running_family(exports(v140)), "1.40");
+    }
+
+    #[cfg(not(feature = "envoy-1-36"))]
+    #[test]
+    fn a_family_mismatch_names_the_rebuild() {
+        use super::{chosen, family_mismatch};
+        assert_eq!(family_mismatch(chosen::FAMILY), None);
+        for running in ["1.37", "1.38", "1.40"] {
+            if running == chosen::FAMILY {
+                continue;
+            }
+            let line = family_mismatch(running).expect("another release");
+            assert!(
+                line.contains(&format!("built for Envoy {}", chosen::ENVOY)),
+                "{line}"
+            );
+            assert!(
+                line.contains(&format!("rebuild with ENVOY_VERSION={running}.x")),
+                "{line}"
+            );
+            assert!(line.contains(super::abi_version()), "{line}");
+        }
     }
 }

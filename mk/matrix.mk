@@ -1,0 +1,34 @@
+# One source tree, every supported Envoy: the same tests in each, and the compatibility table.
+#
+#   make test-matrix                        build every target, then the whole suite in each Envoy of
+#                                           MATRIX_VERSIONS in turn; docs/compatibility.md is checked
+#   make ENVOY_VERSION=1.36.4 test-matrix   the same for that one Envoy (make test does this too)
+#   make compat-table                       rewrite docs/compatibility.md's table from the last run
+#   make envoy-abi [ENVOY_BIN=/path/envoy]  print the ABI version string that Envoy expects
+#
+# `make test` runs test-matrix instead of the one-version test-e2e.
+
+# One Envoy per cargo feature, the newest patch on PyPI of each minor.
+MATRIX_ALL := 1.36.4 1.37.0 1.38.3 1.40.0
+# An ENVOY_VERSION given on the command line narrows the matrix to it; plain `make test` runs all.
+MATRIX_VERSIONS ?= $(if $(filter command line,$(origin ENVOY_VERSION)),$(ENVOY_VERSION),$(MATRIX_ALL))
+MATRIX_DIR := $(WORK)/matrix
+# Not spelled $(MAKE) in the recipe, so `make -n test` does not run the matrix.
+MATRIX_MAKE = $(MAKE)
+
+.PHONY: test-matrix compat-table envoy-abi matrix-feature
+
+test-matrix: venv
+	MAKE="$(MATRIX_MAKE)" CARGO="$(CARGO)" PY="$(PY)" TOOLS="$(TOOLS)" MATRIX_DIR="$(MATRIX_DIR)" \
+	  MATRIX_VERSIONS="$(MATRIX_VERSIONS)" MATRIX_BUILD_VERSIONS="$(MATRIX_ALL) $(MATRIX_VERSIONS)" \
+	  tools/test-matrix
+
+compat-table: venv
+	$(PY) tools/compat-table --results $(MATRIX_DIR) --write docs/compatibility.md
+
+envoy-abi: envoy
+	@tools/envoy-abi $(ENVOY_BIN)
+
+# Used by tools/test-matrix: the cargo feature of ENVOY_VERSION, from the one mapping in Makefile.
+matrix-feature: check-target
+	@echo $(ENVOY_FEATURE)
