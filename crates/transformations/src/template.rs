@@ -838,7 +838,7 @@ fn split_regions(s: &str) -> Vec<Region<'_>> {
         let kind = bytes[i + 1];
         let mut end = find_end(s, i, kind);
         let mut scan = kind != b'#';
-        if kind == b'%' && is_raw_open(&s[i + 2..end.saturating_sub(2).max(i + 2)]) {
+        if kind == b'%' && is_raw_open(tag_inner(s, i, end)) {
             end = find_endraw(s, end);
             scan = false;
         }
@@ -888,6 +888,13 @@ fn find_end(s: &str, start: usize, kind: u8) -> usize {
     s.len()
 }
 
+/// The text between `{%` and `%}` of the tag at `open..end`; an unclosed tag runs to the end
+/// of `s`. Slicing by byte offsets near the end would split a multi-byte character there.
+fn tag_inner(s: &str, open: usize, end: usize) -> &str {
+    let inner = &s[open + 2..end];
+    inner.strip_suffix("%}").unwrap_or(inner)
+}
+
 fn is_raw_open(inner: &str) -> bool {
     inner.trim_matches(|c: char| c == '-' || c == '+' || c.is_whitespace()) == "raw"
 }
@@ -898,7 +905,7 @@ fn find_endraw(s: &str, from: usize) -> usize {
     while let Some(off) = s[i..].find("{%") {
         let open = i + off;
         let end = find_end(s, open, b'%');
-        let inner = &s[open + 2..end.saturating_sub(2).max(open + 2)];
+        let inner = tag_inner(s, open, end);
         if inner.trim_matches(|c: char| c == '-' || c == '+' || c.is_whitespace()) == "endraw" {
             return end;
         }

@@ -871,3 +871,19 @@ fn transformation_is_send_and_sync() {
     check::<Transformation>();
     check::<HeaderSnapshot>();
 }
+
+/// Found by the `render` fuzz target: an unclosed `{%` tag ending in a multi-byte character
+/// panicked while the template was split (byte slicing inside `н`).
+#[test]
+fn unclosed_tag_ending_in_multibyte_text_is_an_error_not_a_panic() {
+    for value in ["!&{%\u{0}нw", "{%н", "{% raw %}н", "{% raw %}x{% endraw н"] {
+        let config = serde_json::json!({"request": {"set": [{"name": "x", "value": value}]}});
+        let _ = Transformation::from_json(config.to_string().as_bytes());
+    }
+    assert!(
+        Transformation::from_json(
+            "{\"request\":{\"set\":[{\"name\":\"x\",\"value\":\"{%н\"}]}}".as_bytes()
+        )
+        .is_err()
+    );
+}
