@@ -6,6 +6,7 @@
 //! `transformations` and `acl` crates.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use envoy_module::{EnvoyFilterConfig, HttpFilterConfig, PerRouteConfig};
 use transformations::{Options, Transformation};
@@ -125,6 +126,26 @@ fn new_filter_config(
     })
 }
 
+/// Per-route configs built and dropped in this process, logged at debug level on each change so
+/// a config reload can be checked for leaks (live = created - dropped).
+static ROUTE_CONFIGS_CREATED: AtomicUsize = AtomicUsize::new(0);
+static ROUTE_CONFIGS_DROPPED: AtomicUsize = AtomicUsize::new(0);
+
+fn log_route_configs(event: &str) {
+    let created = ROUTE_CONFIGS_CREATED.load(Ordering::Relaxed);
+    let dropped = ROUTE_CONFIGS_DROPPED.load(Ordering::Relaxed);
+    envoy_module::log_debug!(
+        "per-route config {event}: {created} created, {dropped} dropped, {} live",
+        created.saturating_sub(dropped)
+    );
+}
+
+/// Called when Envoy destroys a per-route config (the last route referring to it is gone).
+pub(crate) fn route_config_dropped() {
+    ROUTE_CONFIGS_DROPPED.fetch_add(1, Ordering::Relaxed);
+    log_route_configs("dropped");
+}
+
 fn new_per_route_config(name: &str, config: &[u8]) -> Result<PerRouteConfig, String> {
     let kind = filter_kind(name)?;
     let route_config = match kind {
@@ -140,5 +161,7 @@ fn new_per_route_config(name: &str, config: &[u8]) -> Result<PerRouteConfig, Str
             return Err("test-panic has no per-route config".into());
         }
     };
+    ROUTE_CONFIGS_CREATED.fetch_add(1, Ordering::Relaxed);
+    log_route_configs("created");
     Ok(Arc::new(route_config))
 }

@@ -12,6 +12,12 @@ pub enum RouteConfig {
     Acl(Arc<AclPolicy>),
 }
 
+impl Drop for RouteConfig {
+    fn drop(&mut self) {
+        crate::route_config_dropped();
+    }
+}
+
 fn route_config(envoy: &dyn EnvoyHttpFilter) -> Option<PerRouteConfig> {
     envoy.per_route_config()
 }
