@@ -1,0 +1,127 @@
+//! Micro-benchmarks of one transformation application, without Envoy: the same work as the
+//! Envoy benchmark's scenarios 4, 5 and 6 (see bench/ and docs/benchmarks.md).
+
+use std::hint::black_box;
+
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use transformations::memory::{MemoryMessage, MemoryStreamInfo};
+use transformations::{BodyMode, Options, Transformation, smart_header_transformation};
+
+const REQUEST_HEADERS: &[(&str, &str)] = &[
+    (":method", "GET"),
+    (":path", "/bench/get?x=1"),
+    (":authority", "bench.local"),
+    (":scheme", "http"),
+    ("user-agent", "wrk"),
+    ("accept", "*/*"),
+    ("x-forwarded-proto", "http"),
+    ("x-request-id", "0f8c3a6e-8d1e-4a55-9a57-6d1c1a1f2b3c"),
+];
+const RESPONSE_HEADERS: &[(&str, &str)] = &[
+    (":status", "200"),
+    ("content-length", "2"),
+    ("content-type", "text/plain"),
+    ("date", "Thu, 26 Nov 2026 14:00:00 GMT"),
+    ("server", "envoy"),
+];
+
+/// A request body of 1 KiB: three fields the templates read, plus messages they do not.
+fn json_body() -> String {
+    let mut messages = Vec::new();
+    let mut i = 0;
+    loop {
+        messages.push(format!(
+            r#"{{"role":"user","content":"message number {i} with some text"}}"#
+        ));
+        let body = format!(
+            r#"{{"user":"alice","model":"gpt-4o","messages":[{}],"n":3}}"#,
+            messages.join(",")
+        );
+        if body.len() >= 1000 {
+            return body;
+        }
+        i += 1;
+    }
+}
+
+/// The response side of a header-only transformation (request snapshot taken beforehand,
+/// as the filter does at the request headers callback).
+fn bench_response(c: &mut Criterion, name: &str, t: &Transformation) {
+    let request = MemoryMessage::new(REQUEST_HEADERS, "");
+    let response = MemoryMessage::new(RESPONSE_HEADERS, "");
+    c.bench_function(name, |b| {
+        b.iter_batched_ref(
+            || response.clone(),
+            |msg| {
+                let snapshot = t.capture_request_headers(&request);
+                let mut info = MemoryStreamInfo::default();
+                black_box(
+                    t.apply_response(msg, &snapshot, BodyMode::HeadersOnly, &mut info)
+                        .unwrap(),
+                );
+            },
+            BatchSize::SmallInput,
+        )
+    });
+}
+
+fn benches(c: &mut Criterion) {
+    let options = Options::default();
+
+    // Scenario 4: my-smart-header `{}`, i.e. a literal plus command operators.
+    let smart = smart_header_transformation(b"{}", &options).unwrap();
+    bench_response(c, "command operators (my-smart-header {})", &smart);
+
+    // Scenario 5: the same two headers as a kgateway rustformation with Jinja templates.
+    let jinja = Transformation::from_json(
+        br#"{"response":{"set":[
+            {"name":"x-custom-transformed","value":"true"},
+            {"name":"x-smart-header",
+             "value":"method={{ request_header(\":method\") }}&path={{ request_header(\":path\") }}"}]}}"#,
+    )
+    .unwrap();
+    bench_response(c, "template render (rustformation Jinja)", &jinja);
+
+    // Scenario 6: a new body from three fields of a 1 KiB JSON body, and two headers.
+    let body_t = Transformation::from_json(
+        br#"{"request":{"body":{"parseAs":"AsJson",
+              "value":"{\"user\":\"{{ user }}\",\"model\":\"{{ model }}\",\"n\":{{ n }}}"},
+            "set":[{"name":"x-user","value":"{{ user }}"},{"name":"x-model","value":"{{ model }}"}]}}"#,
+    )
+    .unwrap();
+    let body = json_body();
+    let mut headers = REQUEST_HEADERS.to_vec();
+    headers[0] = (":method", "POST");
+    headers.push(("content-type", "application/json"));
+    let request = MemoryMessage::new(&headers, &body);
+    {
+        // The benchmark must measure the real transformation, not an error path.
+        let mut msg = request.clone();
+        body_t
+            .apply_request(
+                &mut msg,
+                BodyMode::Buffered,
+                &mut MemoryStreamInfo::default(),
+            )
+            .unwrap();
+        assert_eq!(msg.body_str(), r#"{"user":"alice","model":"gpt-4o","n":3}"#);
+        assert_eq!(msg.header("x-model").as_deref(), Some("gpt-4o"));
+    }
+    c.bench_function("JSON body transformation (1 KiB, AsJson)", |b| {
+        b.iter_batched_ref(
+            || request.clone(),
+            |msg| {
+                let mut info = MemoryStreamInfo::default();
+                black_box(
+                    body_t
+                        .apply_request(msg, BodyMode::Buffered, &mut info)
+                        .unwrap(),
+                );
+            },
+            BatchSize::SmallInput,
+        )
+    });
+}
+
+criterion_group!(group, benches);
+criterion_main!(group);
