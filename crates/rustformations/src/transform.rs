@@ -193,7 +193,10 @@ impl TransformFilter {
             envoy: &shared,
             direction: Direction::Request,
         };
-        self.headers_only = is_upgrade_or_connect(&request);
+        // Only a side that buffers cares; header-only transformations skip the two lookups.
+        self.headers_only = (self.transformation.request().needs_body()
+            || self.transformation.response().needs_body())
+            && is_upgrade_or_connect(&request);
         self.request_snapshot = self.transformation.capture_request_headers(&request);
     }
 
