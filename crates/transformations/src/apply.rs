@@ -452,6 +452,7 @@ fn compile_side(
         ..Side::default()
     };
     let mut usage = Usage::default();
+    compiler.lower_header_calls = (side.parse_as != ParseAs::AsJson).then_some(response_phase);
 
     // Ignored entirely with parseAs None, as kgateway (it does not even compile it).
     if let Some(body) = &config.body

@@ -209,6 +209,11 @@ pub(crate) struct Compiler {
     ops: Vec<Operator>,
     globals: HashSet<String>,
     limits: Limits,
+    /// `Some(response_phase)` where a value made only of text and `{{ header("x") }}` /
+    /// `{{ request_header("x") }}` may be compiled to header operators instead of a template:
+    /// the same output without running the template engine per request. `None` where JSON
+    /// body keys could shadow those functions (`parseAs: AsJson`).
+    pub lower_header_calls: Option<bool>,
 }
 
 impl Compiler {
@@ -220,6 +225,7 @@ impl Compiler {
             ops: Vec::new(),
             globals,
             limits: options.limits,
+            lower_header_calls: None,
         }
     }
 
@@ -254,6 +260,25 @@ impl Compiler {
                 }
             }
             // Jinja drops one trailing newline; a value behaves the same whichever form it has.
+            if let Some(Segment::Literal(last)) = segments.last_mut() {
+                let kept = strip_trailing_newline(last).len();
+                last.truncate(kept);
+                if last.is_empty() {
+                    segments.pop();
+                }
+            }
+            return Ok(Compiled::Ops(segments.into()));
+        }
+
+        if let Some(response_phase) = self.lower_header_calls
+            && let Some(segments) = lower_header_calls(&regions, response_phase)
+        {
+            let mut segments = segments.map_err(op_err)?;
+            for s in &segments {
+                if let Segment::Op(op) = s {
+                    usage.record_op(op);
+                }
+            }
             if let Some(Segment::Literal(last)) = segments.last_mut() {
                 let kept = strip_trailing_newline(last).len();
                 last.truncate(kept);
@@ -822,6 +847,77 @@ enum Region<'a> {
     },
 }
 
+/// The value as operator segments when every Jinja region is a plain `{{ header("x") }}` or
+/// `{{ request_header("x") }}` (what both functions read is what `%REQ(x)%` and, for
+/// `header()` in the response phase, `%RESP(x)%` read); `None` for anything else.
+fn lower_header_calls(
+    regions: &[Region<'_>],
+    response_phase: bool,
+) -> Option<Result<Vec<Segment>, String>> {
+    let mut calls = Vec::new();
+    for region in regions {
+        if let Region::Jinja { src, .. } = region {
+            calls.push(header_call(src)?);
+        }
+    }
+    let mut calls = calls.into_iter();
+    let mut out: Vec<Segment> = Vec::new();
+    let push = |seg: Segment, out: &mut Vec<Segment>| match (out.last_mut(), seg) {
+        (Some(Segment::Literal(prev)), Segment::Literal(l)) => prev.push_str(&l),
+        (_, seg) => out.push(seg),
+    };
+    for region in regions {
+        match region {
+            Region::Text(text) => match operators::parse(text) {
+                Ok(segments) => segments.into_iter().for_each(|seg| push(seg, &mut out)),
+                Err(e) => return Some(Err(e)),
+            },
+            Region::Jinja { .. } => {
+                let (function, name) = calls.next()?;
+                let name = name.to_ascii_lowercase();
+                let kind = if function == "header" && response_phase {
+                    OperatorKind::Resp { name, alt: None }
+                } else {
+                    OperatorKind::Req { name, alt: None }
+                };
+                push(
+                    Segment::Op(Operator {
+                        kind,
+                        max_len: None,
+                    }),
+                    &mut out,
+                );
+            }
+        }
+    }
+    Some(Ok(out))
+}
+
+/// `{{ header("x") }}` or `{{ request_header('x') }}` (no whitespace control, no filter, a
+/// plain string literal) as (function, header name).
+fn header_call(src: &str) -> Option<(&'static str, &str)> {
+    let inner = src.strip_prefix("{{")?.strip_suffix("}}")?;
+    if inner.starts_with(['-', '+']) || inner.ends_with(['-', '+']) {
+        return None;
+    }
+    let inner = inner.trim_matches(|c: char| c.is_ascii_whitespace());
+    let (function, rest) = inner.split_once('(')?;
+    let function = match function.trim_end_matches(|c: char| c.is_ascii_whitespace()) {
+        "header" => "header",
+        "request_header" => "request_header",
+        _ => return None,
+    };
+    let arg = rest
+        .strip_suffix(')')?
+        .trim_matches(|c: char| c.is_ascii_whitespace());
+    let quote = arg.chars().next().filter(|q| matches!(q, '"' | '\''))?;
+    let name = arg.strip_prefix(quote)?.strip_suffix(quote)?;
+    if name.is_empty() || name.contains(['\\', '"', '\'']) {
+        return None;
+    }
+    Some((function, name))
+}
+
 fn split_regions(s: &str) -> Vec<Region<'_>> {
     let bytes = s.as_bytes();
     let mut out = Vec::new();
@@ -1145,6 +1241,112 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(body)
             );
+        }
+    }
+
+    #[test]
+    fn plain_header_calls_compile_to_operators() {
+        let lowered = |v: &str, response| lower_header_calls(&split_regions(v), response);
+        let ops = lowered(
+            r#"m={{ request_header(":method") }}&h={{header('X-A')}}%%"#,
+            true,
+        )
+        .unwrap()
+        .unwrap();
+        let req = |n: &str| OperatorKind::Req {
+            name: n.into(),
+            alt: None,
+        };
+        let resp = |n: &str| OperatorKind::Resp {
+            name: n.into(),
+            alt: None,
+        };
+        let kinds: Vec<_> = ops
+            .iter()
+            .map(|s| match s {
+                Segment::Op(op) => Ok(op.kind.clone()),
+                Segment::Literal(l) => Err(l.clone()),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                Err("m=".into()),
+                Ok(req(":method")),
+                Err("&h=".into()),
+                Ok(resp("x-a")),
+                Err("%".into())
+            ]
+        );
+        let in_request = lowered("{{ header('x-a') }}", false).unwrap().unwrap();
+        assert!(matches!(&in_request[..], [Segment::Op(op)] if op.kind == req("x-a")));
+        for other in [
+            "{{- header('a') }}",
+            "{{ header('a') | upper }}",
+            "{{ header(name) }}",
+            "{{ header('a' ~ 'b') }}",
+            "{{ header('a\\'b') }}",
+            "{{ env('a') }}",
+            "{% if 1 %}{{ header('a') }}{% endif %}",
+            "{# c #}",
+        ] {
+            assert!(lowered(other, true).is_none(), "{other}");
+        }
+    }
+
+    #[test]
+    fn lowered_header_calls_render_as_the_template_engine_does() {
+        use crate::memory::{MemoryMessage, MemoryStreamInfo};
+        use crate::{BodyMode, Transformation};
+        // `{{-` is never lowered; with nothing to strip it renders the same through Jinja.
+        let values = [
+            "m={{ request_header(\":METHOD\") }} h={{ header('x-a') }} n={{ header('none') }} %REQ(x-a)%\n",
+            "{{ request_header('x-a') }}",
+            "{{ header(\":status\") }}",
+        ];
+        for side in ["request", "response"] {
+            for v in values {
+                let config = |v: &str| {
+                    let set = serde_json::json!([{"name": "x-out", "value": v}]);
+                    Transformation::from_json(
+                        serde_json::json!({ side: {"set": set} })
+                            .to_string()
+                            .as_bytes(),
+                    )
+                    .unwrap()
+                };
+                let outputs: Vec<_> = [v.to_owned(), v.replace("{{", "{{-")]
+                    .iter()
+                    .map(|v| {
+                        let t = config(v);
+                        let mut request = MemoryMessage::new(
+                            &[
+                                (":method", "POST"),
+                                (":status", "q"),
+                                ("x-a", "1"),
+                                ("X-A", "2"),
+                            ],
+                            "",
+                        );
+                        let mut info = MemoryStreamInfo::default();
+                        let snapshot = t.capture_request_headers(&request);
+                        t.apply_request(&mut request, BodyMode::HeadersOnly, &mut info)
+                            .unwrap();
+                        let mut response =
+                            MemoryMessage::new(&[(":status", "201"), ("x-a", "r")], "");
+                        t.apply_response(
+                            &mut response,
+                            &snapshot,
+                            BodyMode::HeadersOnly,
+                            &mut info,
+                        )
+                        .unwrap();
+                        (request.header("x-out"), response.header("x-out"))
+                    })
+                    .collect();
+                assert_eq!(outputs[0], outputs[1], "{side}: {v:?}");
+                assert!(outputs[0].0.is_some() || outputs[0].1.is_some(), "{v:?}");
+            }
         }
     }
 }
