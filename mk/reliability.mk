@@ -4,8 +4,8 @@
 #   make fuzz-smoke      every fuzz target for FUZZ_SMOKE_SECONDS each (part of make test)
 #   make soak            load + concurrency soak against the real Envoy for SOAK_SECONDS (default 600)
 #   make soak-smoke      the same soak, short (part of make test)
-#   make memcheck        envoy-module tests under AddressSanitizer, then Envoy + module under valgrind
-#   make memcheck-smoke  the AddressSanitizer part only (part of make test)
+#   make memcheck        envoy-module tests under AddressSanitizer, then Envoy + module under
+#                        valgrind over a short scenario (part of make test; about a minute)
 #
 # Fuzzing and the sanitizer need a nightly toolchain (`rustup toolchain install nightly`);
 # cargo-fuzz is installed from crates.io into .tools/cargo on first use.
@@ -23,7 +23,7 @@ HOST_TRIPLE := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
 # on this machine, CI's included, shares them. Only a cache: delete it at will.
 FUZZ_TARGET_DIR ?= $(HOME)/.cache/rustformations/fuzz-target
 
-.PHONY: fuzz fuzz-smoke fuzz-build soak soak-smoke memcheck memcheck-smoke memcheck-asan memcheck-valgrind
+.PHONY: fuzz fuzz-smoke fuzz-build soak soak-smoke memcheck memcheck-asan memcheck-valgrind
 
 $(CARGO_FUZZ):
 	$(CARGO) +$(NIGHTLY) install --locked --root $(TOOLS)/cargo cargo-fuzz --version $(CARGO_FUZZ_VERSION)
@@ -67,6 +67,4 @@ memcheck-valgrind: build envoy venv
 
 memcheck: memcheck-asan memcheck-valgrind
 
-memcheck-smoke: memcheck-asan
-
-TEST_CHECKS += fuzz-smoke soak-smoke memcheck-smoke
+TEST_CHECKS += fuzz-smoke soak-smoke memcheck
