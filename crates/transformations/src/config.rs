@@ -110,7 +110,8 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let err = Error::new(ErrorKind::InvalidJson, e.into_inner().to_string());
-        if path.is_empty() || path == "." {
+        // `?` is serde_path_to_error's placeholder for a key it could not read: no location.
+        if path.is_empty() || path == "." || path == "?" {
             err
         } else {
             err.at(path)
@@ -194,6 +195,9 @@ mod tests {
             ErrorKind::InvalidJson
         );
         assert!(TransformationConfig::from_json(b"").is_err());
+        // A broken key has no field path to name.
+        let err = TransformationConfig::from_json(b"{oops").unwrap_err();
+        assert_eq!((err.kind(), err.location()), (ErrorKind::InvalidJson, None));
         assert!(TransformationConfig::from_json(b"[]").is_err());
     }
 }
