@@ -107,7 +107,7 @@ CASES = [
          KGATEWAY_LISTENER, ["per-route config 'rustformation'", "response.set[0].value", "invalid template"],
          routes=transformation_route('{"response": {"set": [{"name": "x-a", "value": "{{ 1 + }}"}]}}')),
     Case("per-route-json", "per-route config is not JSON",
-         KGATEWAY_LISTENER, ["per-route config 'rustformation'", "invalid json"],
+         KGATEWAY_LISTENER, ["per-route config 'rustformation'", "invalid json: key must be a string"],
          routes=transformation_route("{oops")),
     Case("smart-header-json", "my-smart-header config is not its JSON",
          [module_filter("my-smart-header", '{"response_headers": 7}')],
@@ -184,7 +184,7 @@ def markdown_table() -> str:
         for case in CASES:
             envoy, lines = run_case(upstream.port, case)
             line = lines[0] if len(lines) == 1 else f"UNEXPECTED: {lines}"
-            rows.append(f"| `{case.id}` | {case.what} | `{line.replace('|', '&#124;')}` |")
+            rows.append(f"| `{case.id}` | {case.what} | `` {line.replace('|', '&#124;')} `` |")
         return "\n".join(rows)
     finally:
         upstream.stop()
