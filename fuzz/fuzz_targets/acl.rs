@@ -24,7 +24,11 @@ struct Input {
 }
 
 fn mask(prefix: u8) -> u32 {
-    if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) }
+    if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - prefix)
+    }
 }
 
 fuzz_target!(|input: Input| {
@@ -67,7 +71,9 @@ fuzz_target!(|input: Input| {
             Some((_, _, true, _)) => acl::Decision::Allow,
             Some((_, _, false, name)) => acl::Decision::Deny { blocked_by: name },
             None if input.default_allow => acl::Decision::Allow,
-            None => acl::Decision::Deny { blocked_by: acl::BLOCKED_BY_DEFAULT },
+            None => acl::Decision::Deny {
+                blocked_by: acl::BLOCKED_BY_DEFAULT,
+            },
         };
         let ip = IpAddr::V4(Ipv4Addr::from(client));
         assert_eq!(policy.decide_ip(ip), expected, "client {ip}");

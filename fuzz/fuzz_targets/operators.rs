@@ -15,7 +15,7 @@ impl OperatorSource for Source<'_> {
         Some(Cow::Borrowed(self.0))
     }
     fn response_header(&self, name: &str) -> Option<Cow<'_, str>> {
-        (name.len() % 2 == 0).then_some(Cow::Borrowed(self.0))
+        name.len().is_multiple_of(2).then_some(Cow::Borrowed(self.0))
     }
     fn protocol(&self) -> Option<&str> {
         Some("HTTP/1.1")
@@ -37,7 +37,10 @@ fuzz_target!(|input: (&str, &str)| {
             let mut out = String::from("prefix");
             op.eval(&source, &mut out);
             if let Some(max) = op.max_len {
-                assert!(out.len() <= "prefix".len() + max, "truncation exceeded :{max}");
+                assert!(
+                    out.len() <= "prefix".len() + max,
+                    "truncation exceeded :{max}"
+                );
             }
             assert!(out.starts_with("prefix"));
         }

@@ -74,7 +74,9 @@ fuzz_target!(|input: Input| {
         body: Vec::new(),
     };
     let before = response.headers.clone();
-    if t.apply_response(&mut response, &snapshot, mode, &mut info).is_ok() {
+    if t.apply_response(&mut response, &snapshot, mode, &mut info)
+        .is_ok()
+    {
         check(&response, &before, &[]);
     }
 });
@@ -90,7 +92,10 @@ fn check(msg: &MemoryMessage, before: &[(String, Vec<u8>)], original_body: &[u8]
             "emitted {name}: {value:?}"
         );
         if name.starts_with("x-") {
-            assert!(value.len() <= LIMITS.max_header_value_bytes, "{name} too long");
+            assert!(
+                value.len() <= LIMITS.max_header_value_bytes,
+                "{name} too long"
+            );
         }
     }
     assert!(
