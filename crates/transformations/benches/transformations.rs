@@ -80,7 +80,17 @@ fn benches(c: &mut Criterion) {
              "value":"method={{ request_header(\":method\") }}&path={{ request_header(\":path\") }}"}]}}"#,
     )
     .unwrap();
-    bench_response(c, "template render (rustformation Jinja)", &jinja);
+    bench_response(c, "Jinja header calls (compiled to operators)", &jinja);
+
+    // A template the engine must run: a condition and a filter.
+    let rendered = Transformation::from_json(
+        br#"{"response":{"set":[
+            {"name":"x-custom-transformed","value":"true"},
+            {"name":"x-smart-header",
+             "value":"{% if request_header(\":method\") == \"GET\" %}get{% endif %}:{{ request_header(\":path\") | lower }}"}]}}"#,
+    )
+    .unwrap();
+    bench_response(c, "template render (MiniJinja: if + filter)", &rendered);
 
     // Scenario 6: a new body from three fields of a 1 KiB JSON body, and two headers.
     let body_t = Transformation::from_json(
@@ -107,20 +117,32 @@ fn benches(c: &mut Criterion) {
         assert_eq!(msg.body_str(), r#"{"user":"alice","model":"gpt-4o","n":3}"#);
         assert_eq!(msg.header("x-model").as_deref(), Some("gpt-4o"));
     }
-    c.bench_function("JSON body transformation (1 KiB, AsJson)", |b| {
-        b.iter_batched_ref(
-            || request.clone(),
-            |msg| {
-                let mut info = MemoryStreamInfo::default();
-                black_box(
-                    body_t
-                        .apply_request(msg, BodyMode::Buffered, &mut info)
-                        .unwrap(),
-                );
-            },
-            BatchSize::SmallInput,
-        )
-    });
+    // The same output, but `context()` makes the whole body a template value (every key and
+    // message converted), which the named-keys-only parse avoids.
+    let whole_t = Transformation::from_json(
+        br#"{"request":{"body":{"parseAs":"AsJson",
+              "value":"{\"user\":\"{{ context().user }}\",\"model\":\"{{ model }}\",\"n\":{{ n }}}"},
+            "set":[{"name":"x-user","value":"{{ user }}"},{"name":"x-model","value":"{{ model }}"}]}}"#,
+    )
+    .unwrap();
+    for (name, t) in [
+        ("JSON body transformation (1 KiB, AsJson)", &body_t),
+        (
+            "JSON body transformation (1 KiB, AsJson, whole body via context())",
+            &whole_t,
+        ),
+    ] {
+        c.bench_function(name, |b| {
+            b.iter_batched_ref(
+                || request.clone(),
+                |msg| {
+                    let mut info = MemoryStreamInfo::default();
+                    black_box(t.apply_request(msg, BodyMode::Buffered, &mut info).unwrap());
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
 }
 
 criterion_group!(group, benches);
