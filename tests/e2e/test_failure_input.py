@@ -15,13 +15,15 @@ import uuid
 
 import pytest
 
-from envoy_harness import gateway_config, module_filter, per_route, start_envoy
+from envoy_harness import envoy_minor, gateway_config, module_filter, per_route, start_envoy
 
 PREFIX = "dynamicmodulescustom.rustformation."
 DROPPED = PREFIX + "invalid_header_dropped"
 RENDER_ERRORS = PREFIX + "render_errors"
 PANICS = "dynamicmodulescustom.rust_module_panics"
 FILTER = "dynamic_modules/simple_mutations"
+# Envoy 1.36's local-reply callback has no details argument: Envoy records its own generic value.
+JSON_DETAILS = "dynamic_module" if envoy_minor() == 36 else "json_parsing_error_in_transformation_template"
 # The listener's buffer limit: the bound on what any buffering filter (ours included) may hold.
 BUFFER_LIMIT = 64 * 1024
 
@@ -173,7 +175,7 @@ def test_malformed_json_with_asjson_answers_400(envoy, body):
     resp = envoy.request("POST", path, headers={"Content-Type": "application/json"}, body=body)
     assert resp.status == 400
     assert resp.body == b""
-    assert details(envoy, path) == "json_parsing_error_in_transformation_template"
+    assert details(envoy, path) == JSON_DETAILS
 
 
 def test_valid_json_with_asjson_is_rendered(envoy):
@@ -187,7 +189,7 @@ def test_deeply_nested_json_is_a_400_not_a_stack_overflow(envoy):
     path = unique("/anything/json")
     resp = envoy.request("POST", path, body=b"[" * depth + b"]" * depth)
     assert resp.status == 400
-    assert details(envoy, path) == "json_parsing_error_in_transformation_template"
+    assert details(envoy, path) == JSON_DETAILS
     resp = envoy.request("POST", "/anything/json", body=b'{"a":' * 200 + b"1" + b"}" * 200)
     assert resp.status == 400
     assert envoy.alive()
