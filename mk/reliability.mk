@@ -21,12 +21,15 @@ SOAK_SMOKE_SECONDS ?= 60
 HOST_TRIPLE := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
 # Instrumented builds are slow (minutes on 2 cores); kept outside the work tree so every clone
 # on this machine, CI's included, shares them. Only a cache: delete it at will.
-FUZZ_TARGET_DIR ?= $(HOME)/.cache/rustformations/fuzz-target
+FUZZ_CACHE ?= $(HOME)/.cache/rustformations
+FUZZ_TARGET_DIR ?= $(FUZZ_CACHE)/fuzz-target
 
 .PHONY: fuzz fuzz-smoke fuzz-build soak soak-smoke memcheck memcheck-asan memcheck-valgrind
 
+# Its build directory is cached too, so a fresh clone installs it in seconds after the first time.
 $(CARGO_FUZZ):
-	$(CARGO) +$(NIGHTLY) install --locked --root $(TOOLS)/cargo cargo-fuzz --version $(CARGO_FUZZ_VERSION)
+	$(CARGO) install --locked --root $(TOOLS)/cargo --target-dir $(FUZZ_CACHE)/cargo-install \
+	  cargo-fuzz --version $(CARGO_FUZZ_VERSION)
 
 fuzz-build: $(CARGO_FUZZ)
 	cd fuzz && PATH="$(TOOLS)/cargo/bin:$$PATH" $(CARGO) +$(NIGHTLY) fuzz build --target-dir $(FUZZ_TARGET_DIR)
