@@ -41,7 +41,7 @@ define run_fuzz
 	  mkdir -p corpus/$$t seeds/$$t; \
 	  echo "fuzz $$t for $(1)s"; \
 	  PATH="$(TOOLS)/cargo/bin:$$PATH" $(CARGO) +$(NIGHTLY) fuzz run --target-dir $(FUZZ_TARGET_DIR) $$t corpus/$$t seeds/$$t -- \
-	    -max_total_time=$(1) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 2>&1 \
+	    -max_total_time=$(1) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 -dict=dicts/$$t.dict 2>&1 \
 	    | grep -E '^(stat::number_of_executed_units|stat::peak_rss_mb|==[0-9]+==|SUMMARY|thread|Done|INFO: Running|artifact)' ; \
 	  test "$${PIPESTATUS[0]}" -eq 0 || exit 1; \
 	done
