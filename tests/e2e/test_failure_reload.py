@@ -46,7 +46,7 @@ def publish(path: pathlib.Path, config: dict):
     os.rename(tmp, path)
 
 
-def start_rds_envoy(upstream, envoys, rds_path: pathlib.Path):
+def start_rds_envoy(upstream, envoys, rds_path: pathlib.Path, env: dict | None = None):
     config = gateway_config(upstream.port, [module_filter("rustformation", "{}", http_filter_name=FILTER,
                                                           disabled=True)], [])
     hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
@@ -54,7 +54,7 @@ def start_rds_envoy(upstream, envoys, rds_path: pathlib.Path):
     hcm["rds"] = {"route_config_name": ROUTE_CONFIG,
                   "config_source": {"resource_api_version": "V3", "path_config_source": {"path": str(rds_path)}}}
     config["node"] = {"id": "e2e", "cluster": "e2e"}  # required by file-based xDS
-    envoy = start_envoy(config, extra_args=["--component-log-level", "dynamic_modules:debug"])
+    envoy = start_envoy(config, env=env, extra_args=["--component-log-level", "dynamic_modules:debug"])
     envoys.append(envoy)
     return envoy
 
@@ -139,3 +139,23 @@ def test_bad_route_update_is_refused_and_the_old_routes_keep_serving(upstream, e
     # The half-built configs of the refused update are not leaked either.
     assert wait_for(lambda: (lambda c: c[0] - c[1] == 2)(live_counts(envoy))), live_counts(envoy)
     assert envoy.alive()
+
+
+def test_route_update_whose_config_panics_is_refused_and_envoy_keeps_serving(upstream, envoys):
+    """A config-time panic in a live Envoy: the update is refused, nothing else happens."""
+    rds_path = pathlib.Path(tempfile.mkdtemp(prefix="rds-")) / "routes.yaml"
+    publish(rds_path, route_config("good"))
+    envoy = start_rds_envoy(upstream, envoys, rds_path, env={"RUST_MODULE_TEST_FILTERS": "1"})
+    rejected = f"http.e2e.rds.{ROUTE_CONFIG}.update_rejected"
+    before = envoy.stats().get(rejected, 0)
+
+    bad = route_config("panics")
+    bad["virtual_hosts"][0]["routes"][1]["typed_per_filter_config"]["test-panic"] = per_route(
+        "test-panic", json.dumps({"panic_on": "per_route_config"}))
+    publish(rds_path, bad)
+    assert wait_for(lambda: envoy.stats().get(rejected, 0) == before + 1), "panicking update not rejected"
+    assert "per-route config 'test-panic' panicked while loading" in envoy.logs()
+    assert envoy.alive()
+    resp = envoy.request("GET", "/get")
+    assert resp.status == 200
+    assert resp.header("x-version") == "good"
