@@ -15,7 +15,9 @@ impl OperatorSource for Source<'_> {
         Some(Cow::Borrowed(self.0))
     }
     fn response_header(&self, name: &str) -> Option<Cow<'_, str>> {
-        name.len().is_multiple_of(2).then_some(Cow::Borrowed(self.0))
+        name.len()
+            .is_multiple_of(2)
+            .then_some(Cow::Borrowed(self.0))
     }
     fn protocol(&self) -> Option<&str> {
         Some("HTTP/1.1")
@@ -38,7 +40,7 @@ fuzz_target!(|input: (&str, &str)| {
             op.eval(&source, &mut out);
             if let Some(max) = op.max_len {
                 assert!(
-                    out.len() <= "prefix".len() + max,
+                    out.len() <= "prefix".len().saturating_add(max),
                     "truncation exceeded :{max}"
                 );
             }

@@ -220,7 +220,8 @@ impl Operator {
             }
         }
         if let Some(max) = self.max_len {
-            let limit = start + max;
+            // `:N` may be as large as usize::MAX in the config: no overflow.
+            let limit = start.saturating_add(max);
             if out.len() > limit {
                 let mut cut = limit;
                 while !out.is_char_boundary(cut) {

@@ -887,3 +887,22 @@ fn unclosed_tag_ending_in_multibyte_text_is_an_error_not_a_panic() {
         .is_err()
     );
 }
+
+/// Found by the `operators` fuzz target: a `:N` truncation of usize::MAX overflowed when added
+/// to the output position (a panic in debug builds, a wrong cut of earlier text in release).
+#[test]
+fn truncation_length_at_usize_max_keeps_the_whole_value() {
+    let config = format!(
+        r#"{{"request":{{"set":[{{"name":"x-a","value":"p%REQ(x-b):{}%"}}]}}}}"#,
+        usize::MAX
+    );
+    let t = Transformation::from_json(config.as_bytes()).unwrap();
+    let mut request = MemoryMessage::new(&[("x-b", "value")], "");
+    t.apply_request(
+        &mut request,
+        BodyMode::HeadersOnly,
+        &mut MemoryStreamInfo::default(),
+    )
+    .unwrap();
+    assert_eq!(request.header("x-a").as_deref(), Some("pvalue"));
+}
