@@ -640,10 +640,10 @@ def callgrind_threads(out_file: pathlib.Path) -> list[int]:
     """Instructions of each thread (one dump file per thread with --separate-threads=yes)."""
     totals = []
     for path in sorted(out_file.parent.glob(out_file.name + "*")):
-        for line in path.read_text(errors="replace").splitlines():
-            if line.startswith("totals:") or line.startswith("summary:"):
-                totals.append(int(line.split()[1]))
-                break
+        lines = path.read_text(errors="replace").splitlines()
+        counts = [int(line.split()[1]) for line in lines if line.startswith(("totals:", "summary:"))]
+        if counts:
+            totals.append(max(counts))
     return totals
 
 
