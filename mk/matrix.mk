@@ -1,9 +1,9 @@
 # One source tree, every supported Envoy: the same tests in each, and the compatibility table.
 #
 #   make test-matrix                        build every target, then the whole suite in each Envoy of
-#                                           MATRIX_VERSIONS in turn; docs/compatibility.md is checked
+#                                           MATRIX_VERSIONS in turn; the README's table is checked
 #   make ENVOY_VERSION=1.36.4 test-matrix   the same for that one Envoy (make test does this too)
-#   make compat-table                       rewrite docs/compatibility.md's table from the last run
+#   make compat-table                       rewrite the README's compatibility table from the last run
 #   make envoy-abi [ENVOY_BIN=/path/envoy]  print the ABI version string that Envoy expects
 #
 # `make test` runs test-matrix instead of the one-version test-e2e.
@@ -24,7 +24,7 @@ test-matrix: venv
 	  tools/test-matrix
 
 compat-table: venv
-	$(PY) tools/compat-table --results $(MATRIX_DIR) --write docs/compatibility.md
+	$(PY) tools/compat-table --results $(MATRIX_DIR) --write README.md
 
 envoy-abi: envoy
 	@tools/envoy-abi $(ENVOY_BIN)

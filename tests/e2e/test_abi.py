@@ -17,7 +17,7 @@ import pytest
 import envoy_harness
 from envoy_harness import ENVOY_BIN, ENVOY_VERSION, MODULE_DIR, REPO, envoy_minor, lab_config, start_envoy
 
-# The string each Envoy expects from on_program_init (measured; see docs/compatibility.md).
+# The string each Envoy expects from on_program_init (measured; see the README's Envoy versions section).
 DOCUMENTED_ABI = {
     "1.36.2": "ca2be3b80954d2a0e22b41d033b18eff9390c30261c8ec9ffe6e6bf971f41c27",
     "1.36.3": "7ee559f16f35086fa7dc9ed380e2efc6b4d89031a001fb504aa71eccd25882f7",

@@ -716,7 +716,7 @@ def test_version_under_test_is_known():
     assert envoy_minor() in (36, 37, 38, 39, 40), ENVOY_VERSION
 
 
-# The TrafficPolicy of docs/kgateway.md, as kgateway serializes its spec.transformation.
+# The TrafficPolicy of the README's "Using it with kgateway", as kgateway serializes its spec.transformation.
 DOC_EXAMPLE = r'''{"request":{"body":{"parseAs":"AsJson","value":"{\"model\": \"{{ model }}\", \"messages\": {{ context().messages | tojson }}}"},
 "set":[{"name":"x-model","value":"{{ model }}"}],
 "dynamicMetadata":[{"namespace":"team.example","key":"model","value":{"stringValue":"{{ model }}"}}]},

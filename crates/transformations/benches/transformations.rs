@@ -1,5 +1,5 @@
 //! Micro-benchmarks of one transformation application, without Envoy: the same work as the
-//! Envoy benchmark's scenarios 4, 5 and 6 (see bench/ and docs/benchmarks.md).
+//! Envoy benchmark's scenarios 4, 5 and 6 (see bench/ and the README's Performance section).
 
 use std::hint::black_box;
 
