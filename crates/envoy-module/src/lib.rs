@@ -25,6 +25,7 @@ pub mod testing;
 
 mod callbacks;
 mod runtime;
+mod stream_hooks;
 mod target;
 
 #[cfg(feature = "envoy-1-36")]
