@@ -24,6 +24,7 @@ pub mod api;
 pub mod testing;
 
 mod callbacks;
+mod hooks;
 mod runtime;
 mod stream_hooks;
 mod target;
@@ -113,6 +114,7 @@ macro_rules! declare_module {
 pub mod __private {
     pub use crate::abi::hooks::*;
     pub use crate::abi::{EnvoyBuffer, EnvoyHttpHeader};
+    pub use crate::hooks::*;
     pub use std::ffi::{c_char, c_void};
 }
 
