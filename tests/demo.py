@@ -31,7 +31,7 @@ def main() -> int:
             print("curl is not installed (apt-get install curl)", file=sys.stderr)
             return 1
         cmd = ["curl", "-sS", "-v", "-X", "POST", url, "-H", "Content-Type: application/json", "-d", CHAT]
-        print("$ " + " ".join(cmd[:4] + [url, "-H", "'Content-Type: application/json'", "-d", f"'{CHAT}'"]), flush=True)
+        print(f"$ curl -v -X POST {url} -H 'Content-Type: application/json' -d '{CHAT}'", flush=True)
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
         # curl -v writes the exchange to stderr and the body to stdout.
         print("\n".join(line for line in result.stderr.splitlines() if line[:1] in "<>*"))
