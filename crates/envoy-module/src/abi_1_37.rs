@@ -254,12 +254,18 @@ impl FfiFilter {
     }
 }
 
-impl EnvoyHttpFilter for FfiFilter {
-    fn header(&self, kind: HeaderKind, name: &str, index: usize) -> Option<&[u8]> {
+impl FfiFilter {
+    /// `get_header` once: the `index`-th value (when Envoy found one) and the number of values.
+    fn get_header(
+        &self,
+        kind: HeaderKind,
+        name: &str,
+        index: usize,
+    ) -> (Option<EnvoyBuffer>, usize) {
         let mut out = EnvoyBuffer::NULL;
         let mut count = 0usize;
         // SAFETY: key buffer and out-pointers are valid for the call.
-        let ok = unsafe {
+        let found = unsafe {
             (self.cb.http_get_header)(
                 self.ptr,
                 header_type(kind),
@@ -269,28 +275,35 @@ impl EnvoyHttpFilter for FfiFilter {
                 &mut count,
             )
         };
-        if !ok || index >= count {
+        (found.then_some(out), count)
+    }
+}
+
+impl EnvoyHttpFilter for FfiFilter {
+    fn header(&self, kind: HeaderKind, name: &str, index: usize) -> Option<&[u8]> {
+        let (value, count) = self.get_header(kind, name, index);
+        if index >= count {
             return None;
         }
         // SAFETY: Envoy's header value stays valid until the map is mutated, which needs `&mut self`.
-        Some(unsafe { out.as_slice() })
+        value.map(|v| unsafe { v.as_slice() })
     }
 
     fn header_count(&self, kind: HeaderKind, name: &str) -> usize {
-        let mut out = EnvoyBuffer::NULL;
-        let mut count = 0usize;
+        self.get_header(kind, name, 0).1
+    }
+
+    fn last_header(&self, kind: HeaderKind, name: &str) -> Option<&[u8]> {
+        // One call answers both the first value and the count: the common single-valued header
+        // costs one crossing instead of two.
+        let (first, count) = self.get_header(kind, name, 0);
+        let value = match count {
+            0 => return None,
+            1 => first?,
+            _ => self.get_header(kind, name, count - 1).0?,
+        };
         // SAFETY: as in `header`.
-        unsafe {
-            (self.cb.http_get_header)(
-                self.ptr,
-                header_type(kind),
-                ModuleBuffer::of(name.as_bytes()),
-                &mut out,
-                0,
-                &mut count,
-            );
-        }
-        count
+        Some(unsafe { value.as_slice() })
     }
 
     fn headers(&self, kind: HeaderKind) -> Vec<(&[u8], &[u8])> {

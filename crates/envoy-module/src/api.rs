@@ -88,6 +88,11 @@ pub trait EnvoyHttpFilter {
     fn header(&self, kind: HeaderKind, name: &str, index: usize) -> Option<&[u8]>;
     /// How many values header `name` has.
     fn header_count(&self, kind: HeaderKind, name: &str) -> usize;
+    /// The last value of header `name` (with duplicate names, the last one wins).
+    fn last_header(&self, kind: HeaderKind, name: &str) -> Option<&[u8]> {
+        let last = self.header_count(kind, name).checked_sub(1)?;
+        self.header(kind, name, last)
+    }
     /// Every header as (name, value), in Envoy's order.
     fn headers(&self, kind: HeaderKind) -> Vec<(&[u8], &[u8])>;
     /// Replace all values of `name` with one value. Returns false if Envoy refused.

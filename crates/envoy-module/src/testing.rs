@@ -343,6 +343,23 @@ mod tests {
     use std::sync::Arc;
 
     #[test]
+    fn last_header_is_the_last_of_duplicates() {
+        let envoy = FakeEnvoy::with_request_headers([("x-a", "1"), ("X-A", "2"), ("x-b", "3")]);
+        assert_eq!(
+            envoy.last_header(HeaderKind::RequestHeaders, "x-a"),
+            Some(&b"2"[..])
+        );
+        assert_eq!(
+            envoy.last_header(HeaderKind::RequestHeaders, "X-B"),
+            Some(&b"3"[..])
+        );
+        assert_eq!(
+            envoy.last_header(HeaderKind::RequestHeaders, "x-missing"),
+            None
+        );
+    }
+
+    #[test]
     fn headers_are_case_insensitive_and_multi_valued() {
         let mut e = FakeEnvoy::with_request_headers([("X-A", "1"), ("x-b", "2"), ("x-a", "3")]);
         assert_eq!(

@@ -30,20 +30,12 @@ impl EnvoyMessage<'_, '_> {
     }
 }
 
-/// The last value of a header: with duplicate names the last one wins (kgateway's rule).
-pub fn last_header_value<'a>(
-    envoy: &'a dyn EnvoyHttpFilter,
-    kind: HeaderKind,
-    name: &str,
-) -> Option<&'a [u8]> {
-    let last = envoy.header_count(kind, name).checked_sub(1)?;
-    envoy.header(kind, name, last)
-}
-
 impl HeaderMap for EnvoyMessage<'_, '_> {
     fn get(&self, name: &str) -> Option<Cow<'_, [u8]>> {
         let envoy = self.envoy.borrow();
-        last_header_value(&**envoy, self.kind(), name).map(|v| Cow::Owned(v.to_vec()))
+        envoy
+            .last_header(self.kind(), name)
+            .map(|v| Cow::Owned(v.to_vec()))
     }
 
     fn for_each(&self, f: &mut dyn FnMut(&[u8], &[u8])) {
