@@ -4,7 +4,7 @@
 //!
 //! `add_header` is emulated: see [`FfiFilter::add_header`]. Enum arguments are passed as `u32`.
 
-use std::ffi::{CString, c_char, c_void};
+use std::ffi::{c_char, c_void};
 use std::sync::OnceLock;
 
 use crate::api::{
@@ -124,6 +124,21 @@ static CALLBACKS: OnceLock<Callbacks> = OnceLock::new();
 
 fn callbacks() -> Option<&'static Callbacks> {
     CALLBACKS.get()
+}
+
+/// Resolve this family's callbacks in the running Envoy; `Err` names the missing ones and the
+/// target to build for instead.
+pub(crate) fn install_callbacks() -> Result<(), (Vec<&'static str>, &'static str)> {
+    let cb = Callbacks::resolve().map_err(|missing| {
+        let hint = if crate::callbacks::exported(OTHER_FAMILY_MARKER) {
+            OTHER_FAMILY_HINT
+        } else {
+            "<the Envoy you run>"
+        };
+        (missing, hint)
+    })?;
+    let _ = CALLBACKS.set(cb);
+    Ok(())
 }
 
 /// Envoy's side of one stream for the duration of a hook; None before `program_init` resolved
@@ -630,15 +645,7 @@ impl EnvoyFilterConfig for FfiFilterConfig {
                 &mut id,
             )
         };
-        match result {
-            0 => Ok(CounterId(id)),
-            3 => Err(format!(
-                "counter '{name}': stats are frozen (define counters while the config loads)"
-            )),
-            other => Err(format!(
-                "counter '{name}': Envoy answered metrics result {other}"
-            )),
-        }
+        runtime::counter_defined(name, result, id)
     }
 }
 
@@ -658,47 +665,6 @@ mod tests {
 
 pub mod hooks {
     use super::*;
-
-    static ABI: OnceLock<CString> = OnceLock::new();
-
-    /// `on_program_init`: resolve callbacks, return the ABI string (or null on a wrong Envoy).
-    pub fn program_init() -> *const c_char {
-        runtime::barrier("program_init", std::ptr::null(), || {
-            runtime::install_panic_hook();
-            match Callbacks::resolve() {
-                Ok(cb) => {
-                    let _ = CALLBACKS.set(cb);
-                }
-                Err(missing) => {
-                    let hint = if crate::callbacks::exported(OTHER_FAMILY_MARKER) {
-                        OTHER_FAMILY_HINT.to_string()
-                    } else {
-                        "<the Envoy you run>".to_string()
-                    };
-                    eprintln!(
-                        "rust_module: this module was built for Envoy {} but this Envoy does not export {}{}; rebuild with {}",
-                        crate::target_envoy(),
-                        missing[0],
-                        if missing.len() > 1 {
-                            format!(
-                                " (and {} more: {})",
-                                missing.len() - 1,
-                                missing[1..].join(", ")
-                            )
-                        } else {
-                            String::new()
-                        },
-                        hint,
-                    );
-                    return std::ptr::null();
-                }
-            }
-            match ABI.get_or_init(|| CString::new(crate::abi_version()).unwrap_or_default()) {
-                s if s.is_empty() => std::ptr::null(),
-                s => s.as_ptr(),
-            }
-        })
-    }
 
     /// `on_http_filter_config_new`.
     ///

@@ -1,13 +1,47 @@
 //! Hook bodies that do not depend on the C API family; the family provides only Envoy's side of
 //! a stream (`envoy_filter`).
 
-use std::ffi::c_void;
+use std::ffi::{CString, c_char, c_void};
+use std::sync::OnceLock;
 
 use crate::abi::envoy_filter;
 use crate::api::{
     BodyStatus, EnvoyHttpFilter, HeadersStatus, HttpFilter, PerRouteConfig, TrailersStatus,
 };
 use crate::runtime::{self, ConfigInstance, FilterInstance, Hook};
+
+/// `on_program_init`: resolve Envoy's callbacks and return the ABI string, or null (which makes
+/// Envoy refuse the module) when this Envoy lacks callbacks of the target's family.
+pub fn program_init() -> *const c_char {
+    static ABI: OnceLock<CString> = OnceLock::new();
+    runtime::barrier("program_init", std::ptr::null(), || {
+        runtime::install_panic_hook();
+        if let Err((missing, rebuild_for)) = crate::abi::install_callbacks() {
+            // Envoy's logger is one of the callbacks, so this goes to stderr.
+            let more = match missing.len() {
+                1 => String::new(),
+                n => format!(" (and {} more: {})", n - 1, missing[1..].join(", ")),
+            };
+            eprintln!(
+                "rust_module: this module was built for Envoy {} but this Envoy does not export {}{more}; rebuild with {rebuild_for}",
+                crate::target_envoy(),
+                missing[0],
+            );
+            return std::ptr::null();
+        }
+        // Within the 1.37+ family the callbacks resolve across releases; say when the release differs.
+        #[cfg(not(feature = "envoy-1-36"))]
+        if let Some(line) = crate::target::family_mismatch(crate::target::running_family(
+            crate::callbacks::exported,
+        )) {
+            eprintln!("{line}");
+        }
+        match ABI.get_or_init(|| CString::new(crate::abi_version()).unwrap_or_default()) {
+            s if s.is_empty() => std::ptr::null(),
+            s => s.as_ptr(),
+        }
+    })
+}
 
 /// `on_http_filter_config_destroy`.
 ///

@@ -123,6 +123,19 @@ pub(crate) fn guarded<R>(f: impl FnOnce() -> R) -> Result<R, String> {
     })
 }
 
+/// Envoy's metrics result for `define_counter` (Success=0, Frozen=3, ...) as our result.
+pub(crate) fn counter_defined(name: &str, result: u32, id: usize) -> Result<CounterId, String> {
+    match result {
+        0 => Ok(CounterId(id)),
+        3 => Err(format!(
+            "counter '{name}': stats are frozen (define counters while the config loads)"
+        )),
+        other => Err(format!(
+            "counter '{name}': Envoy answered metrics result {other}"
+        )),
+    }
+}
+
 /// Last-resort barrier for the SDK's own code in a hook: a panic here is logged and `default`
 /// returned, so nothing ever unwinds into Envoy.
 pub(crate) fn barrier<R>(hook: &str, default: R, f: impl FnOnce() -> R) -> R {
