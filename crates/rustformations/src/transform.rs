@@ -136,12 +136,8 @@ impl TransformFilter {
         match result {
             Ok(warnings) => {
                 self.report(envoy, &warnings);
-                if let (Direction::Response, Some(marker)) = (direction, &self.marker) {
-                    envoy.set_header(
-                        HeaderKind::ResponseHeaders,
-                        &marker.name,
-                        marker.value.as_bytes(),
-                    );
+                if direction == Direction::Response {
+                    self.mark(envoy);
                 }
                 true
             }
@@ -149,6 +145,17 @@ impl TransformFilter {
                 self.reply_error(envoy, direction, &error);
                 false
             }
+        }
+    }
+
+    /// Adds the marker header (`rustformation` only) to the response.
+    fn mark(&self, envoy: &mut dyn EnvoyHttpFilter) {
+        if let Some(marker) = &self.marker {
+            envoy.set_header(
+                HeaderKind::ResponseHeaders,
+                &marker.name,
+                marker.value.as_bytes(),
+            );
         }
     }
 
@@ -211,7 +218,7 @@ impl TransformFilter {
             *self.phase_mut(direction) = Phase::Done;
             if direction == Direction::Response {
                 // The marker proves the module ran, even where the response side has no work.
-                self.apply(envoy, direction, BodyMode::HeadersOnly);
+                self.mark(envoy);
             }
             return HeadersStatus::Continue;
         }
