@@ -72,12 +72,6 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // tiny_http writes a response head and a large body in two segments; with Nagle's algorithm
-    // the second waits for the client's delayed ACK (~40 ms a response). Linux hands the
-    // listener's TCP_NODELAY down to every accepted socket, and tiny_http accepts them itself.
-    if let Err(err) = socket2::SockRef::from(&listener).set_tcp_nodelay(true) {
-        eprintln!("httpbun-upstream: cannot set TCP_NODELAY: {err}");
-    }
     let local = match listener.local_addr() {
         Ok(local) => local,
         Err(err) => {
@@ -85,8 +79,22 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let server = match tiny_http::Server::from_listener(listener, None) {
-        Ok(server) => server,
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("httpbun-upstream: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match listener
+        .set_nonblocking(true)
+        .and_then(|()| runtime.block_on(async { tokio::net::TcpListener::from_std(listener) }))
+    {
+        Ok(listener) => listener,
         Err(err) => {
             eprintln!("httpbun-upstream: {err}");
             return ExitCode::FAILURE;
@@ -108,25 +116,39 @@ fn main() -> ExitCode {
     }
     drop(stdout);
 
+    runtime.block_on(accept_forever(listener, config))
+}
+
+/// Serves every connection on its own task. Accept errors (a client that reset before it was
+/// accepted, running out of file descriptors) are transient: the listener keeps going.
+async fn accept_forever(listener: tokio::net::TcpListener, config: Arc<Config>) -> ExitCode {
     loop {
-        match server.recv() {
-            Ok(request) => {
-                let config = Arc::clone(&config);
-                // A thread per request: `/delay` and streams hold theirs for a long time, and the
-                // expected load is a test or a benchmark on a small machine.
-                let spawned = std::thread::Builder::new()
-                    .name("request".into())
-                    .spawn(move || server::serve(request, &config));
-                if let Err(err) = spawned {
-                    eprintln!("httpbun-upstream: cannot start a request thread: {err}");
-                }
-            }
-            // Accept errors (e.g. out of file descriptors) are transient; keep serving.
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
             Err(err) => {
-                eprintln!("httpbun-upstream: {err}");
-                std::thread::sleep(Duration::from_millis(10));
+                eprintln!("httpbun-upstream: accept: {err}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
             }
+        };
+        // A response head and a large body leave in two writes; with Nagle's algorithm the second
+        // would wait for the client's delayed ACK (~40 ms a response).
+        if let Err(err) = stream.set_nodelay(true) {
+            eprintln!("httpbun-upstream: cannot set TCP_NODELAY: {err}");
         }
+        let config = Arc::clone(&config);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                server::serve(request, peer.ip(), Arc::clone(&config))
+            });
+            // Go's server writes canonical header names and keeps idle connections open; a
+            // connection error only ends that connection.
+            let _ = hyper::server::conn::http1::Builder::new()
+                .title_case_headers(true)
+                .header_read_timeout(None)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        });
     }
 }
 

@@ -1,10 +1,19 @@
-//! The glue between tiny_http and the handlers: reading a request, writing a reply or a stream.
+//! The glue between hyper and the handlers: reading a request, writing a reply or a stream.
 
-use std::io::{Cursor, Write};
+use std::convert::Infallible;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Channel, Full};
+use hyper::body::{Bytes, Incoming as RequestBody};
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+
 use crate::Config;
+
+pub type ResponseBody = BoxBody<Bytes, Infallible>;
 
 /// A request with its body read in full, as the handlers see it.
 pub struct Incoming {
@@ -86,44 +95,60 @@ pub enum Outcome {
     Stream(Vec<Event>),
 }
 
-pub fn serve(mut request: tiny_http::Request, config: &Config) {
-    let mut body = Vec::with_capacity(request.body_length().unwrap_or(0).min(64 << 20));
-    // Reading sends `100 Continue` first when the client asked for it.
-    if request.as_reader().read_to_end(&mut body).is_err() {
-        let reply = Reply::text(400, "Error reading request body\n");
-        send(request, reply, Vec::new());
-        return;
-    }
-
-    let target = request.url().to_string();
+/// Answers one request. Handlers may block (`/delay`), so they run on the blocking pool.
+pub async fn serve(
+    request: Request<RequestBody>,
+    peer: IpAddr,
+    config: Arc<Config>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let (parts, body) = request.into_parts();
+    // Collecting sends `100 Continue` first when the client asked for it.
+    let body = match body.collect().await {
+        Ok(collected) => collected.to_bytes().to_vec(),
+        Err(_) => {
+            let reply = Reply::text(400, "Error reading request body\n");
+            return Ok(complete(reply, Vec::new()));
+        }
+    };
+    let target = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.to_string(), |pq| pq.as_str().to_string());
     let (path, query) = match target.split_once('?') {
         Some((path, query)) => (path.to_string(), query.to_string()),
         None => (target.clone(), String::new()),
     };
     let incoming = Incoming {
-        method: request.method().as_str().to_string(),
+        method: parts.method.as_str().to_string(),
         target,
         path,
         query,
-        headers: request
-            .headers()
+        // Go keeps header bytes as they came; its JSON encoder turns invalid UTF-8 into U+FFFD.
+        headers: parts
+            .headers
             .iter()
-            .map(|h| {
+            .map(|(name, value)| {
                 (
-                    h.field.as_str().as_str().to_string(),
-                    h.value.as_str().to_string(),
+                    name.as_str().to_string(),
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
                 )
             })
             .collect(),
         body,
-        peer: request.remote_addr().map(|a| a.ip()),
+        peer: Some(peer),
     };
 
-    let common = common_headers(&incoming, config);
-    match crate::routes::route(&incoming) {
-        Outcome::Reply(reply) => send(request, reply, common),
-        Outcome::Stream(events) => stream(request, events, common, config.stream_delay),
-    }
+    let answered = tokio::task::spawn_blocking(move || {
+        let common = common_headers(&incoming, &config);
+        (crate::routes::route(&incoming), common, config.stream_delay)
+    })
+    .await;
+    Ok(match answered {
+        Ok((Outcome::Reply(reply), common, _)) => complete(reply, common),
+        Ok((Outcome::Stream(events), common, delay)) => stream(events, common, delay),
+        // A handler panicked: answer like Go's server would for a broken handler.
+        Err(_) => complete(Reply::text(500, "Internal Server Error\n"), Vec::new()),
+    })
 }
 
 /// Headers httpbun puts on every response.
@@ -151,101 +176,76 @@ fn common_headers(incoming: &Incoming, config: &Config) -> Vec<(String, String)>
     headers
 }
 
-fn send(request: tiny_http::Request, mut reply: Reply, common: Vec<(String, String)>) {
-    // These statuses carry no body; tiny_http would otherwise announce its length and send none,
-    // a framing proxies reject.
+/// The reply's own headers win over the common ones of the same name.
+fn merge_headers(
+    common: Vec<(String, String)>,
+    own: Vec<(String, String)>,
+) -> Vec<(String, String)> {
+    let mut all: Vec<(String, String)> = common
+        .into_iter()
+        .filter(|(name, _)| !own.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)))
+        .collect();
+    all.extend(own);
+    all
+}
+
+fn response(
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: ResponseBody,
+) -> Response<ResponseBody> {
+    let mut response = Response::new(body);
+    *response.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let map = response.headers_mut();
+    for (name, value) in headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            map.append(name, value);
+        }
+    }
+    response
+}
+
+/// A complete body, always with `Content-Length` as httpbun sends it (none for 204 and 304).
+fn complete(mut reply: Reply, common: Vec<(String, String)>) -> Response<ResponseBody> {
     if matches!(reply.status, 204 | 304) {
         reply.body.clear();
     }
-    let mut all: Vec<(String, String)> = common
-        .into_iter()
-        .filter(|(name, _)| {
-            !reply
-                .headers
-                .iter()
-                .any(|(n, _)| n.eq_ignore_ascii_case(name))
-        })
-        .collect();
-    all.extend(reply.headers);
-    let headers = all
-        .into_iter()
-        .filter_map(|(name, value)| tiny_http::Header::from_bytes(name, value).ok())
-        .collect();
-    let length = reply.body.len();
-    let response = tiny_http::Response::new(
-        tiny_http::StatusCode(reply.status),
+    let headers = merge_headers(common, reply.headers);
+    response(
+        reply.status,
         headers,
-        Cursor::new(reply.body),
-        Some(length),
-        None,
+        Full::new(Bytes::from(reply.body)).boxed(),
     )
-    // httpbun always sends Content-Length for complete bodies, whatever their size.
-    .with_chunked_threshold(usize::MAX);
-    // The client may be gone; there is nobody left to tell.
-    let _ = request.respond(response);
 }
 
+/// A `text/event-stream` body whose events leave one by one, `delay` apart where asked. HTTP/1.1
+/// clients get it chunked; hyper ends an HTTP/1.0 one by closing the connection.
 fn stream(
-    request: tiny_http::Request,
     events: Vec<Event>,
     common: Vec<(String, String)>,
     delay: Duration,
-) {
+) -> Response<ResponseBody> {
     let mut headers = vec![
         ("Content-Type".to_string(), "text/event-stream".to_string()),
         ("Cache-Control".to_string(), "no-cache".to_string()),
     ];
     headers.extend(common);
-
-    // HTTP/1.0 has no chunked encoding: pace the events the same way, then send them as one body.
-    if *request.http_version() == tiny_http::HTTPVersion(1, 0) {
-        let mut body = String::new();
-        for event in &events {
-            body.push_str(&format!("data: {}\n\n", event.data));
+    let (mut sender, body) = Channel::<Bytes, Infallible>::new(1);
+    tokio::spawn(async move {
+        for event in events {
+            let frame = Bytes::from(format!("data: {}\n\n", event.data));
+            // The client is gone: nobody is left to send to.
+            if sender.send_data(frame).await.is_err() {
+                return;
+            }
             if event.pause_after {
-                std::thread::sleep(delay);
+                tokio::time::sleep(delay).await;
             }
         }
-        send(
-            request,
-            Reply {
-                status: 200,
-                headers: Vec::new(),
-                body: body.into_bytes(),
-            },
-            headers,
-        );
-        return;
-    }
-
-    // tiny_http's own chunked writer buffers 8 KiB before sending, which would hold the events
-    // back; writing the framing here lets every event leave on its own.
-    let mut writer = request.into_writer();
-    let mut head = String::from("HTTP/1.1 200 OK\r\n");
-    for (name, value) in &headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("Transfer-Encoding: chunked\r\n\r\n");
-    if writer
-        .write_all(head.as_bytes())
-        .and_then(|()| writer.flush())
-        .is_err()
-    {
-        return;
-    }
-    for event in &events {
-        let frame = format!("data: {}\n\n", event.data);
-        let chunk = format!("{:x}\r\n{frame}\r\n", frame.len());
-        if writer
-            .write_all(chunk.as_bytes())
-            .and_then(|()| writer.flush())
-            .is_err()
-        {
-            return;
-        }
-        if event.pause_after {
-            std::thread::sleep(delay);
-        }
-    }
-    let _ = writer.write_all(b"0\r\n\r\n").and_then(|()| writer.flush());
+    });
+    response(200, headers, body.boxed())
 }

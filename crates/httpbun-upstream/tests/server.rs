@@ -625,6 +625,31 @@ fn keep_alive_and_concurrency() {
     );
 }
 
+/// A proxy opens many connections at once and keeps them; each new one must be served while the
+/// older ones stay open (tiny_http's pool left some unanswered, which Envoy reported as 504).
+#[test]
+fn bursts_of_new_connections_are_all_served() {
+    let server = Server::start();
+    let mut kept = Vec::new();
+    for round in 0..12 {
+        let mut burst: Vec<support::Conn> = (0..32).map(|_| server.connect()).collect();
+        for conn in &mut burst {
+            conn.send("GET", "/get", &[], b"");
+        }
+        for (i, conn) in burst.iter_mut().enumerate() {
+            // The read timeout turns a connection left unserved into a failure, not a hang.
+            assert_eq!(
+                conn.read_response().status,
+                200,
+                "round {round}, connection {i}"
+            );
+        }
+        let rest = burst.split_off(16);
+        kept.extend(burst);
+        drop(rest);
+    }
+}
+
 #[test]
 fn unknown_path_is_404() {
     let server = Server::start();

@@ -203,7 +203,13 @@ impl Conn {
                 .map(|(_, v)| v.clone())
         };
         let mut body = Vec::new();
-        if find("Transfer-Encoding").is_some_and(|v| v.contains("chunked")) {
+        // RFC 9110: 204 and 304 never carry a body, so they need no framing.
+        if matches!(status, 204 | 304) {
+            assert!(
+                find("Content-Length").is_none_or(|v| v == "0"),
+                "{status} announcing a body: {headers:?}"
+            );
+        } else if find("Transfer-Encoding").is_some_and(|v| v.contains("chunked")) {
             while let Some(chunk) = self.read_chunk() {
                 body.extend(chunk);
             }
