@@ -496,6 +496,8 @@ def test_400_local_replies(gw, path, body, details):
     assert resp.body == b""
     assert resp.header("content-length") == "0"
     assert resp.header("x-details") == expected_details(details)
+    # Our own reply still shows it came from the custom module.
+    assert resp.header("x-custom-transformed") == "true"
     assert gw.alive()
 
 

@@ -182,7 +182,14 @@ impl TransformFilter {
             direction,
             error.status()
         );
-        envoy.send_local_reply(error.status(), &[], b"", error.details());
+        // Envoy runs the response hooks of our own local reply while this hook is still live, and
+        // the SDK passes such re-entrant calls through: the marker must travel with the reply.
+        let marker: Vec<(&str, &[u8])> = self
+            .marker
+            .iter()
+            .map(|m| (m.name.as_str(), m.value.as_bytes()))
+            .collect();
+        envoy.send_local_reply(error.status(), &marker, b"", error.details());
     }
 
     /// Picks the route's transformation and snapshots what the response side reads of the request.
@@ -512,7 +519,11 @@ mod tests {
         );
         let reply = e.local_reply.clone().unwrap();
         assert_eq!(reply.status, 400);
-        assert!(reply.body.is_empty() && reply.headers.is_empty());
+        assert!(reply.body.is_empty());
+        assert_eq!(
+            reply.headers,
+            [("x-custom-transformed".to_string(), b"true".to_vec())]
+        );
         assert_eq!(
             reply.details,
             "undeclared json variables in transformation template"
