@@ -13,9 +13,11 @@ SHELL := /bin/bash
 
 ENVOY_VERSION ?= 1.37.0
 ENVOY_MINOR := $(word 2,$(subst ., ,$(ENVOY_VERSION)))
-# The cargo feature (= Envoy C API family and ABI string) for each Envoy minor version.
+ENVOY_PATCH := $(word 3,$(subst ., ,$(ENVOY_VERSION)))
+# The cargo feature (= Envoy C API family and ABI string) for each Envoy minor version. 1.36.0 to
+# 1.36.2 have an older body API and another ABI hash: no target.
 ENVOY_FEATURE := $(strip \
-  $(if $(filter 36,$(ENVOY_MINOR)),envoy-1-36,\
+  $(if $(filter 36,$(ENVOY_MINOR)),$(if $(filter 0 1 2,$(ENVOY_PATCH)),unsupported-envoy-$(ENVOY_VERSION),envoy-1-36),\
   $(if $(filter 37,$(ENVOY_MINOR)),envoy-1-37,\
   $(if $(filter 38 39,$(ENVOY_MINOR)),envoy-1-38,\
   $(if $(filter 40,$(ENVOY_MINOR)),envoy-1-40,unsupported-envoy-$(ENVOY_VERSION))))))
@@ -52,7 +54,7 @@ help:
 
 check-target:
 	@case "$(ENVOY_FEATURE)" in unsupported-*) \
-	  echo "ENVOY_VERSION=$(ENVOY_VERSION) is not a supported target (1.36.x, 1.37.x, 1.38.x, 1.39.x, 1.40.x)" >&2; exit 2;; esac
+	  echo "ENVOY_VERSION=$(ENVOY_VERSION) is not a supported target (1.36.3+, 1.37.x, 1.38.x, 1.39.x, 1.40.x; 1.36.0-1.36.2 have an older body API)" >&2; exit 2;; esac
 
 build: check-target
 	$(CARGO) build --release -p rustformations --no-default-features --features $(ENVOY_FEATURE)

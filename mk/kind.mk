@@ -22,12 +22,8 @@ GATEWAY_API_VERSION ?= v1.4.0
 # Both must be the same minor: Envoy 1.36/1.37 refuse a module of another ABI.
 # kgateway v2.2 ships Envoy 1.36, v2.3 1.37, v2.4 1.38; no release ships 1.39/1.40 yet, and
 # v2.4's 1.38 only warns about a 1.40 module's ABI string (README, Envoy versions).
+# ENVOY_VERSION, ENVOY_MINOR and ENVOY_FEATURE come from the main Makefile, which includes this file.
 KGATEWAY_VERSION ?= $(if $(filter 36,$(ENVOY_MINOR)),v2.2.0,$(if $(filter 38 39 40,$(ENVOY_MINOR)),v2.4.0,v2.3.0))
-ENVOY_VERSION ?= 1.37.0
-# Cargo feature for the module's Envoy target, derived from ENVOY_VERSION:
-# 1.36 -> envoy-1-36, 1.37 -> envoy-1-37, 1.38/1.39 -> envoy-1-38, 1.40+ -> envoy-1-40.
-ENVOY_MINOR = $(word 2,$(subst ., ,$(ENVOY_VERSION)))
-ENVOY_FEATURE ?= envoy-1-$(if $(filter 36,$(ENVOY_MINOR)),36,$(if $(filter 37,$(ENVOY_MINOR)),37,$(if $(filter 38 39,$(ENVOY_MINOR)),38,40)))
 
 # Must match k8s/gatewayparameters.yaml (registry "", repository, tag).
 IMAGE_REPO ?= rustformations-envoy
@@ -90,7 +86,7 @@ kind-up: ## Create the kind cluster, install Gateway API CRDs and kgateway
 	$(LAB_KUBECTL) -n $(KGATEWAY_NAMESPACE) rollout status deployment/kgateway --timeout=180s
 	$(LAB_KUBECTL) wait --for=condition=Accepted gatewayclass/kgateway --timeout=120s
 
-image: ## Build the kgateway proxy image (envoy-wrapper + our module) as $(IMAGE)
+image: check-target ## Build the kgateway proxy image (envoy-wrapper + our module) as $(IMAGE)
 	@$(call kind_require,$(DOCKER))
 	DOCKER_BUILDKIT=1 $(DOCKER) build --target kgateway \
 		--build-arg KGATEWAY_VERSION=$(KGATEWAY_VERSION) \

@@ -8,8 +8,9 @@
 #
 # `make test` runs test-matrix instead of the one-version test-e2e.
 
-# One Envoy per cargo feature, the newest patch on PyPI of each minor.
-MATRIX_ALL := 1.36.4 1.37.0 1.38.3 1.40.0
+# The newest patch on PyPI of each minor, and the oldest supported (1.36.3): every Envoy a
+# target covers, from 1.36.3 to 1.40. Each target is built once; 1.38 and 1.39 share theirs.
+MATRIX_ALL := 1.36.3 1.36.4 1.37.0 1.38.3 1.39.3 1.40.0
 # An ENVOY_VERSION given on the command line narrows the matrix to it; plain `make test` runs all.
 MATRIX_VERSIONS ?= $(if $(filter command line,$(origin ENVOY_VERSION)),$(ENVOY_VERSION),$(MATRIX_ALL))
 MATRIX_DIR := $(WORK)/matrix

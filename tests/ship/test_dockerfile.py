@@ -22,11 +22,8 @@ def df() -> Dockerfile:
 
 
 def make_default(var: str) -> str:
-    """The value `make` gives VAR with no overrides: the main Makefile when it exists
-    (it includes mk/*.mk), otherwise mk/kind.mk alone."""
+    """The value `make` gives VAR with no overrides (the Makefile includes mk/*.mk)."""
     makefile = REPO / "Makefile"
-    if not makefile.exists():
-        makefile = REPO / "mk" / "kind.mk"
     env = {k: v for k, v in os.environ.items() if k not in (var, "MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
     out = subprocess.run(
         ["make", "--no-print-directory", "-s", "-f", str(makefile),

@@ -17,8 +17,7 @@ FLOW = ["kind-up", "image", "kind-load", "deploy", "smoke", "kind-down"]
 
 
 def makefile() -> Path:
-    main = REPO / "Makefile"
-    return main if main.exists() else REPO / "mk" / "kind.mk"
+    return REPO / "Makefile"
 
 
 def bare_path(tmp: Path) -> str:

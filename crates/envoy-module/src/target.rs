@@ -68,11 +68,13 @@ pub fn abi_version() -> &'static str {
 
 /// Callbacks that first appeared in an Envoy minor of the unified (1.37+) API and are still
 /// exported by 1.40.0, newest first: the first one present names the running Envoy's release.
+/// Checked against the exports of 1.37.0, 1.38.3, 1.39.3 and 1.40.0 (1.39 added callbacks too,
+/// `http_get_header_values` among them, so a 1.40 marker must be one 1.39.3 lacks).
 #[cfg(not(feature = "envoy-1-36"))]
 const FAMILY_MARKERS: &[(&str, &std::ffi::CStr)] = &[
     (
         "1.40",
-        c"envoy_dynamic_module_callback_http_get_header_values",
+        c"envoy_dynamic_module_callback_http_get_upstream_remote_address",
     ),
     (
         "1.38",
@@ -127,9 +129,16 @@ mod tests {
         assert_eq!(running_family(exports(&[])), "1.37");
         let v138 = &["envoy_dynamic_module_callback_http_filter_get_worker_index"];
         assert_eq!(running_family(exports(v138)), "1.38");
+        // 1.39 adds callbacks of its own but is still the 1.38 family.
+        let v139 = &[
+            "envoy_dynamic_module_callback_http_filter_get_worker_index",
+            "envoy_dynamic_module_callback_http_get_header_values",
+        ];
+        assert_eq!(running_family(exports(v139)), "1.38");
         let v140 = &[
             "envoy_dynamic_module_callback_http_filter_get_worker_index",
             "envoy_dynamic_module_callback_http_get_header_values",
+            "envoy_dynamic_module_callback_http_get_upstream_remote_address",
         ];
         assert_eq!(running_family(exports(v140)), "1.40");
     }
