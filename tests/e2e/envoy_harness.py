@@ -248,19 +248,24 @@ def start_envoy(
     expect_failure: bool = False,
     concurrency: int = 1,
     extra_args: list[str] | None = None,
+    listener_port: int | None = None,
 ) -> Envoy:
     """Start Envoy on free loopback ports and wait until it serves (or, when told so, until it exits).
 
-    The listener and admin ports of `config` are replaced with free ones. Envoy's whole log
-    (stdout and stderr) goes to one file, read with `Envoy.logs()`.
+    The listener and admin ports of `config` are replaced with free ones. A config whose listener
+    comes from LDS names its port in `listener_port` instead. Envoy's whole log (stdout and
+    stderr) goes to one file, read with `Envoy.logs()`.
     """
     config = copy.deepcopy(config)
     admin_port = free_port()
     config["admin"] = {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}}
-    port = free_port()
-    config["static_resources"]["listeners"][0]["address"] = {
-        "socket_address": {"address": "127.0.0.1", "port_value": port}
-    }
+    if listener_port is None:
+        port = free_port()
+        config["static_resources"]["listeners"][0]["address"] = {
+            "socket_address": {"address": "127.0.0.1", "port_value": port}
+        }
+    else:
+        port = listener_port
 
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="envoy-e2e-"))
     config_path = workdir / "envoy.yaml"

@@ -1,7 +1,8 @@
 """Hot reload: a route configuration update (RDS from a file, replaced by an atomic rename)
 swaps the per-route transformation for new requests, lets a request in flight finish with the
 old one, and frees the old config once nothing uses it. A bad update is refused and the
-previous routes keep serving.
+previous routes keep serving. The same for a listener update (LDS) that changes a listener-level
+filter config (`my-smart-header`).
 """
 
 import json
@@ -14,11 +15,16 @@ import time
 
 import yaml
 
-from envoy_harness import gateway_config, module_filter, per_route, start_envoy
+from envoy_harness import free_port, gateway_config, module_filter, per_route, request, start_envoy
 
 FILTER = "dynamic_modules/simple_mutations"
 ROUTE_CONFIG = "reloadable"
 LIVE = re.compile(r"per-route config (created|dropped): (\d+) created, (\d+) dropped, (\d+) live")
+FILTER_LIVE = re.compile(r"filter config (?:created|dropped): (\d+) created, (\d+) dropped, (\d+) live")
+LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
+# How long Envoy lets the connections of a replaced listener finish: longer than the request kept
+# in flight across the update, short enough for the test.
+DRAIN_SECONDS = 4
 
 
 def route_config(version: str, template: str | None = None) -> dict:
@@ -65,6 +71,13 @@ def live_counts(envoy) -> tuple[int, int]:
     assert matches, "no per-route config lifecycle line in the log"
     _, created, dropped, _ = matches[-1]
     return int(created), int(dropped)
+
+
+def live_filter_configs(envoy) -> int:
+    """Filter configs alive, from the module's last filter config lifecycle line."""
+    matches = FILTER_LIVE.findall(envoy.logs())
+    assert matches, "no filter config lifecycle line in the log"
+    return int(matches[-1][2])
 
 
 def wait_for(predicate, timeout=10.0):
@@ -159,3 +172,94 @@ def test_route_update_whose_config_panics_is_refused_and_envoy_keeps_serving(ups
     resp = envoy.request("GET", "/get")
     assert resp.status == 200
     assert resp.header("x-version") == "good"
+
+
+# --- LDS: a listener-level filter config replaced ------------------------------------------------
+
+def smart_header_listener(upstream_port: int, port: int, version: str, config: str | None = None) -> dict:
+    if config is None:
+        config = json.dumps({"response_headers": [{"name": "x-version", "value": version}]})
+    routes = [{"match": {"prefix": "/"}, "route": {"cluster": "httpbun", "timeout": "30s"}}]
+    listener = gateway_config(upstream_port, [module_filter("my-smart-header", config)], routes)[
+        "static_resources"]["listeners"][0]
+    listener["@type"] = LISTENER
+    listener["address"] = {"socket_address": {"address": "127.0.0.1", "port_value": port}}
+    return listener
+
+
+def start_lds_envoy(upstream, envoys, lds_path: pathlib.Path):
+    config = gateway_config(upstream.port, [], [])
+    del config["static_resources"]["listeners"]
+    config["dynamic_resources"] = {
+        "lds_config": {"resource_api_version": "V3", "path_config_source": {"path": str(lds_path)}}}
+    config["node"] = {"id": "e2e", "cluster": "e2e"}
+    port = int(yaml.safe_load(lds_path.read_text())["resources"][0]["address"]["socket_address"]["port_value"])
+    envoy = start_envoy(config, listener_port=port, extra_args=[
+        "--component-log-level", "dynamic_modules:debug", "--drain-time-s", str(DRAIN_SECONDS)])
+    envoys.append(envoy)
+    return envoy
+
+
+def new_connection_version(envoy) -> str | None:
+    """x-version on a request over a fresh connection (a replaced listener keeps its old ones)."""
+    return request(envoy.port, "GET", "/get").header("x-version")
+
+
+def test_listener_update_swaps_the_filter_config_and_frees_the_old_one(upstream, envoys):
+    lds_path = pathlib.Path(tempfile.mkdtemp(prefix="lds-")) / "listeners.yaml"
+    port = free_port()
+    publish(lds_path, smart_header_listener(upstream.port, port, "v1"))
+    envoy = start_lds_envoy(upstream, envoys, lds_path)
+    assert new_connection_version(envoy) == "v1"
+    live_v1 = live_filter_configs(envoy)
+    assert live_v1 >= 1
+
+    # A request in flight on the v1 listener: the upstream holds it for 2 s.
+    in_flight = {}
+
+    def slow():
+        in_flight["resp"] = envoy.request("GET", "/delay/2", timeout=20)
+
+    thread = threading.Thread(target=slow)
+    thread.start()
+    time.sleep(0.5)
+
+    publish(lds_path, smart_header_listener(upstream.port, port, "v2"))
+    assert wait_for(lambda: new_connection_version(envoy) == "v2"), "listener update not applied"
+    assert envoy.stats()["listener_manager.lds.update_success"] >= 2
+    # The v1 config is still held by the draining listener and the request in flight.
+    assert live_filter_configs(envoy) > live_v1
+
+    thread.join(20)
+    resp = in_flight["resp"]
+    assert resp.status == 200 and resp.body == b"OK"
+    # The request that started before the update finished with the filter config it started with.
+    assert resp.header("x-version") == "v1"
+    assert resp.header("x-custom-transformed") == "true"
+
+    # Once the old listener has drained, its filter config is dropped: nothing is leaked.
+    assert wait_for(lambda: live_filter_configs(envoy) == live_v1, timeout=DRAIN_SECONDS + 10), \
+        f"old filter config not freed: {live_filter_configs(envoy)} live, expected {live_v1}"
+    assert new_connection_version(envoy) == "v2"
+    assert envoy.alive()
+
+
+def test_bad_listener_update_is_refused_and_the_old_listener_keeps_serving(upstream, envoys):
+    lds_path = pathlib.Path(tempfile.mkdtemp(prefix="lds-")) / "listeners.yaml"
+    port = free_port()
+    publish(lds_path, smart_header_listener(upstream.port, port, "good"))
+    envoy = start_lds_envoy(upstream, envoys, lds_path)
+    assert new_connection_version(envoy) == "good"
+    live = live_filter_configs(envoy)
+    rejected = "listener_manager.lds.update_rejected"
+    before = envoy.stats().get(rejected, 0)
+
+    publish(lds_path, smart_header_listener(upstream.port, port, "bad", config='{"response_headers": 5}'))
+    assert wait_for(lambda: envoy.stats().get(rejected, 0) == before + 1), "bad listener update not rejected"
+    assert re.search(r"rust_module: filter 'my-smart-header' rejected its config: .*response_headers", envoy.logs())
+    resp = request(envoy.port, "GET", "/get")
+    assert resp.status == 200
+    assert resp.header("x-version") == "good"
+    # The refused update built nothing that lives on.
+    assert live_filter_configs(envoy) == live
+    assert envoy.alive()

@@ -6,13 +6,13 @@
 //! `transformations` and `acl` crates.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use envoy_module::{EnvoyFilterConfig, HttpFilterConfig, PerRouteConfig};
 use transformations::{Options, Transformation};
 
 mod envoy_message;
 mod http_acl;
+mod lifecycle;
 pub mod marker;
 mod per_route;
 mod test_filters;
@@ -89,7 +89,7 @@ fn new_filter_config(
     config: &[u8],
 ) -> Result<Box<dyn HttpFilterConfig>, String> {
     let kind = filter_kind(filter_name)?;
-    Ok(match kind {
+    let config: Box<dyn HttpFilterConfig> = match kind {
         FilterKind::SmartHeader | FilterKind::Transformation(_) => {
             let name = match kind {
                 FilterKind::Transformation(name) => name,
@@ -123,27 +123,8 @@ fn new_filter_config(
             }
             Box::new(panic_config)
         }
-    })
-}
-
-/// Per-route configs built and dropped in this process, logged at debug level on each change so
-/// a config reload can be checked for leaks (live = created - dropped).
-static ROUTE_CONFIGS_CREATED: AtomicUsize = AtomicUsize::new(0);
-static ROUTE_CONFIGS_DROPPED: AtomicUsize = AtomicUsize::new(0);
-
-fn log_route_configs(event: &str) {
-    let created = ROUTE_CONFIGS_CREATED.load(Ordering::Relaxed);
-    let dropped = ROUTE_CONFIGS_DROPPED.load(Ordering::Relaxed);
-    envoy_module::log_debug!(
-        "per-route config {event}: {created} created, {dropped} dropped, {} live",
-        created.saturating_sub(dropped)
-    );
-}
-
-/// Called when Envoy destroys a per-route config (the last route referring to it is gone).
-pub(crate) fn route_config_dropped() {
-    ROUTE_CONFIGS_DROPPED.fetch_add(1, Ordering::Relaxed);
-    log_route_configs("dropped");
+    };
+    Ok(Box::new(lifecycle::Counted::new(config)))
 }
 
 fn new_per_route_config(name: &str, config: &[u8]) -> Result<PerRouteConfig, String> {
@@ -161,7 +142,6 @@ fn new_per_route_config(name: &str, config: &[u8]) -> Result<PerRouteConfig, Str
             return Err("test-panic has no per-route config".into());
         }
     };
-    ROUTE_CONFIGS_CREATED.fetch_add(1, Ordering::Relaxed);
-    log_route_configs("created");
+    lifecycle::ROUTE_CONFIGS.created();
     Ok(Arc::new(route_config))
 }

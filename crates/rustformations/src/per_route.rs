@@ -14,7 +14,7 @@ pub enum RouteConfig {
 
 impl Drop for RouteConfig {
     fn drop(&mut self) {
-        crate::route_config_dropped();
+        crate::lifecycle::ROUTE_CONFIGS.dropped();
     }
 }
 
