@@ -230,6 +230,8 @@ class Scenario:
     load_headers: dict[str, str] = field(default_factory=dict)
     # The no-filter scenario doing the same request, for the "over baseline" figures.
     baseline: str = "1-baseline"
+    # Extra environment of the Envoy under test.
+    env: dict[str, str] = field(default_factory=dict)
     envoy: h.Envoy | None = None
 
     def probe(self) -> h.Response:
@@ -246,6 +248,11 @@ def scenarios() -> list[Scenario]:
     return [
         Scenario("1-baseline", "1 baseline (no filter)", [], [route()], expect_plain,
                  load_headers={"x-upstream": "direct"}),
+        # What any dynamic-module filter costs before it does anything: our filter with nothing to
+        # do (no transformation, marker off) still has Envoy create it and call its hooks.
+        Scenario("1b-module-floor", "1b module floor: rustformation `{}`, marker off",
+                 [h.module_filter("rustformation", "{}")], [route()], expect_plain,
+                 load_headers={"x-upstream": "direct"}, env={"RUSTFORMATION_MARKER_HEADER": "off"}),
         Scenario("2-native", "2 native header_mutation", [header_mutation_filter()], [route()], expect_smart,
                  load_headers=smart_load),
         Scenario("3-lua", "3 Lua headers", [lua_filter(LUA_SMART)], [route()], expect_smart,
@@ -294,7 +301,8 @@ def upstream_config() -> dict:
     return config
 
 
-def start(config: dict, cpu: str, wrapper: list[str] | None = None, ready_within: float = 60) -> h.Envoy:
+def start(config: dict, cpu: str, wrapper: list[str] | None = None, ready_within: float = 60,
+          env: dict[str, str] | None = None) -> h.Envoy:
     """Envoy on free loopback ports (as the e2e harness starts it), pinned and optionally wrapped."""
     config = copy.deepcopy(config)
     admin_port, port = h.free_port(), h.free_port()
@@ -307,7 +315,7 @@ def start(config: dict, cpu: str, wrapper: list[str] | None = None, ready_within
     log_path = workdir / "envoy.log"
     args = taskset(cpu) + (wrapper or []) + [
         h.ENVOY_BIN, "-c", str(config_path), "--concurrency", "1", "--disable-hot-restart", "--log-level", "warn"]
-    env = dict(os.environ, ENVOY_DYNAMIC_MODULES_SEARCH_PATH=module_dir())
+    env = dict(os.environ, ENVOY_DYNAMIC_MODULES_SEARCH_PATH=module_dir(), **(env or {}))
     with open(log_path, "wb") as log_file:
         # taskset and valgrind exec the target, so the pid is Envoy's own.
         proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=env)
@@ -362,7 +370,7 @@ def start_all(selected: list[Scenario]) -> h.Envoy:
     for s in selected:
         config = h.gateway_config(upstream.port, s.filters, s.routes)
         # Keep-alive towards the upstream; one worker means one upstream connection pool.
-        s.envoy = start(config, ENVOY_CPU)
+        s.envoy = start(config, ENVOY_CPU, env=s.env)
     return upstream
 
 
@@ -676,7 +684,7 @@ def cmd_callgrind(args):
             wrapper = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--separate-threads=yes",
                        f"--callgrind-out-file={out}", "--log-file=" + str(work / "valgrind.log")]
             config = h.gateway_config(upstream.port, s.filters, s.routes)
-            s.envoy = start(config, ENVOY_CPU, wrapper=wrapper, ready_within=300)
+            s.envoy = start(config, ENVOY_CPU, wrapper=wrapper, ready_within=300, env=s.env)
             try:
                 errors = s.check(s.probe())
                 if errors:

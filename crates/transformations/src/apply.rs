@@ -78,7 +78,10 @@ pub fn is_upgrade_or_connect<H: HeaderMap + ?Sized>(request_headers: &H) -> bool
 impl HeaderSnapshot {
     /// Copies the headers `needs` asks for (names lowercased, values lossily UTF-8).
     pub fn capture<H: HeaderMap + ?Sized>(headers: &H, needs: &HeaderNeeds) -> HeaderSnapshot {
-        let mut entries = Vec::new();
+        if needs.is_empty() {
+            return HeaderSnapshot::default();
+        }
+        let mut entries = Vec::with_capacity(needs.len());
         if needs.all() {
             headers.for_each(&mut |n, v| {
                 entries.push((
@@ -89,11 +92,20 @@ impl HeaderSnapshot {
         } else {
             for name in needs.names() {
                 if let Some(v) = headers.get(name) {
-                    entries.push((name.to_owned(), String::from_utf8_lossy(&v).into_owned()));
+                    entries.push((name.to_owned(), lossy_string(v)));
                 }
             }
         }
         HeaderSnapshot::from_entries(entries)
+    }
+}
+
+/// The value as UTF-8 (invalid sequences replaced), reusing an owned buffer when it is valid.
+fn lossy_string(value: Cow<'_, [u8]>) -> String {
+    match value {
+        Cow::Owned(bytes) => String::from_utf8(bytes)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+        Cow::Borrowed(bytes) => String::from_utf8_lossy(bytes).into_owned(),
     }
 }
 

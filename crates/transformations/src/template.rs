@@ -104,6 +104,11 @@ impl HeaderNeeds {
         !self.all && self.names.is_empty()
     }
 
+    /// How many names are needed (a capacity hint; 0 when [`all`](Self::all) is true).
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
     pub(crate) fn add(&mut self, name: &str) {
         if !self.all {
             self.names.insert(name.to_ascii_lowercase());
@@ -426,13 +431,27 @@ fn data(state: &State) -> Option<Arc<RenderData>> {
 
 /// Header values a render can see: lowercased names, lossy UTF-8 values, the last value of
 /// a repeated name wins. Cheap to clone.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct HeaderSnapshot {
     entries: Arc<Vec<(String, String)>>,
 }
 
+impl Default for HeaderSnapshot {
+    /// The empty snapshot, shared: a side that reads none of its own headers allocates nothing.
+    fn default() -> HeaderSnapshot {
+        static EMPTY: std::sync::LazyLock<Arc<Vec<(String, String)>>> =
+            std::sync::LazyLock::new(|| Arc::new(Vec::new()));
+        HeaderSnapshot {
+            entries: EMPTY.clone(),
+        }
+    }
+}
+
 impl HeaderSnapshot {
     pub(crate) fn from_entries(entries: Vec<(String, String)>) -> HeaderSnapshot {
+        if entries.is_empty() {
+            return HeaderSnapshot::default();
+        }
         HeaderSnapshot {
             entries: Arc::new(entries),
         }
@@ -545,7 +564,21 @@ pub(crate) struct RenderError {
 /// Per-render state shared by all values of one side.
 pub(crate) struct Scope {
     data: Arc<RenderData>,
-    ctx: Value,
+    vars: Option<Value>,
+    /// MiniJinja's context, built on the first template render: values made only of text and
+    /// command operators never need it, and it costs two allocations per side.
+    ctx: std::cell::OnceCell<Value>,
+}
+
+impl Scope {
+    fn ctx(&self) -> &Value {
+        self.ctx.get_or_init(|| {
+            Value::from_object(Root {
+                data: Value::from_dyn_object(self.data.clone()),
+                vars: self.vars.clone().unwrap_or_default(),
+            })
+        })
+    }
 }
 
 impl Engine {
@@ -558,12 +591,11 @@ impl Engine {
     }
 
     pub fn scope(&self, data: RenderData, json: Option<&Value>) -> Scope {
-        let data = Arc::new(data);
-        let ctx = Value::from_object(Root {
-            data: Value::from_dyn_object(data.clone()),
-            vars: json.cloned().unwrap_or_default(),
-        });
-        Scope { data, ctx }
+        Scope {
+            data: Arc::new(data),
+            vars: json.cloned(),
+            ctx: std::cell::OnceCell::new(),
+        }
     }
 
     /// Renders one value. Literals are borrowed, not rendered.
@@ -577,7 +609,15 @@ impl Engine {
             Compiled::Empty => return Ok(Cow::Borrowed("")),
             Compiled::Literal(s) => return Ok(Cow::Borrowed(s)),
             Compiled::Ops(segments) => {
-                let mut out = String::new();
+                // Room for the text and a typical value per operator: one allocation, no regrowth.
+                let text: usize = segments
+                    .iter()
+                    .map(|s| match s {
+                        Segment::Literal(l) => l.len(),
+                        Segment::Op(_) => 32,
+                    })
+                    .sum();
+                let mut out = String::with_capacity(text.min(cap));
                 for s in segments.iter() {
                     match s {
                         Segment::Literal(l) => out.push_str(l),
@@ -596,7 +636,7 @@ impl Engine {
                     cap,
                     overflow: false,
                 };
-                let result = tmpl.render_captured_to(&scope.ctx, &mut w).map(|_| ());
+                let result = tmpl.render_captured_to(scope.ctx(), &mut w).map(|_| ());
                 if w.overflow {
                     return Err(too_large(cap));
                 }
