@@ -80,6 +80,20 @@ def live_filter_configs(envoy) -> int:
     return int(matches[-1][2])
 
 
+def start_slow_request(envoy) -> tuple[threading.Thread, dict]:
+    """A request the upstream holds for 2 s, sent and under way when this returns; its response
+    lands in the dict under "resp" once the thread is joined."""
+    in_flight = {}
+
+    def slow():
+        in_flight["resp"] = envoy.request("GET", "/delay/2", timeout=20)
+
+    thread = threading.Thread(target=slow)
+    thread.start()
+    time.sleep(0.5)
+    return thread, in_flight
+
+
 def wait_for(predicate, timeout=10.0):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -99,14 +113,7 @@ def test_route_update_swaps_the_transformation_and_frees_the_old_one(upstream, e
     assert created_v1 - dropped_v1 == 2
 
     # A request in flight on v1: the upstream holds it for 2 s.
-    in_flight = {}
-
-    def slow():
-        in_flight["resp"] = envoy.request("GET", "/delay/2", timeout=20)
-
-    thread = threading.Thread(target=slow)
-    thread.start()
-    time.sleep(0.5)
+    thread, in_flight = start_slow_request(envoy)
 
     publish(rds_path, route_config("v2"))
     assert wait_for(lambda: envoy.request("GET", "/get").header("x-version") == "v2"), "update not applied"
@@ -205,24 +212,23 @@ def new_connection_version(envoy) -> str | None:
     return request(envoy.port, "GET", "/get").header("x-version")
 
 
-def test_listener_update_swaps_the_filter_config_and_frees_the_old_one(upstream, envoys):
+def lds_envoy_serving(upstream, envoys, version: str):
+    """An Envoy whose one listener (from an LDS file) runs `my-smart-header` setting x-version."""
     lds_path = pathlib.Path(tempfile.mkdtemp(prefix="lds-")) / "listeners.yaml"
     port = free_port()
-    publish(lds_path, smart_header_listener(upstream.port, port, "v1"))
+    publish(lds_path, smart_header_listener(upstream.port, port, version))
     envoy = start_lds_envoy(upstream, envoys, lds_path)
-    assert new_connection_version(envoy) == "v1"
+    assert new_connection_version(envoy) == version
+    return envoy, lds_path, port
+
+
+def test_listener_update_swaps_the_filter_config_and_frees_the_old_one(upstream, envoys):
+    envoy, lds_path, port = lds_envoy_serving(upstream, envoys, "v1")
     live_v1 = live_filter_configs(envoy)
     assert live_v1 >= 1
 
     # A request in flight on the v1 listener: the upstream holds it for 2 s.
-    in_flight = {}
-
-    def slow():
-        in_flight["resp"] = envoy.request("GET", "/delay/2", timeout=20)
-
-    thread = threading.Thread(target=slow)
-    thread.start()
-    time.sleep(0.5)
+    thread, in_flight = start_slow_request(envoy)
 
     publish(lds_path, smart_header_listener(upstream.port, port, "v2"))
     assert wait_for(lambda: new_connection_version(envoy) == "v2"), "listener update not applied"
@@ -245,11 +251,7 @@ def test_listener_update_swaps_the_filter_config_and_frees_the_old_one(upstream,
 
 
 def test_bad_listener_update_is_refused_and_the_old_listener_keeps_serving(upstream, envoys):
-    lds_path = pathlib.Path(tempfile.mkdtemp(prefix="lds-")) / "listeners.yaml"
-    port = free_port()
-    publish(lds_path, smart_header_listener(upstream.port, port, "good"))
-    envoy = start_lds_envoy(upstream, envoys, lds_path)
-    assert new_connection_version(envoy) == "good"
+    envoy, lds_path, port = lds_envoy_serving(upstream, envoys, "good")
     live = live_filter_configs(envoy)
     rejected = "listener_manager.lds.update_rejected"
     before = envoy.stats().get(rejected, 0)
