@@ -12,7 +12,7 @@ use crate::error::{ApplyError, Error, ErrorKind, Warning, WarningKind};
 use crate::operators::format_start_time;
 use crate::template::{
     Compiled, Compiler, Engine, HeaderNeeds, HeaderSnapshot, Options, RenderData, Usage,
-    parse_json_body,
+    lossy_string, parse_json_body,
 };
 
 /// A header map. Names are matched case-insensitively.
@@ -78,9 +78,6 @@ pub fn is_upgrade_or_connect<H: HeaderMap + ?Sized>(request_headers: &H) -> bool
 impl HeaderSnapshot {
     /// Copies the headers `needs` asks for (names lowercased, values lossily UTF-8).
     pub fn capture<H: HeaderMap + ?Sized>(headers: &H, needs: &HeaderNeeds) -> HeaderSnapshot {
-        if needs.is_empty() {
-            return HeaderSnapshot::default();
-        }
         let mut entries = Vec::with_capacity(needs.len());
         if needs.all() {
             headers.for_each(&mut |n, v| {
@@ -97,15 +94,6 @@ impl HeaderSnapshot {
             }
         }
         HeaderSnapshot::from_entries(entries)
-    }
-}
-
-/// The value as UTF-8 (invalid sequences replaced), reusing an owned buffer when it is valid.
-fn lossy_string(value: Cow<'_, [u8]>) -> String {
-    match value {
-        Cow::Owned(bytes) => String::from_utf8(bytes)
-            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
-        Cow::Borrowed(bytes) => String::from_utf8_lossy(bytes).into_owned(),
     }
 }
 

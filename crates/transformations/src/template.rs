@@ -182,7 +182,12 @@ impl Usage {
 pub(crate) enum Compiled {
     Empty,
     Literal(Box<str>),
-    Ops(Box<[Segment]>),
+    /// Text and command operators; `capacity` sizes the output buffer (the text plus a typical
+    /// value per operator), so a render allocates once.
+    Ops {
+        segments: Box<[Segment]>,
+        capacity: usize,
+    },
     Template {
         /// Name in the environment (the field path).
         name: Box<str>,
@@ -193,6 +198,33 @@ pub(crate) enum Compiled {
 }
 
 impl Compiled {
+    fn ops(mut segments: Vec<Segment>, usage: &mut Usage) -> Compiled {
+        for s in &segments {
+            if let Segment::Op(op) = s {
+                usage.record_op(op);
+            }
+        }
+        // Jinja drops one trailing newline; a value behaves the same whichever form it has.
+        if let Some(Segment::Literal(last)) = segments.last_mut() {
+            let kept = strip_trailing_newline(last).len();
+            last.truncate(kept);
+            if last.is_empty() {
+                segments.pop();
+            }
+        }
+        let capacity = segments
+            .iter()
+            .map(|s| match s {
+                Segment::Literal(l) => l.len(),
+                Segment::Op(_) => 32,
+            })
+            .sum();
+        Compiled::Ops {
+            segments: segments.into(),
+            capacity,
+        }
+    }
+
     pub fn literal(&self) -> Option<&str> {
         match self {
             Compiled::Literal(s) => Some(s),
@@ -248,7 +280,7 @@ impl Compiler {
         let regions = split_regions(value);
         let op_err = |msg: String| Error::new(ErrorKind::Operator, msg).at(field);
         if !regions.iter().any(|r| matches!(r, Region::Jinja { .. })) {
-            let mut segments = operators::parse(value).map_err(op_err)?;
+            let segments = operators::parse(value).map_err(op_err)?;
             if !segments.iter().any(|s| matches!(s, Segment::Op(_))) {
                 let text: String = segments
                     .into_iter()
@@ -259,39 +291,13 @@ impl Compiler {
                     .collect();
                 return Ok(Compiled::Literal(strip_trailing_newline(&text).into()));
             }
-            for s in &segments {
-                if let Segment::Op(op) = s {
-                    usage.record_op(op);
-                }
-            }
-            // Jinja drops one trailing newline; a value behaves the same whichever form it has.
-            if let Some(Segment::Literal(last)) = segments.last_mut() {
-                let kept = strip_trailing_newline(last).len();
-                last.truncate(kept);
-                if last.is_empty() {
-                    segments.pop();
-                }
-            }
-            return Ok(Compiled::Ops(segments.into()));
+            return Ok(Compiled::ops(segments, usage));
         }
 
         if let Some(response_phase) = self.lower_header_calls
             && let Some(segments) = lower_header_calls(&regions, response_phase)
         {
-            let mut segments = segments.map_err(op_err)?;
-            for s in &segments {
-                if let Segment::Op(op) = s {
-                    usage.record_op(op);
-                }
-            }
-            if let Some(Segment::Literal(last)) = segments.last_mut() {
-                let kept = strip_trailing_newline(last).len();
-                last.truncate(kept);
-                if last.is_empty() {
-                    segments.pop();
-                }
-            }
-            return Ok(Compiled::Ops(segments.into()));
+            return Ok(Compiled::ops(segments.map_err(op_err)?, usage));
         }
 
         let mut source = String::with_capacity(value.len() + 16);
@@ -608,16 +614,8 @@ impl Engine {
         let out = match value {
             Compiled::Empty => return Ok(Cow::Borrowed("")),
             Compiled::Literal(s) => return Ok(Cow::Borrowed(s)),
-            Compiled::Ops(segments) => {
-                // Room for the text and a typical value per operator: one allocation, no regrowth.
-                let text: usize = segments
-                    .iter()
-                    .map(|s| match s {
-                        Segment::Literal(l) => l.len(),
-                        Segment::Op(_) => 32,
-                    })
-                    .sum();
-                let mut out = String::with_capacity(text.min(cap));
+            Compiled::Ops { segments, capacity } => {
+                let mut out = String::with_capacity((*capacity).min(cap));
                 for s in segments.iter() {
                     match s {
                         Segment::Literal(l) => out.push_str(l),
@@ -641,11 +639,19 @@ impl Engine {
                     return Err(too_large(cap));
                 }
                 result.map_err(render_error)?;
-                String::from_utf8(w.buf)
-                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+                lossy_string(Cow::Owned(w.buf))
             }
         };
         Ok(Cow::Owned(out))
+    }
+}
+
+/// The value as UTF-8 (invalid sequences replaced), reusing an owned buffer when it is valid.
+pub(crate) fn lossy_string(value: Cow<'_, [u8]>) -> String {
+    match value {
+        Cow::Owned(bytes) => String::from_utf8(bytes)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+        Cow::Borrowed(bytes) => String::from_utf8_lossy(bytes).into_owned(),
     }
 }
 
