@@ -128,12 +128,14 @@ pub struct Side {
 
 impl Side {
     /// False when there is nothing to do: the side passes through untouched, unbuffered.
+    /// `parseAs: AsJson` alone is work: a body that is not JSON is answered with a 400.
     pub fn has_work(&self) -> bool {
         !self.set.is_empty()
             || !self.add.is_empty()
             || !self.remove.is_empty()
             || !self.metadata.is_empty()
             || self.body.is_some()
+            || self.parse_as == ParseAs::AsJson
     }
 
     /// Whether the glue should buffer this side's body (unless the stream is an upgrade or
@@ -147,18 +149,6 @@ impl Side {
 
     pub fn parse_as(&self) -> ParseAs {
         self.parse_as
-    }
-
-    /// Values rendered in this application, with their field paths.
-    fn rendered_values(&self, body_active: bool) -> impl Iterator<Item = (&str, &Compiled)> {
-        let body = self
-            .body
-            .iter()
-            .filter(move |_| body_active)
-            .map(|(c, f)| (f.as_str(), c));
-        body.chain(self.set.iter().map(|o| (o.field.as_str(), &o.value)))
-            .chain(self.add.iter().map(|o| (o.field.as_str(), &o.value)))
-            .chain(self.metadata.iter().map(|o| (o.field.as_str(), &o.value)))
     }
 }
 
@@ -309,15 +299,22 @@ impl Transformation {
                 body_value = Value::from(String::from_utf8_lossy(&body).into_owned());
             }
         }
-        if json.is_none()
-            && let Some((field, c)) = side
-                .rendered_values(body_active)
-                .find(|(_, c)| !c.undeclared().is_empty())
-        {
-            return Err(ApplyError::UndeclaredJsonVariables {
-                field: field.to_owned(),
-                names: c.undeclared().to_vec(),
-            });
+        // A value that reads JSON variables without a parsed JSON body is answered with a 400
+        // when its turn comes, as kgateway does: what earlier entries did stays done (only
+        // dynamic metadata outlives the reply). The body template comes first and is checked
+        // before anything changes (kgateway would empty the body and go on).
+        let undeclared = |field: &str, value: &Compiled| {
+            if json.is_none() && !value.undeclared().is_empty() {
+                Err(ApplyError::UndeclaredJsonVariables {
+                    field: field.to_owned(),
+                    names: value.undeclared().to_vec(),
+                })
+            } else {
+                Ok(())
+            }
+        };
+        if body_active && let Some((value, field)) = &side.body {
+            undeclared(field, value)?;
         }
 
         let u = &side.usage;
@@ -373,6 +370,7 @@ impl Transformation {
         }
 
         for op in &side.set {
+            undeclared(&op.field, &op.value)?;
             match self
                 .engine
                 .render(&op.value, &scope, limits.max_header_value_bytes)
@@ -395,6 +393,7 @@ impl Transformation {
             }
         }
         for op in &side.add {
+            undeclared(&op.field, &op.value)?;
             match self
                 .engine
                 .render(&op.value, &scope, limits.max_header_value_bytes)
@@ -416,6 +415,7 @@ impl Transformation {
             msg.remove(name);
         }
         for op in &side.metadata {
+            undeclared(&op.field, &op.value)?;
             match self
                 .engine
                 .render(&op.value, &scope, limits.max_header_value_bytes)
@@ -510,6 +510,11 @@ fn compile_side(
         }
         let field = format!("{side_name}.dynamicMetadata[{i}].value.stringValue");
         let value = compiler.compile(&md.value.string_value, &field, &mut usage)?;
+        // The last entry for a namespace and key replaces the earlier ones, which never run:
+        // it alone decides, even when it renders empty or fails (as kgateway, which keeps its
+        // entries by namespace and key).
+        side.metadata
+            .retain(|op| op.namespace != md.namespace || op.key != md.key);
         side.metadata.push(MetadataOp {
             namespace: md.namespace.clone(),
             key: md.key.clone(),

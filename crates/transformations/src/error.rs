@@ -13,8 +13,6 @@ pub enum ErrorKind {
     InvalidValue,
     /// A template does not compile.
     Template,
-    /// A template calls a function that does not exist.
-    UnknownFunction,
     /// An Envoy command operator (`%...%`) is unknown or malformed.
     Operator,
 }
@@ -26,7 +24,6 @@ impl ErrorKind {
             ErrorKind::InvalidJson => "invalid json",
             ErrorKind::InvalidValue => "invalid value",
             ErrorKind::Template => "invalid template",
-            ErrorKind::UnknownFunction => "unknown function",
             ErrorKind::Operator => "invalid command operator",
         }
     }

@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 
 use minijinja::value::{Object, Value};
@@ -351,14 +352,9 @@ impl Compiler {
             .collect();
         undeclared.sort();
 
-        let calls = analyse_calls(&tokens, usage);
-        if let Some(f) = calls.iter().find(|c| undeclared.contains(c)) {
-            return Err(Error::new(
-                ErrorKind::UnknownFunction,
-                format!("unknown function {f}()"),
-            )
-            .at(field));
-        }
+        // An unknown function is an undeclared name like a JSON variable: kgateway loads such a
+        // template and answers its requests as it does for a missing JSON variable.
+        analyse_calls(&tokens, usage);
         Ok(Compiled::Template {
             name: field.into(),
             undeclared: undeclared.into(),
@@ -634,7 +630,16 @@ impl Engine {
                     cap,
                     overflow: false,
                 };
-                let result = tmpl.render_captured_to(scope.ctx(), &mut w).map(|_| ());
+                // MiniJinja 2.12 panics on a few inputs (ordering a 128-bit integer against a
+                // float, say). The render touches nothing shared, so such a panic is one
+                // failed value, not a failed request.
+                let result = panic::catch_unwind(AssertUnwindSafe(|| {
+                    tmpl.render_to_write(scope.ctx(), &mut w).map(|_| ())
+                }))
+                .map_err(|_| RenderError {
+                    kind: WarningKind::Render,
+                    message: "the template engine panicked while rendering this value".to_owned(),
+                })?;
                 if w.overflow {
                     return Err(too_large(cap));
                 }

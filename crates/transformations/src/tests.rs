@@ -449,8 +449,77 @@ fn needs_body_and_has_work() {
     assert!(t.response().needs_body() && !t.request().has_work());
     let t = compile(r#"{"request":{"body":{"parseAs":"AsJson"}}}"#);
     assert!(
+        t.request().has_work() && t.request().needs_body(),
+        "AsJson alone still parses the body (kgateway answers a non-JSON body with a 400)"
+    );
+    let t = compile(r#"{"request":{"body":{}}}"#);
+    assert!(
         !t.request().has_work(),
-        "no body value and nothing else: pass through"
+        "AsString and no value: pass through"
+    );
+}
+
+#[test]
+fn as_json_alone_answers_a_body_that_is_not_json() {
+    let t = compile(r#"{"response":{"body":{"parseAs":"AsJson"}}}"#);
+    let snapshot = HeaderSnapshot::default();
+    let mut info = MemoryStreamInfo::default();
+    let mut msg = MemoryMessage::new(&[(":status", "200")], "{x");
+    let err = t
+        .apply_response(&mut msg, &snapshot, BodyMode::Buffered, &mut info)
+        .unwrap_err();
+    assert_eq!(
+        err.details(),
+        "json parsing error in transformation template"
+    );
+    let mut msg = MemoryMessage::new(&[(":status", "200")], r#"{"a": 1}"#);
+    t.apply_response(&mut msg, &snapshot, BodyMode::Buffered, &mut info)
+        .unwrap();
+    assert_eq!(msg.body_str(), r#"{"a": 1}"#, "valid JSON passes untouched");
+}
+
+#[test]
+fn unknown_function_loads_and_answers_like_a_missing_variable() {
+    let policy = r#"{"request":{"add":[{"name":"a","value":"{{ no_such_fn('x') }}"}]}}"#;
+    let t = compile(policy);
+    let mut info = MemoryStreamInfo::default();
+    let mut msg = MemoryMessage::new(&[], "");
+    let err = t
+        .apply_request(&mut msg, BodyMode::Buffered, &mut info)
+        .unwrap_err();
+    assert_eq!(err.status(), 400);
+    assert_eq!(
+        err.details(),
+        "undeclared json variables in transformation template"
+    );
+    // With a parsed JSON body the call fails at render time: the header is skipped.
+    let policy = r#"{"request":{"body":{"parseAs":"AsJson"},
+        "set":[{"name":"a","value":"{{ no_such_fn('x') }}"},{"name":"b","value":"{{ k }}"}]}}"#;
+    let (msg, warnings) = request(policy, &[], r#"{"k": "v"}"#);
+    assert_eq!(msg.header("a"), None);
+    assert_eq!(msg.header("b").as_deref(), Some("v"));
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+}
+
+#[test]
+fn a_missing_variable_stops_the_side_where_it_stands() {
+    // Entries before the failing one have run (their dynamic metadata outlives the 400), as in
+    // kgateway; nothing after it runs.
+    let t = compile(
+        r#"{"request":{"set":[{"name":"a","value":"1"}],"dynamicMetadata":[
+            {"namespace":"ns","key":"k1","value":{"stringValue":"one"}},
+            {"namespace":"ns","key":"k2","value":{"stringValue":"{{ nope }}"}},
+            {"namespace":"ns","key":"k3","value":{"stringValue":"three"}}]}}"#,
+    );
+    let mut info = MemoryStreamInfo::default();
+    let mut msg = MemoryMessage::new(&[], "");
+    let err = t
+        .apply_request(&mut msg, BodyMode::Buffered, &mut info)
+        .unwrap_err();
+    assert_eq!(err.status(), 400);
+    assert_eq!(
+        info.dynamic_metadata,
+        vec![("ns".to_owned(), "k1".to_owned(), "one".to_owned())]
     );
 }
 
@@ -638,10 +707,6 @@ fn config_errors_name_the_field() {
     assert_eq!(e.kind(), ErrorKind::Template);
     assert_eq!(e.location(), Some("response.set[1].value"));
     assert!(e.to_string().contains("response.set[1].value"), "{e}");
-
-    let e = compile_err(r#"{"request":{"add":[{"name":"a","value":"{{ no_such_fn('x') }}"}]}}"#);
-    assert_eq!(e.kind(), ErrorKind::UnknownFunction);
-    assert_eq!(e.location(), Some("request.add[0].value"));
 
     let e = compile_err(r#"{"request":{"body":{"value":"%REQ(x"}}}"#);
     assert_eq!(e.kind(), ErrorKind::Operator);
@@ -905,4 +970,44 @@ fn truncation_length_at_usize_max_keeps_the_whole_value() {
     )
     .unwrap();
     assert_eq!(request.header("x-a").as_deref(), Some("pvalue"));
+}
+
+#[test]
+fn the_last_metadata_entry_for_a_key_decides_even_when_empty() {
+    // The replaced entries never run: not even their missing variable answers a 400.
+    let t = compile(
+        r#"{"request":{"dynamicMetadata":[
+            {"namespace":"ns","key":"a","value":{"stringValue":"{{ never_read }}"}},
+            {"namespace":"ns","key":"b","value":{"stringValue":"kept"}},
+            {"namespace":"ns","key":"a","value":{"stringValue":"{{ 'x'|no_such_filter }}"}},
+            {"namespace":"other","key":"a","value":{"stringValue":"1"}},
+            {"namespace":"ns","key":"c","value":{"stringValue":"c1"}},
+            {"namespace":"ns","key":"c","value":{"stringValue":"c2"}}]}}"#,
+    );
+    let mut info = MemoryStreamInfo::default();
+    let mut msg = MemoryMessage::new(&[], "");
+    t.apply_request(&mut msg, BodyMode::Buffered, &mut info)
+        .unwrap();
+    let set: Vec<_> = info
+        .dynamic_metadata
+        .iter()
+        .map(|(ns, k, v)| format!("{ns}/{k}={v}"))
+        .collect();
+    assert_eq!(set, ["ns/b=kept", "other/a=1", "ns/c=c2"]);
+}
+
+#[test]
+fn a_panic_of_the_template_engine_fails_one_value() {
+    // MiniJinja 2.12 panics when it orders a number beyond i64 against a float.
+    let (msg, warnings) = request(
+        r#"{"request":{"body":{"parseAs":"AsJson"},"set":[
+            {"name":"a","value":"{{ big < 1.5 }}"},{"name":"b","value":"still here"}]}}"#,
+        &[],
+        r#"{"big": 12345678901234567890}"#,
+    );
+    assert_eq!(msg.header("a"), None);
+    assert_eq!(msg.header("b").as_deref(), Some("still here"));
+    assert_eq!(warnings.len(), 1);
+    assert_eq!(warnings[0].kind, WarningKind::Render);
+    assert!(warnings[0].message.contains("panicked"), "{warnings:?}");
 }
