@@ -468,9 +468,16 @@ fn compile_side(
         (&config.add, "add", &mut side.add),
     ] {
         for (i, nv) in list.iter().enumerate() {
-            let name = header_name(&nv.name).map_err(|m| {
-                Error::new(ErrorKind::InvalidValue, m).at(format!("{side_name}.{kind}[{i}].name"))
-            })?;
+            let Some(name) = header_name(&nv.name) else {
+                // kgateway loads it and Envoy then answers 503 or writes a malformed header
+                // line; we load it too (refusing would freeze the whole route update) but never
+                // send it.
+                warnings.push(format!(
+                    "{side_name}.{kind}[{i}] ignored: {:?} is not a valid header name",
+                    nv.name
+                ));
+                continue;
+            };
             let field = format!("{side_name}.{kind}[{i}].value");
             let value = compiler.compile(&nv.value, &field, &mut usage)?;
             if value.literal().is_some_and(is_invalid_header_value) {
@@ -483,12 +490,12 @@ fn compile_side(
             out.push(HeaderOp { name, value, field });
         }
     }
-    for (i, name) in config.remove.iter().enumerate() {
-        let name = header_name(name).map_err(|m| {
-            Error::new(ErrorKind::InvalidValue, m).at(format!("{side_name}.remove[{i}]"))
-        })?;
-        side.remove.push(name);
-    }
+    // No header can carry an invalid name, so removing one is harmless: kept as given.
+    side.remove = config
+        .remove
+        .iter()
+        .map(|name| name.to_ascii_lowercase())
+        .collect();
     for (i, md) in config.dynamic_metadata.iter().enumerate() {
         let mut missing = Vec::new();
         for (what, v) in [
@@ -536,13 +543,10 @@ fn compile_side(
     Ok(side)
 }
 
-/// Lowercases and checks a header name: an RFC 9110 token, optionally after one `:`
-/// (pseudo-headers such as `:status` and `:path` are allowed).
-fn header_name(name: &str) -> Result<String, String> {
+/// The name lowercased when it is an RFC 9110 token, optionally after one `:` (pseudo-headers
+/// such as `:status` and `:path` are allowed).
+fn header_name(name: &str) -> Option<String> {
     let rest = name.strip_prefix(':').unwrap_or(name);
     let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-    if rest.is_empty() || !rest.bytes().all(token) {
-        return Err(format!("invalid header name {name:?}"));
-    }
-    Ok(name.to_ascii_lowercase())
+    (!rest.is_empty() && rest.bytes().all(token)).then(|| name.to_ascii_lowercase())
 }

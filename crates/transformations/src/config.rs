@@ -1,6 +1,11 @@
 //! The transformation JSON (kgateway TrafficPolicy `spec.transformation`), as received.
 //!
-//! Unknown fields are ignored, `null` reads as "absent", `parseAs` defaults to `AsString`.
+//! The shape and what may be `null` or missing are kgateway v2.3's, measured by loading the same
+//! configs into its module (`tests/diff`): unknown fields are ignored; `request`, `response`,
+//! `body` and `stringValue` may be `null`; the lists, `value`, `parseAs` and the dynamic-metadata
+//! entries' `namespace`, `key` and `value` may be missing but not `null` (the three of a metadata
+//! entry may not be missing either); `parseAs` defaults to `AsString`. A JSON array is read the
+//! way serde reads a struct from one, by position (`[]`, `[request]`, `[request, response]`).
 
 use serde::{Deserialize, Deserializer};
 
@@ -18,15 +23,15 @@ pub struct TransformationConfig {
 /// What to do to one side (request or response).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct SideConfig {
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default)]
     pub set: Vec<NameValue>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default)]
     pub add: Vec<NameValue>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default)]
     pub remove: Vec<String>,
     #[serde(default, deserialize_with = "nullable")]
     pub body: Option<BodyConfig>,
-    #[serde(default, rename = "dynamicMetadata", deserialize_with = "nullable")]
+    #[serde(default, rename = "dynamicMetadata")]
     pub dynamic_metadata: Vec<DynamicMetadataConfig>,
 }
 
@@ -34,15 +39,15 @@ pub struct SideConfig {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct NameValue {
     pub name: String,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default)]
     pub value: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct BodyConfig {
-    #[serde(default, rename = "parseAs", deserialize_with = "nullable")]
+    #[serde(default, rename = "parseAs")]
     pub parse_as: ParseAs,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default)]
     pub value: String,
 }
 
@@ -60,11 +65,8 @@ pub enum ParseAs {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct DynamicMetadataConfig {
-    #[serde(default, deserialize_with = "nullable")]
     pub namespace: String,
-    #[serde(default, deserialize_with = "nullable")]
     pub key: String,
-    #[serde(default, deserialize_with = "nullable")]
     pub value: MetadataValue,
 }
 
@@ -102,10 +104,6 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result
             ),
         )
     })?;
-    // serde would also read a struct from a JSON array; a config is always an object.
-    if !text.trim_start().starts_with('{') {
-        return Err(Error::new(ErrorKind::InvalidJson, "expected a JSON object"));
-    }
     let mut de = serde_json::Deserializer::from_str(text);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -152,11 +150,71 @@ mod tests {
             TransformationConfig::default()
         );
         let cfg = TransformationConfig::from_json(
-            br#"{"request":{"set":null,"body":null},"response":null}"#,
+            br#"{"request":{"body":null,"dynamicMetadata":[{"namespace":"n","key":"k","value":{"stringValue":null}}]},"response":null}"#,
         )
         .unwrap();
-        assert!(cfg.request.unwrap().set.is_empty());
+        let request = cfg.request.unwrap();
+        assert!(request.body.is_none());
+        assert_eq!(request.dynamic_metadata[0].value.string_value, "");
         assert!(cfg.response.is_none());
+    }
+
+    #[test]
+    fn nulls_and_missing_fields_kgateway_refuses() {
+        for (config, path) in [
+            (r#"{"request":{"set":null}}"#, "request.set"),
+            (r#"{"request":{"remove":null}}"#, "request.remove"),
+            (
+                r#"{"response":{"dynamicMetadata":null}}"#,
+                "response.dynamicMetadata",
+            ),
+            (
+                r#"{"request":{"add":[{"name":"x","value":null}]}}"#,
+                "request.add[0].value",
+            ),
+            (
+                r#"{"request":{"body":{"parseAs":null}}}"#,
+                "request.body.parseAs",
+            ),
+            (
+                r#"{"request":{"body":{"value":null}}}"#,
+                "request.body.value",
+            ),
+            (
+                r#"{"request":{"dynamicMetadata":[{"key":"k","value":{}}]}}"#,
+                "request.dynamicMetadata[0]",
+            ),
+            (
+                r#"{"request":{"dynamicMetadata":[{"namespace":"n","key":"k"}]}}"#,
+                "request.dynamicMetadata[0]",
+            ),
+            (
+                r#"{"request":{"dynamicMetadata":[{"namespace":"n","key":null,"value":{}}]}}"#,
+                "request.dynamicMetadata[0].key",
+            ),
+        ] {
+            let err = TransformationConfig::from_json(config.as_bytes()).unwrap_err();
+            assert_eq!(err.location(), Some(path), "{config}: {err}");
+        }
+    }
+
+    #[test]
+    fn an_array_reads_by_position() {
+        for empty in ["[]", "[null]"] {
+            assert_eq!(
+                TransformationConfig::from_json(empty.as_bytes()).unwrap(),
+                TransformationConfig::default(),
+                "{empty}"
+            );
+        }
+        let cfg = TransformationConfig::from_json(b"[{}, {}]").unwrap();
+        assert_eq!(cfg.request, Some(SideConfig::default()));
+        assert_eq!(cfg.response, Some(SideConfig::default()));
+        let cfg = TransformationConfig::from_json(br#"[null, {"set":[{"name":"x","value":"1"}]}]"#)
+            .unwrap();
+        assert!(cfg.request.is_none());
+        assert_eq!(cfg.response.unwrap().set[0].name, "x");
+        assert!(TransformationConfig::from_json(b"[{}, {}, {}]").is_err());
     }
 
     #[test]
@@ -198,6 +256,7 @@ mod tests {
         // A broken key has no field path to name.
         let err = TransformationConfig::from_json(b"{oops").unwrap_err();
         assert_eq!((err.kind(), err.location()), (ErrorKind::InvalidJson, None));
-        assert!(TransformationConfig::from_json(b"[]").is_err());
+        assert!(TransformationConfig::from_json(b"null").is_err());
+        assert!(TransformationConfig::from_json(b"\"str\"").is_err());
     }
 }

@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use crate::apply::Transformation;
 use crate::config::{NameValue, SideConfig, TransformationConfig, parse_json};
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::template::Options;
 
 /// Default response headers, in order.
@@ -37,6 +37,11 @@ impl SmartHeaderConfig {
     pub fn from_json(bytes: &[u8]) -> Result<SmartHeaderConfig, Error> {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(SmartHeaderConfig::default());
+        }
+        // serde would also read a struct from an array, by position; this config is ours and
+        // always an object.
+        if bytes.trim_ascii_start().first() != Some(&b'{') {
+            return Err(Error::new(ErrorKind::InvalidJson, "expected a JSON object"));
         }
         parse_json(bytes)
     }

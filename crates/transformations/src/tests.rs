@@ -723,12 +723,6 @@ fn config_errors_name_the_field() {
         Some("request.dynamicMetadata[0].value.stringValue")
     );
 
-    let e = compile_err(r#"{"request":{"set":[{"name":"bad name","value":"x"}]}}"#);
-    assert_eq!(e.kind(), ErrorKind::InvalidValue);
-    assert_eq!(e.location(), Some("request.set[0].name"));
-    let e = compile_err(r#"{"request":{"remove":[""]}}"#);
-    assert_eq!(e.location(), Some("request.remove[0]"));
-
     let e = compile_err(r#"{"request":{"set":[{"name":"a","value":"x\r\ny: z"}]}}"#);
     assert_eq!(e.kind(), ErrorKind::InvalidValue);
 
@@ -1010,4 +1004,28 @@ fn a_panic_of_the_template_engine_fails_one_value() {
     assert_eq!(warnings.len(), 1);
     assert_eq!(warnings[0].kind, WarningKind::Render);
     assert!(warnings[0].message.contains("panicked"), "{warnings:?}");
+}
+
+#[test]
+fn an_invalid_header_name_loads_but_is_never_sent() {
+    let t = compile(
+        r#"{"request":{"set":[{"name":"bad name","value":"x"},{"name":"X-Good","value":"1"}],
+            "add":[{"name":"","value":"y"},{"name":"x:y","value":"z"},{"name":":path","value":"/p"}],
+            "remove":["", "a b"]}}"#,
+    );
+    assert_eq!(
+        t.warnings(),
+        [
+            r#"request.set[0] ignored: "bad name" is not a valid header name"#,
+            r#"request.add[0] ignored: "" is not a valid header name"#,
+            r#"request.add[1] ignored: "x:y" is not a valid header name"#,
+        ]
+    );
+    let mut info = MemoryStreamInfo::default();
+    let mut msg = MemoryMessage::new(&[(":path", "/")], "");
+    t.apply_request(&mut msg, BodyMode::Buffered, &mut info)
+        .unwrap();
+    assert_eq!(msg.header("x-good").as_deref(), Some("1"));
+    assert_eq!(msg.values(":path"), ["/", "/p"]);
+    assert_eq!(msg.values("bad name"), Vec::<String>::new());
 }
