@@ -78,8 +78,10 @@ def request(
         body = body.encode()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        conn.putrequest(method, path, skip_accept_encoding=True)
-        items = headers.items() if isinstance(headers, dict) else (headers or [])
+        items = list(headers.items() if isinstance(headers, dict) else (headers or []))
+        # A caller that names the Host header gets exactly that one.
+        skip_host = any(k.lower() == "host" for k, _ in items)
+        conn.putrequest(method, path, skip_host=skip_host, skip_accept_encoding=True)
         for k, v in items:
             conn.putheader(k, v)
         if body is not None:
@@ -249,12 +251,14 @@ def start_envoy(
     concurrency: int = 1,
     extra_args: list[str] | None = None,
     listener_port: int | None = None,
+    module_dir: str | None = None,
 ) -> Envoy:
     """Start Envoy on free loopback ports and wait until it serves (or, when told so, until it exits).
 
     The listener and admin ports of `config` are replaced with free ones. A config whose listener
     comes from LDS names its port in `listener_port` instead. Envoy's whole log (stdout and
-    stderr) goes to one file, read with `Envoy.logs()`.
+    stderr) goes to one file, read with `Envoy.logs()`. `module_dir` is where Envoy looks for
+    `librust_module.so` (default: the module under test).
     """
     config = copy.deepcopy(config)
     admin_port = free_port()
@@ -271,7 +275,8 @@ def start_envoy(
     config_path = workdir / "envoy.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     log_path = workdir / "envoy.log"
-    proc_env = dict(os.environ, ENVOY_DYNAMIC_MODULES_SEARCH_PATH=MODULE_DIR, **(env or {}))
+    proc_env = dict(os.environ, **(env or {}))
+    proc_env["ENVOY_DYNAMIC_MODULES_SEARCH_PATH"] = module_dir or MODULE_DIR
     args = [
         ENVOY_BIN, "-c", str(config_path), "--concurrency", str(concurrency),
         "--disable-hot-restart", "--log-level", "info",
