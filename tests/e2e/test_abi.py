@@ -111,7 +111,7 @@ def test_every_http_filter_hook_envoy_looks_up_is_exported_by_the_module(module_
     assert set(module_abi["exported_hooks"]) <= exported
 
 
-def test_the_module_detects_this_envoy_and_returns_its_string(upstream, envoys, envoy_abi):
+def test_the_module_detects_this_envoy_and_returns_its_string(upstream, envoys, envoy_abi, record_property):
     envoy = start_envoy(lab_config(upstream.port))
     envoys.append(envoy)
     logs = envoy.logs()
@@ -119,6 +119,7 @@ def test_the_module_detects_this_envoy_and_returns_its_string(upstream, envoys, 
     returned = OVERRIDE or envoy_abi
     line = re.search(r"rust_module: Envoy API family (\S+) \(([^)]*)\) detected; returning ABI version (\S+)", logs)
     assert line, logs[-3000:]
+    record_property("family", f"{line.group(1)} ({line.group(2)})")
     assert line.group(1) == family and line.group(3) == returned, line.group(0)
     assert "refusing to load" not in logs
     if not OVERRIDE:
