@@ -200,4 +200,21 @@ mod tests {
             assert!(err.contains(r#"{"max_bytes": <number>}"#), "{err}");
         }
     }
+
+    /// docs/writing-a-filter.md quotes this file and lib.rs: every Rust snippet there must appear
+    /// here verbatim, so the guide cannot drift from the code it walks through.
+    #[test]
+    fn the_guide_quotes_the_source() {
+        let guide = include_str!("../../../docs/writing-a-filter.md");
+        let source = [include_str!("size_limit.rs"), include_str!("lib.rs")].concat();
+        let snippets: Vec<&str> = guide
+            .split("```rust\n")
+            .skip(1)
+            .map(|rest| rest.split("```").next().unwrap_or_default())
+            .collect();
+        assert!(snippets.len() >= 5, "{}", snippets.len());
+        for snippet in snippets {
+            assert!(source.contains(snippet), "not in the source:\n{snippet}");
+        }
+    }
 }
