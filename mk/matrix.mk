@@ -2,9 +2,9 @@
 #
 #   make test-matrix                        build librust_module.so once, then the whole suite with that
 #                                           file in each Envoy of MATRIX_VERSIONS in turn (its sha256
-#                                           printed and checked); the README's table is checked
+#                                           printed and checked); the table of docs/compatibility.md is checked
 #   make ENVOY_VERSION=1.36.4 test-matrix   the same for that one Envoy (make test does this too)
-#   make compat-table                       rewrite the README's compatibility table from the last run
+#   make compat-table                       rewrite the table of docs/compatibility.md from the last run
 #   make envoy-abi [ENVOY_BIN=/path/envoy]  print the ABI version string that Envoy expects
 #
 # `make test` runs test-matrix instead of the one-version test-e2e.
@@ -25,7 +25,7 @@ test-matrix: venv
 	  tools/test-matrix
 
 compat-table: venv
-	$(PY) tools/compat-table --results $(MATRIX_DIR) --write README.md
+	$(PY) tools/compat-table --results $(MATRIX_DIR) --write docs/compatibility.md
 
 envoy-abi: envoy
 	@tools/envoy-abi $(ENVOY_BIN)
