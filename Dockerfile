@@ -8,25 +8,21 @@
 # Versions are pinned here only; `make image` passes the same values from mk/kind.mk
 # and tests/ship checks they agree with rust-toolchain.toml and the Makefile.
 #   RUST_VERSION      must equal rust-toolchain.toml.
-#   KGATEWAY_VERSION  envoy-wrapper release to extend; v2.3.0 is built on Envoy 1.37.2.
-#   ENVOY_VERSION     the Envoy the module is built and tested for (Makefile's ENVOY_VERSION),
-#                     base of the standalone image; same minor as the envoy-wrapper's Envoy.
-#   ENVOY_FEATURE     cargo feature selecting the module's Envoy ABI; must match ENVOY_VERSION.
-#   ENVOY_ABI_VERSION empty, or the ABI string to compile in instead of the feature's
-#                     (`tools/envoy-abi <envoy>` prints the one a binary expects).
+#   KGATEWAY_VERSION  the envoy-wrapper release you run, extended by the kgateway image
+#                     (v2.2: Envoy 1.36, v2.3: 1.37.2+, v2.4: 1.38); any of them takes the same module.
+#   ENVOY_VERSION     base of the standalone image (the Makefile's ENVOY_VERSION).
+# The module is the same file for every Envoy from 1.36.3 to 1.40: it detects the Envoy it runs in.
+# For a patch release whose ABI string differs, set ENVOY_ABI_VERSION in the container's
+# environment (`tools/envoy-abi <envoy>` prints the string a binary expects); no rebuild.
 ARG RUST_VERSION=1.95.0
 ARG KGATEWAY_VERSION=v2.3.0
 ARG ENVOY_VERSION=1.37.0
-ARG ENVOY_FEATURE=envoy-1-37
-ARG ENVOY_ABI_VERSION=
 
 # ---------------------------------------------------------------------------
 # builder: compiles the module. Bookworm's glibc is not newer than the one in
 # the Envoy images, so the .so loads there.
 FROM rust:${RUST_VERSION}-bookworm AS builder
 ARG RUST_VERSION
-ARG ENVOY_FEATURE
-ARG ENVOY_ABI_VERSION
 # The image's toolchain is the pinned one; naming it keeps rustup from
 # downloading the extra components (clippy, rustfmt) rust-toolchain.toml lists.
 ENV RUSTUP_TOOLCHAIN=${RUST_VERSION} \
@@ -38,7 +34,7 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/cache/target,sharing=locked \
-    cargo build --release -p rustformations --no-default-features --features "${ENVOY_FEATURE}" \
+    cargo build --release -p rustformations \
     && install -D -m 0755 /cache/target/release/librust_module.so /src/target/release/librust_module.so
 
 # ---------------------------------------------------------------------------

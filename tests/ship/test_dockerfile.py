@@ -37,7 +37,7 @@ def test_stages_in_order_with_kgateway_last(df):
 
 
 def test_versions_are_pinned_once_before_the_first_stage(df):
-    for name in ("RUST_VERSION", "KGATEWAY_VERSION", "ENVOY_VERSION", "ENVOY_FEATURE"):
+    for name in ("RUST_VERSION", "KGATEWAY_VERSION", "ENVOY_VERSION"):
         assert df.global_args.get(name), f"ARG {name}=<value> missing before the first FROM"
     # Inside stages the ARGs are only re-declared (no second default to drift).
     for stage in df.stages:
@@ -53,27 +53,26 @@ def test_rust_version_matches_toolchain(df):
 def test_envoy_and_kgateway_versions_match_makefile(df):
     assert df.global_args["ENVOY_VERSION"] == make_default("ENVOY_VERSION")
     assert df.global_args["KGATEWAY_VERSION"] == make_default("KGATEWAY_VERSION")
-    assert df.global_args["ENVOY_FEATURE"] == make_default("ENVOY_FEATURE")
 
 
-def test_envoy_feature_matches_envoy_minor_and_exists(df):
-    minor = int(df.global_args["ENVOY_VERSION"].split(".")[1])
-    expected = {36: "envoy-1-36", 37: "envoy-1-37", 38: "envoy-1-38", 39: "envoy-1-38"}.get(minor, "envoy-1-40")
-    assert df.global_args["ENVOY_FEATURE"] == expected
+def test_no_per_envoy_build_knob_is_left(df):
+    """One module for every Envoy: no cargo feature or ABI string chosen at build time."""
+    for name in ("ENVOY_FEATURE", "ENVOY_ABI_VERSION"):
+        assert name not in df.global_args
+        for stage in df.stages:
+            assert not any(a.args.split("=")[0] == name for a in stage.of("ARG")), (stage.name, name)
     for crate in ("envoy-module", "rustformations"):
         manifest = REPO / "crates" / crate / "Cargo.toml"
-        features = tomllib.loads(manifest.read_text()).get("features", {})
-        assert expected in features, f"{manifest} has no feature {expected}"
+        assert "features" not in tomllib.loads(manifest.read_text()), f"{manifest} still has features"
 
 
-def test_builder_builds_the_module_for_the_feature(df):
+def test_builder_builds_the_one_module(df):
     builder = df.stage("builder")
     assert builder.base == "rust:${RUST_VERSION}-bookworm"
     runs = " ".join(r.args for r in builder.of("RUN"))
-    assert re.search(r'cargo build --release -p rustformations --no-default-features '
-                     r'--features "\$\{ENVOY_FEATURE\}"', runs), runs
+    assert re.search(r"cargo build --release -p rustformations(?! --features)", runs), runs
+    assert "--features" not in runs and "--no-default-features" not in runs, runs
     assert ARTIFACT in runs  # the artifact lands at the usual path
-    assert any(a.args == "ENVOY_FEATURE" for a in builder.of("ARG"))
 
 
 def module_copies(stage) -> list:

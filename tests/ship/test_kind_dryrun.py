@@ -65,7 +65,6 @@ EXPECTED = [
     "rollout status deployment/kgateway",
     "docker build --target kgateway",
     "--build-arg KGATEWAY_VERSION=v2.3.0",
-    "--build-arg ENVOY_FEATURE=envoy-1-37",
     "-t rustformations-envoy:0.1.0",
     "kind load docker-image rustformations-envoy:0.1.0 --name ai-gateway-lab",
     "kubectl --context kind-ai-gateway-lab apply -k",
@@ -99,7 +98,8 @@ def test_every_target_checks_its_tools(output):
     assert "does not exist; run 'make kind-up' first" in text
 
 
-def test_envoy_version_selects_the_feature(tmp_path):
-    out = joined(dry_run(tmp_path, "image", ENVOY_VERSION="1.36.4"))
-    assert "--build-arg ENVOY_FEATURE=envoy-1-36" in out
-    assert "--build-arg ENVOY_VERSION=1.36.4" in out
+def test_the_image_is_the_same_module_for_any_envoy(tmp_path):
+    out = joined(dry_run(tmp_path, "image", ENVOY_VERSION="1.36.4", KGATEWAY_VERSION="v2.2.0"))
+    assert "--build-arg KGATEWAY_VERSION=v2.2.0" in out
+    assert "-t rustformations-envoy:0.1.0" in out
+    assert "ENVOY_FEATURE" not in out and "ENVOY_ABI_VERSION" not in out

@@ -1,6 +1,6 @@
-//! Prints, as JSON, what this build of the SDK expects from Envoy and offers to it: the target,
-//! the ABI version string, the callbacks it resolves and the hooks it exports. The end-to-end ABI
-//! tests hold these lists against the symbols of a real Envoy binary.
+//! Prints, as JSON, what the SDK expects from Envoy and offers to it: per API family the ABI
+//! version string and the callbacks it resolves, and the hooks it exports (the same for every
+//! family). The end-to-end ABI tests hold these lists against the symbols of real Envoy binaries.
 
 fn json_list(names: &[&str]) -> String {
     let quoted: Vec<String> = names.iter().map(|n| format!("{n:?}")).collect();
@@ -8,11 +8,22 @@ fn json_list(names: &[&str]) -> String {
 }
 
 fn main() {
+    let families: Vec<String> = envoy_module::Family::ALL
+        .iter()
+        .map(|f| {
+            format!(
+                "{:?}: {{\"releases\": {:?}, \"abi_version\": {:?}, \"required_callbacks\": {}}}",
+                f.name(),
+                f.releases(),
+                f.abi_version(),
+                json_list(f.required_callbacks()),
+            )
+        })
+        .collect();
     println!(
-        "{{\"target_envoy\": {:?}, \"abi_version\": {:?}, \"required_callbacks\": {}, \"exported_hooks\": {}}}",
-        envoy_module::target_envoy(),
-        envoy_module::abi_version(),
-        json_list(envoy_module::required_callbacks()),
+        "{{\"families\": {{{}}}, \"abi_override_env\": {:?}, \"exported_hooks\": {}}}",
+        families.join(", "),
+        envoy_module::ABI_OVERRIDE_ENV,
         json_list(envoy_module::exported_hooks()),
     );
 }

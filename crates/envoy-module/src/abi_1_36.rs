@@ -5,59 +5,14 @@
 //! `add_header` is emulated: see [`FfiFilter::add_header`]. Enum arguments are passed as `u32`.
 
 use std::ffi::{c_char, c_void};
-use std::sync::OnceLock;
 
+use crate::abi::{EnvoyBuffer, EnvoyHttpHeader};
 use crate::api::{
     Attribute, CounterId, Direction, EnvoyFilterConfig, EnvoyHttpFilter, HeaderKind, LogLevel,
-    Module, PerRouteConfig,
+    PerRouteConfig,
 };
 use crate::callbacks::callback_table;
 use crate::runtime;
-
-/// A buffer Envoy owns: `{const char* ptr; size_t length}` (body chunks).
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EnvoyBuffer {
-    pub ptr: *const c_char,
-    pub length: usize,
-}
-
-impl EnvoyBuffer {
-    const NULL: Self = Self {
-        ptr: std::ptr::null(),
-        length: 0,
-    };
-
-    /// # Safety
-    /// `ptr` must be null or valid for reads of `length` bytes for `'a`.
-    unsafe fn as_slice<'a>(self) -> &'a [u8] {
-        if self.ptr.is_null() || self.length == 0 {
-            &[]
-        } else {
-            // SAFETY: non-null and valid for `length` bytes per the caller's contract.
-            unsafe { std::slice::from_raw_parts(self.ptr.cast::<u8>(), self.length) }
-        }
-    }
-}
-
-/// A header as `{key_ptr, key_len, value_ptr, value_len}`; used both ways.
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub struct EnvoyHttpHeader {
-    pub key_ptr: *const c_char,
-    pub key_length: usize,
-    pub value_ptr: *const c_char,
-    pub value_length: usize,
-}
-
-impl EnvoyHttpHeader {
-    const NULL: Self = Self {
-        key_ptr: std::ptr::null(),
-        key_length: 0,
-        value_ptr: std::ptr::null(),
-        value_length: 0,
-    };
-}
 
 type FilterPtr = *mut c_void;
 type ConfigPtr = *mut c_void;
@@ -120,76 +75,21 @@ callback_table! {
     http_filter_continue_encoding: fn(FilterPtr);
 }
 
-static CALLBACKS: OnceLock<Callbacks> = OnceLock::new();
-
-fn callbacks() -> Option<&'static Callbacks> {
-    CALLBACKS.get()
-}
-
-/// Resolve this family's callbacks in the running Envoy; `Err` names the missing ones and the
-/// target to build for instead.
-pub(crate) fn install_callbacks() -> Result<(), (Vec<&'static str>, &'static str)> {
-    let cb = Callbacks::resolve().map_err(|missing| {
-        let hint = if crate::callbacks::exported(OTHER_FAMILY_MARKER) {
-            OTHER_FAMILY_HINT
-        } else {
-            "<the Envoy you run>"
-        };
-        (missing, hint)
-    })?;
-    let _ = CALLBACKS.set(cb);
-    Ok(())
-}
-
-/// Envoy's side of one stream for the duration of a hook; None before `program_init` resolved
-/// the callbacks.
-pub(crate) fn envoy_filter(ptr: *mut c_void) -> Option<impl EnvoyHttpFilter> {
-    callbacks().map(|cb| FfiFilter { ptr, cb })
-}
-
-/// A callback only the unified (1.37+) family exports: its presence means "rebuild for 1.37+".
-const OTHER_FAMILY_MARKER: &std::ffi::CStr = c"envoy_dynamic_module_callback_http_get_header";
-const OTHER_FAMILY_HINT: &str = "ENVOY_VERSION=1.37 (or the 1.38/1.40 target)";
-
-/// Hooks [`crate::declare_module!`] exports for this family (all 1.36 looks up).
-pub(crate) const EXPORTED_HOOKS: &[&str] = &[
-    "envoy_dynamic_module_on_program_init",
-    "envoy_dynamic_module_on_http_filter_config_new",
-    "envoy_dynamic_module_on_http_filter_config_destroy",
-    "envoy_dynamic_module_on_http_filter_per_route_config_new",
-    "envoy_dynamic_module_on_http_filter_per_route_config_destroy",
-    "envoy_dynamic_module_on_http_filter_new",
-    "envoy_dynamic_module_on_http_filter_destroy",
-    "envoy_dynamic_module_on_http_filter_request_headers",
-    "envoy_dynamic_module_on_http_filter_request_body",
-    "envoy_dynamic_module_on_http_filter_request_trailers",
-    "envoy_dynamic_module_on_http_filter_response_headers",
-    "envoy_dynamic_module_on_http_filter_response_body",
-    "envoy_dynamic_module_on_http_filter_response_trailers",
-    "envoy_dynamic_module_on_http_filter_stream_complete",
-    "envoy_dynamic_module_on_http_filter_http_callout_done",
-    "envoy_dynamic_module_on_http_filter_scheduled",
-];
-
 // ------------------------------------------------------------------------------------------------
 // Logging
 
-pub(crate) fn log_enabled(level: LogLevel) -> Option<bool> {
-    let cb = callbacks()?;
+pub(crate) fn log_enabled(cb: &Callbacks, level: LogLevel) -> bool {
     // SAFETY: resolved callback; takes a level by value.
-    Some(unsafe { (cb.log_enabled)(level as u32) })
+    unsafe { (cb.log_enabled)(level as u32) }
 }
 
-/// Log through Envoy; false when the callbacks are not resolved (not inside Envoy).
-pub(crate) fn log(level: LogLevel, message: &str) -> bool {
-    let Some(cb) = callbacks() else { return false };
+pub(crate) fn log(cb: &Callbacks, level: LogLevel, message: &str) {
     // SAFETY: resolved callbacks; the message outlives the call.
     unsafe {
         if (cb.log_enabled)(level as u32) {
             (cb.log)(level as u32, message.as_ptr().cast(), message.len());
         }
     }
-    true
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -218,9 +118,9 @@ fn comma_join(values: &[&[u8]]) -> Vec<u8> {
 }
 
 /// [`EnvoyHttpFilter`] over the 1.36 C ABI for the duration of one hook.
-struct FfiFilter {
-    ptr: FilterPtr,
-    cb: &'static Callbacks,
+pub(crate) struct FfiFilter {
+    pub(crate) ptr: FilterPtr,
+    pub(crate) cb: &'static Callbacks,
 }
 
 impl FfiFilter {
@@ -420,7 +320,7 @@ impl EnvoyHttpFilter for FfiFilter {
     /// 1.36 has no "add header" callback and its `set` replaces every value. Appending is emulated
     /// by combining the existing values and the new one into a single comma-separated line, which
     /// RFC 9110 (section 5.3) makes equivalent to separate lines. `set-cookie` cannot be combined
-    /// that way, so adding a second `set-cookie` is refused (returns false) on this target.
+    /// that way, so adding a second `set-cookie` is refused (returns false) on Envoy 1.36.
     fn add_header(&mut self, kind: HeaderKind, name: &str, value: &[u8]) -> bool {
         let existing: Vec<Vec<u8>> = (0..self.header_count(kind, name))
             .filter_map(|i| self.header(kind, name, i).map(<[u8]>::to_vec))
@@ -628,9 +528,9 @@ impl EnvoyHttpFilter for FfiFilter {
 }
 
 /// [`EnvoyFilterConfig`] over the C ABI while `config_new` runs.
-struct FfiFilterConfig {
-    ptr: ConfigPtr,
-    cb: &'static Callbacks,
+pub(crate) struct FfiFilterConfig {
+    pub(crate) ptr: ConfigPtr,
+    pub(crate) cb: &'static Callbacks,
 }
 
 impl EnvoyFilterConfig for FfiFilterConfig {
@@ -658,145 +558,4 @@ mod tests {
         assert_eq!(comma_join(&[b"a", b"b c", b"d"]), b"a, b c, d");
         assert_eq!(comma_join(&[b"only"]), b"only");
     }
-}
-
-// ------------------------------------------------------------------------------------------------
-// Hook bodies the `declare_module!` shims forward to.
-
-pub mod hooks {
-    use super::*;
-
-    /// `on_http_filter_config_new`.
-    ///
-    /// # Safety
-    /// Called by Envoy with its config pointer and buffers valid for the call.
-    pub unsafe fn config_new(
-        module: &Module,
-        envoy_ptr: *mut c_void,
-        name_ptr: *const c_char,
-        name_len: usize,
-        config_ptr: *const c_char,
-        config_len: usize,
-    ) -> *const c_void {
-        let name = EnvoyBuffer {
-            ptr: name_ptr,
-            length: name_len,
-        };
-        let config = EnvoyBuffer {
-            ptr: config_ptr,
-            length: config_len,
-        };
-        runtime::barrier("config_new", std::ptr::null(), || {
-            let Some(cb) = callbacks() else {
-                return std::ptr::null();
-            };
-            let mut envoy = FfiFilterConfig { ptr: envoy_ptr, cb };
-            // SAFETY: Envoy's buffers are valid for the duration of this call.
-            let (name, config) = unsafe { (name.as_slice(), config.as_slice()) };
-            match runtime::new_config(module, &mut envoy, name, config) {
-                Some(instance) => Box::into_raw(instance) as *const c_void,
-                None => std::ptr::null(),
-            }
-        })
-    }
-
-    /// `on_http_filter_per_route_config_new`.
-    ///
-    /// # Safety
-    /// Buffers valid for the call.
-    pub unsafe fn per_route_config_new(
-        module: &Module,
-        name_ptr: *const c_char,
-        name_len: usize,
-        config_ptr: *const c_char,
-        config_len: usize,
-    ) -> *const c_void {
-        let name = EnvoyBuffer {
-            ptr: name_ptr,
-            length: name_len,
-        };
-        let config = EnvoyBuffer {
-            ptr: config_ptr,
-            length: config_len,
-        };
-        runtime::barrier("per_route_config_new", std::ptr::null(), || {
-            // SAFETY: Envoy's buffers are valid for the duration of this call.
-            let (name, config) = unsafe { (name.as_slice(), config.as_slice()) };
-            match runtime::new_per_route_config(module, name, config) {
-                Some(cfg) => Box::into_raw(cfg) as *const c_void,
-                None => std::ptr::null(),
-            }
-        })
-    }
-}
-
-/// Exports this family's hooks from the calling crate; used by [`crate::declare_module!`].
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __envoy_module_hooks {
-    ($module:expr) => {
-        const _: () = {
-            use $crate::__private::{EnvoyBuffer, EnvoyHttpHeader, c_char, c_void};
-
-            static MODULE: $crate::Module = $module;
-
-            #[allow(unsafe_code)]
-            #[unsafe(no_mangle)]
-            pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
-                $crate::__private::program_init()
-            }
-
-            #[allow(unsafe_code)]
-            #[unsafe(no_mangle)]
-            pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
-                envoy: *mut c_void,
-                name_ptr: *const c_char,
-                name_len: usize,
-                config_ptr: *const c_char,
-                config_len: usize,
-            ) -> *const c_void {
-                // SAFETY: Envoy calls this hook with pointers valid per the ABI.
-                unsafe {
-                    $crate::__private::config_new(
-                        &MODULE, envoy, name_ptr, name_len, config_ptr, config_len,
-                    )
-                }
-            }
-
-            #[allow(unsafe_code)]
-            #[unsafe(no_mangle)]
-            pub extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(
-                config: *const c_void,
-            ) {
-                // SAFETY: Envoy passes back what config_new returned, once.
-                unsafe { $crate::__private::config_destroy(config) }
-            }
-
-            #[allow(unsafe_code)]
-            #[unsafe(no_mangle)]
-            pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_new(
-                name_ptr: *const c_char,
-                name_len: usize,
-                config_ptr: *const c_char,
-                config_len: usize,
-            ) -> *const c_void {
-                // SAFETY: Envoy's buffers are valid for the call.
-                unsafe {
-                    $crate::__private::per_route_config_new(
-                        &MODULE, name_ptr, name_len, config_ptr, config_len,
-                    )
-                }
-            }
-            #[allow(unsafe_code)]
-            #[unsafe(no_mangle)]
-            pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_destroy(
-                config: *const c_void,
-            ) {
-                // SAFETY: Envoy passes back what per_route_config_new returned, once.
-                unsafe { $crate::__private::per_route_config_destroy(config) }
-            }
-
-            $crate::__envoy_module_stream_hooks!(callout_id = u32);
-        };
-    };
 }

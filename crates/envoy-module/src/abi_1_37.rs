@@ -1,44 +1,19 @@
-//! Envoy's unified dynamic-module HTTP API (1.37.0 and later; checked on 1.37.0, 1.38.3, 1.40.0).
+//! Envoy's unified dynamic-module HTTP API (1.37.0 and later; checked on 1.37.0, 1.38.3, 1.39.3,
+//! 1.40.0).
 //!
 //! One set of callbacks takes a header-map or body selector instead of one callback per
 //! direction. Declarations are written from the measured facts in `ABI-NOTES.md`; enum arguments
 //! are passed as `u32` (C enums are `int`-sized), and `{ptr, len}` structs by value.
 
 use std::ffi::{c_char, c_void};
-use std::sync::OnceLock;
 
+use crate::abi::{EnvoyBuffer, EnvoyHttpHeader};
 use crate::api::{
     Attribute, CounterId, Direction, EnvoyFilterConfig, EnvoyHttpFilter, HeaderKind, LogLevel,
-    Module, PerRouteConfig,
+    PerRouteConfig,
 };
 use crate::callbacks::callback_table;
 use crate::runtime;
-
-/// A buffer Envoy owns: `{const char* ptr; size_t length}`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EnvoyBuffer {
-    pub ptr: *const c_char,
-    pub length: usize,
-}
-
-impl EnvoyBuffer {
-    const NULL: Self = Self {
-        ptr: std::ptr::null(),
-        length: 0,
-    };
-
-    /// # Safety
-    /// `ptr` must be null or valid for reads of `length` bytes for `'a`.
-    unsafe fn as_slice<'a>(self) -> &'a [u8] {
-        if self.ptr.is_null() || self.length == 0 {
-            &[]
-        } else {
-            // SAFETY: non-null and valid for `length` bytes per the caller's contract.
-            unsafe { std::slice::from_raw_parts(self.ptr.cast::<u8>(), self.length) }
-        }
-    }
-}
 
 /// A buffer the module owns, lent to Envoy for the duration of a call (same layout).
 #[repr(C)]
@@ -61,25 +36,6 @@ impl ModuleBuffer {
             length: bytes.len(),
         }
     }
-}
-
-/// A header as `{key_ptr, key_len, value_ptr, value_len}`; used both ways.
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub struct EnvoyHttpHeader {
-    pub key_ptr: *const c_char,
-    pub key_length: usize,
-    pub value_ptr: *const c_char,
-    pub value_length: usize,
-}
-
-impl EnvoyHttpHeader {
-    const NULL: Self = Self {
-        key_ptr: std::ptr::null(),
-        key_length: 0,
-        value_ptr: std::ptr::null(),
-        value_length: 0,
-    };
 }
 
 type FilterPtr = *mut c_void;
@@ -111,93 +67,21 @@ callback_table! {
     http_filter_continue_encoding: fn(FilterPtr);
 }
 
-static CALLBACKS: OnceLock<Callbacks> = OnceLock::new();
-
-fn callbacks() -> Option<&'static Callbacks> {
-    CALLBACKS.get()
-}
-
-/// Resolve this family's callbacks in the running Envoy; `Err` names the missing ones and the
-/// target to build for instead.
-pub(crate) fn install_callbacks() -> Result<(), (Vec<&'static str>, &'static str)> {
-    let cb = Callbacks::resolve().map_err(|missing| {
-        let hint = if crate::callbacks::exported(OTHER_FAMILY_MARKER) {
-            OTHER_FAMILY_HINT
-        } else {
-            "<the Envoy you run>"
-        };
-        (missing, hint)
-    })?;
-    let _ = CALLBACKS.set(cb);
-    Ok(())
-}
-
-/// Envoy's side of one stream for the duration of a hook; None before `program_init` resolved
-/// the callbacks.
-pub(crate) fn envoy_filter(ptr: *mut c_void) -> Option<impl EnvoyHttpFilter> {
-    callbacks().map(|cb| FfiFilter { ptr, cb })
-}
-
-/// A callback only the other API family exports: its presence means "rebuild for 1.36".
-const OTHER_FAMILY_MARKER: &std::ffi::CStr =
-    c"envoy_dynamic_module_callback_http_get_request_header";
-const OTHER_FAMILY_HINT: &str = "ENVOY_VERSION=1.36";
-
-/// Hooks [`crate::declare_module!`] exports for this family. The `config_http_*` and `local_reply`
-/// hooks are only looked up from 1.38; exporting them for 1.37 costs nothing.
-pub(crate) const EXPORTED_HOOKS: &[&str] = &[
-    "envoy_dynamic_module_on_program_init",
-    "envoy_dynamic_module_on_http_filter_config_new",
-    "envoy_dynamic_module_on_http_filter_config_destroy",
-    "envoy_dynamic_module_on_http_filter_per_route_config_new",
-    "envoy_dynamic_module_on_http_filter_per_route_config_destroy",
-    "envoy_dynamic_module_on_http_filter_new",
-    "envoy_dynamic_module_on_http_filter_destroy",
-    "envoy_dynamic_module_on_http_filter_request_headers",
-    "envoy_dynamic_module_on_http_filter_request_body",
-    "envoy_dynamic_module_on_http_filter_request_trailers",
-    "envoy_dynamic_module_on_http_filter_response_headers",
-    "envoy_dynamic_module_on_http_filter_response_body",
-    "envoy_dynamic_module_on_http_filter_response_trailers",
-    "envoy_dynamic_module_on_http_filter_stream_complete",
-    "envoy_dynamic_module_on_http_filter_http_callout_done",
-    "envoy_dynamic_module_on_http_filter_scheduled",
-    "envoy_dynamic_module_on_http_filter_config_scheduled",
-    "envoy_dynamic_module_on_http_filter_http_stream_headers",
-    "envoy_dynamic_module_on_http_filter_http_stream_data",
-    "envoy_dynamic_module_on_http_filter_http_stream_trailers",
-    "envoy_dynamic_module_on_http_filter_http_stream_complete",
-    "envoy_dynamic_module_on_http_filter_http_stream_reset",
-    "envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark",
-    "envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark",
-    "envoy_dynamic_module_on_http_filter_config_http_callout_done",
-    "envoy_dynamic_module_on_http_filter_config_http_stream_headers",
-    "envoy_dynamic_module_on_http_filter_config_http_stream_data",
-    "envoy_dynamic_module_on_http_filter_config_http_stream_trailers",
-    "envoy_dynamic_module_on_http_filter_config_http_stream_complete",
-    "envoy_dynamic_module_on_http_filter_config_http_stream_reset",
-    "envoy_dynamic_module_on_http_filter_local_reply",
-];
-
 // ------------------------------------------------------------------------------------------------
 // Logging
 
-pub(crate) fn log_enabled(level: LogLevel) -> Option<bool> {
-    let cb = callbacks()?;
+pub(crate) fn log_enabled(cb: &Callbacks, level: LogLevel) -> bool {
     // SAFETY: resolved callback; takes a level by value.
-    Some(unsafe { (cb.log_enabled)(level as u32) })
+    unsafe { (cb.log_enabled)(level as u32) }
 }
 
-/// Log through Envoy; false when the callbacks are not resolved (not inside Envoy).
-pub(crate) fn log(level: LogLevel, message: &str) -> bool {
-    let Some(cb) = callbacks() else { return false };
+pub(crate) fn log(cb: &Callbacks, level: LogLevel, message: &str) {
     // SAFETY: resolved callbacks; the message buffer outlives the call.
     unsafe {
         if (cb.log_enabled)(level as u32) {
             (cb.log)(level as u32, ModuleBuffer::of(message.as_bytes()));
         }
     }
-    true
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -230,9 +114,9 @@ fn attribute_id(attribute: Attribute) -> u32 {
 }
 
 /// [`EnvoyHttpFilter`] over the C ABI for the duration of one hook.
-struct FfiFilter {
-    ptr: FilterPtr,
-    cb: &'static Callbacks,
+pub(crate) struct FfiFilter {
+    pub(crate) ptr: FilterPtr,
+    pub(crate) cb: &'static Callbacks,
 }
 
 impl FfiFilter {
@@ -558,9 +442,9 @@ impl EnvoyHttpFilter for FfiFilter {
 }
 
 /// [`EnvoyFilterConfig`] over the C ABI while `config_new` runs.
-struct FfiFilterConfig {
-    ptr: ConfigPtr,
-    cb: &'static Callbacks,
+pub(crate) struct FfiFilterConfig {
+    pub(crate) ptr: ConfigPtr,
+    pub(crate) cb: &'static Callbacks,
 }
 
 impl EnvoyFilterConfig for FfiFilterConfig {
@@ -578,270 +462,4 @@ impl EnvoyFilterConfig for FfiFilterConfig {
         };
         runtime::counter_defined(name, result, id)
     }
-}
-
-// ------------------------------------------------------------------------------------------------
-// Hook bodies the `declare_module!` shims forward to.
-
-pub mod hooks {
-    use super::*;
-
-    /// `on_http_filter_config_new`.
-    ///
-    /// # Safety
-    /// Called by Envoy with its config pointer and buffers valid for the call.
-    pub unsafe fn config_new(
-        module: &Module,
-        envoy_ptr: *mut c_void,
-        name: EnvoyBuffer,
-        config: EnvoyBuffer,
-    ) -> *const c_void {
-        runtime::barrier("config_new", std::ptr::null(), || {
-            let Some(cb) = callbacks() else {
-                return std::ptr::null();
-            };
-            let mut envoy = FfiFilterConfig { ptr: envoy_ptr, cb };
-            // SAFETY: Envoy's buffers are valid for the duration of this call.
-            let (name, config) = unsafe { (name.as_slice(), config.as_slice()) };
-            match runtime::new_config(module, &mut envoy, name, config) {
-                Some(instance) => Box::into_raw(instance) as *const c_void,
-                None => std::ptr::null(),
-            }
-        })
-    }
-
-    /// `on_http_filter_per_route_config_new`.
-    ///
-    /// # Safety
-    /// Buffers valid for the call.
-    pub unsafe fn per_route_config_new(
-        module: &Module,
-        name: EnvoyBuffer,
-        config: EnvoyBuffer,
-    ) -> *const c_void {
-        runtime::barrier("per_route_config_new", std::ptr::null(), || {
-            // SAFETY: Envoy's buffers are valid for the duration of this call.
-            let (name, config) = unsafe { (name.as_slice(), config.as_slice()) };
-            match runtime::new_per_route_config(module, name, config) {
-                Some(cfg) => Box::into_raw(cfg) as *const c_void,
-                None => std::ptr::null(),
-            }
-        })
-    }
-}
-
-/// Exports this family's hooks from the calling crate; used by [`crate::declare_module!`].
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __envoy_module_hooks {
-    ($module:expr) => {
-        const _: () = {
-            use $crate::__private::{EnvoyBuffer, EnvoyHttpHeader, c_char, c_void};
-
-            static MODULE: $crate::Module = $module;
-
-            #[allow(unsafe_code)]
-            #[unsafe(no_mangle)]
-            pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
-                $crate::__private::program_init()
-            }
-
-            #[allow(unsafe_code)]
-            #[unsafe(no_mangle)]
-            pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
-                envoy: *mut c_void,
-                name: EnvoyBuffer,
-                config: EnvoyBuffer,
-            ) -> *const c_void {
-                // SAFETY: Envoy calls this hook with pointers valid per the ABI.
-                unsafe { $crate::__private::config_new(&MODULE, envoy, name, config) }
-            }
-
-            #[allow(unsafe_code)]
-            #[unsafe(no_mangle)]
-            pub extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config: *const c_void) {
-                // SAFETY: Envoy passes back what config_new returned, once.
-                unsafe { $crate::__private::config_destroy(config) }
-            }
-
-            #[allow(unsafe_code)]
-            #[unsafe(no_mangle)]
-            pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_new(
-                name: EnvoyBuffer,
-                config: EnvoyBuffer,
-            ) -> *const c_void {
-                // SAFETY: Envoy's buffers are valid for the call.
-                unsafe { $crate::__private::per_route_config_new(&MODULE, name, config) }
-            }
-
-            #[allow(unsafe_code)]
-            #[unsafe(no_mangle)]
-            pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_destroy(config: *const c_void) {
-                // SAFETY: Envoy passes back what per_route_config_new returned, once.
-                unsafe { $crate::__private::per_route_config_destroy(config) }
-            }
-
-            $crate::__envoy_module_stream_hooks!(callout_id = u64);
-
-            #[allow(unsafe_code)]
-            #[unsafe(no_mangle)]
-            pub extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
-                _envoy: *mut c_void,
-                _config: *const c_void,
-                _event_id: u64,
-            ) {
-            }
-
-            #[allow(unsafe_code)]
-            #[unsafe(no_mangle)]
-            pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_headers(
-                _envoy: *mut c_void,
-                _filter: *const c_void,
-                _stream_id: u64,
-                _headers: *mut EnvoyHttpHeader,
-                _headers_size: usize,
-                _end_stream: bool,
-            ) {
-            }
-
-            #[allow(unsafe_code)]
-            #[unsafe(no_mangle)]
-            pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_data(
-                _envoy: *mut c_void,
-                _filter: *const c_void,
-                _stream_id: u64,
-                _data: *const EnvoyBuffer,
-                _data_count: usize,
-                _end_stream: bool,
-            ) {
-            }
-
-            #[allow(unsafe_code)]
-            #[unsafe(no_mangle)]
-            pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_trailers(
-                _envoy: *mut c_void,
-                _filter: *const c_void,
-                _stream_id: u64,
-                _trailers: *mut EnvoyHttpHeader,
-                _trailers_size: usize,
-            ) {
-            }
-
-            #[allow(unsafe_code)]
-            #[unsafe(no_mangle)]
-            pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_complete(
-                _envoy: *mut c_void,
-                _filter: *const c_void,
-                _stream_id: u64,
-            ) {
-            }
-
-            #[allow(unsafe_code)]
-            #[unsafe(no_mangle)]
-            pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_reset(
-                _envoy: *mut c_void,
-                _filter: *const c_void,
-                _stream_id: u64,
-                _reason: u32,
-            ) {
-            }
-
-            #[allow(unsafe_code)]
-            #[unsafe(no_mangle)]
-            pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark(
-                _envoy: *mut c_void,
-                _filter: *const c_void,
-            ) {
-            }
-
-            #[allow(unsafe_code)]
-            #[unsafe(no_mangle)]
-            pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark(
-                _envoy: *mut c_void,
-                _filter: *const c_void,
-            ) {
-            }
-
-            #[allow(unsafe_code)]
-            #[unsafe(no_mangle)]
-            pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout_done(
-                _envoy: *mut c_void,
-                _config: *const c_void,
-                _callout_id: u64,
-                _result: u32,
-                _headers: *mut EnvoyHttpHeader,
-                _headers_size: usize,
-                _body: *mut EnvoyBuffer,
-                _body_size: usize,
-            ) {
-            }
-
-            #[allow(unsafe_code)]
-            #[unsafe(no_mangle)]
-            pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_headers(
-                _envoy: *mut c_void,
-                _config: *const c_void,
-                _stream_id: u64,
-                _headers: *mut EnvoyHttpHeader,
-                _headers_size: usize,
-                _end_stream: bool,
-            ) {
-            }
-
-            #[allow(unsafe_code)]
-            #[unsafe(no_mangle)]
-            pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_data(
-                _envoy: *mut c_void,
-                _config: *const c_void,
-                _stream_id: u64,
-                _data: *const EnvoyBuffer,
-                _data_count: usize,
-                _end_stream: bool,
-            ) {
-            }
-
-            #[allow(unsafe_code)]
-            #[unsafe(no_mangle)]
-            pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_trailers(
-                _envoy: *mut c_void,
-                _config: *const c_void,
-                _stream_id: u64,
-                _trailers: *mut EnvoyHttpHeader,
-                _trailers_size: usize,
-            ) {
-            }
-
-            #[allow(unsafe_code)]
-            #[unsafe(no_mangle)]
-            pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_complete(
-                _envoy: *mut c_void,
-                _config: *const c_void,
-                _stream_id: u64,
-            ) {
-            }
-
-            #[allow(unsafe_code)]
-            #[unsafe(no_mangle)]
-            pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_reset(
-                _envoy: *mut c_void,
-                _config: *const c_void,
-                _stream_id: u64,
-                _reason: u32,
-            ) {
-            }
-
-            /// Local replies proceed unchanged (status Continue).
-            #[allow(unsafe_code)]
-            #[unsafe(no_mangle)]
-            pub extern "C" fn envoy_dynamic_module_on_http_filter_local_reply(
-                _envoy: *mut c_void,
-                _filter: *const c_void,
-                _response_code: u32,
-                _details: EnvoyBuffer,
-                _reset_imminent: bool,
-            ) -> u32 {
-                0
-            }
-        };
-    };
 }

@@ -1,44 +1,92 @@
-//! Hook bodies that do not depend on the C API family; the family provides only Envoy's side of
-//! a stream (`envoy_filter`).
+//! Hook bodies, the same for every Envoy: the API family of the running Envoy, detected once in
+//! `program_init`, only decides which callback table [`crate::abi`] hands out.
 
 use std::ffi::{CString, c_char, c_void};
 use std::sync::OnceLock;
 
-use crate::abi::envoy_filter;
+use crate::abi::{self, EnvoyBuffer};
 use crate::api::{
-    BodyStatus, EnvoyHttpFilter, HeadersStatus, HttpFilter, PerRouteConfig, TrailersStatus,
+    BodyStatus, EnvoyHttpFilter, HeadersStatus, HttpFilter, Module, PerRouteConfig, TrailersStatus,
 };
 use crate::runtime::{self, ConfigInstance, FilterInstance, Hook};
+use crate::target;
 
-/// `on_program_init`: resolve Envoy's callbacks and return the ABI string, or null (which makes
-/// Envoy refuse the module) when this Envoy lacks callbacks of the target's family.
+/// `on_program_init`: detect the running Envoy's API family from the callbacks it exports, resolve
+/// that family's callbacks, and return the ABI string it expects (or the override). Returns null,
+/// which makes Envoy refuse the module, after one line on stderr naming the detected family, what
+/// is supported and the override, when this Envoy cannot be served.
 pub fn program_init() -> *const c_char {
     static ABI: OnceLock<CString> = OnceLock::new();
     runtime::barrier("program_init", std::ptr::null(), || {
         runtime::install_panic_hook();
-        if let Err((missing, rebuild_for)) = crate::abi::install_callbacks() {
-            // Envoy's logger is one of the callbacks, so this goes to stderr.
-            let more = match missing.len() {
-                1 => String::new(),
-                n => format!(" (and {} more: {})", n - 1, missing[1..].join(", ")),
-            };
-            eprintln!(
-                "rust_module: this module was built for Envoy {} but this Envoy does not export {}{more}; rebuild with {rebuild_for}",
-                crate::target_envoy(),
-                missing[0],
+        let family = target::detect(crate::callbacks::exported);
+        let host = match family.map(abi::install) {
+            Some(Ok(host)) => host,
+            Some(Err(missing)) => {
+                // Envoy's logger is one of the callbacks, so this goes to stderr.
+                eprintln!("{}", target::refusal(family, &missing));
+                return std::ptr::null();
+            }
+            None => {
+                eprintln!("{}", target::refusal(None, &[]));
+                return std::ptr::null();
+            }
+        };
+        let abi = ABI.get_or_init(|| {
+            let (abi, overridden) =
+                target::chosen_abi(host.family, std::env::var(target::ABI_OVERRIDE_ENV).ok());
+            crate::log(
+                crate::LogLevel::Info,
+                &target::accepted(host.family, &abi, overridden),
             );
-            return std::ptr::null();
+            CString::new(abi).unwrap_or_default()
+        });
+        if abi.is_empty() {
+            std::ptr::null()
+        } else {
+            abi.as_ptr()
         }
-        // Within the 1.37+ family the callbacks resolve across releases; say when the release differs.
-        #[cfg(not(feature = "envoy-1-36"))]
-        if let Some(line) = crate::target::family_mismatch(crate::target::running_family(
-            crate::callbacks::exported,
-        )) {
-            eprintln!("{line}");
-        }
-        match ABI.get_or_init(|| CString::new(crate::abi_version()).unwrap_or_default()) {
-            s if s.is_empty() => std::ptr::null(),
-            s => s.as_ptr(),
+    })
+}
+
+/// `on_http_filter_config_new`.
+///
+/// # Safety
+/// Called by Envoy with its config pointer and buffers valid for the call.
+pub unsafe fn config_new(
+    module: &Module,
+    envoy_ptr: *mut c_void,
+    name: EnvoyBuffer,
+    config: EnvoyBuffer,
+) -> *const c_void {
+    runtime::barrier("config_new", std::ptr::null(), || {
+        // SAFETY: Envoy's buffers are valid for the duration of this call.
+        let (name, config) = unsafe { (name.as_slice(), config.as_slice()) };
+        abi::with_config(envoy_ptr, |envoy| {
+            match runtime::new_config(module, envoy, name, config) {
+                Some(instance) => Box::into_raw(instance) as *const c_void,
+                None => std::ptr::null(),
+            }
+        })
+        .unwrap_or(std::ptr::null())
+    })
+}
+
+/// `on_http_filter_per_route_config_new`.
+///
+/// # Safety
+/// Buffers valid for the call.
+pub unsafe fn per_route_config_new(
+    module: &Module,
+    name: EnvoyBuffer,
+    config: EnvoyBuffer,
+) -> *const c_void {
+    runtime::barrier("per_route_config_new", std::ptr::null(), || {
+        // SAFETY: Envoy's buffers are valid for the duration of this call.
+        let (name, config) = unsafe { (name.as_slice(), config.as_slice()) };
+        match runtime::new_per_route_config(module, name, config) {
+            Some(cfg) => Box::into_raw(cfg) as *const c_void,
+            None => std::ptr::null(),
         }
     })
 }
@@ -113,15 +161,15 @@ unsafe fn stream_hook<R: Copy>(
     call: impl FnOnce(&mut dyn HttpFilter, &mut dyn EnvoyHttpFilter) -> R,
 ) -> R {
     runtime::barrier("stream hook", pass, || {
-        let Some(mut envoy) = envoy_filter(envoy_ptr) else {
-            return pass;
-        };
         if module_ptr.is_null() {
             return pass;
         }
         // SAFETY: live until filter_destroy; only shared references are formed here.
         let instance = unsafe { &*(module_ptr as *const FilterInstance) };
-        runtime::run(instance, &mut envoy, hook, pass, fail, call)
+        abi::with_filter(envoy_ptr, |envoy| {
+            runtime::run(instance, envoy, hook, pass, fail, call)
+        })
+        .unwrap_or(pass)
     })
 }
 

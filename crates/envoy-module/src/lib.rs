@@ -9,46 +9,34 @@
 //! });
 //! ```
 //!
-//! The macro exports every `envoy_dynamic_module_on_*` hook the target Envoy looks up; the hooks
+//! The macro exports every `envoy_dynamic_module_on_*` hook any supported Envoy looks up; the hooks
 //! catch panics, translate raw pointers into the safe traits of [`api`], and answer Envoy.
 //!
-//! # Targets
-//! The target Envoy is a cargo feature: `envoy-1-36` (1.36.3/1.36.4, per-direction API),
-//! `envoy-1-37` (default), `envoy-1-38` (1.38, 1.39) and `envoy-1-40` (unified API). Cargo unifies
-//! features, so the default `envoy-1-37` is often enabled alongside an explicit choice: any other
-//! target feature takes precedence over `envoy-1-37`; enabling two of the others is a compile error.
-//! `ENVOY_ABI_VERSION` set at build time overrides the ABI string returned to Envoy (for a patch
-//! release whose header hash differs from the minor's first release).
+//! # Envoy versions
+//! One build serves Envoy 1.36.3 to 1.40: `on_program_init` detects the API family of the Envoy it
+//! is loaded into from the callbacks that Envoy exports, resolves that family's callbacks once,
+//! and returns the ABI string that family expects ([`Family`]). The environment variable
+//! `ENVOY_ABI_VERSION` of the Envoy process replaces that string (for a patch release whose
+//! string differs). An Envoy the module cannot serve gets one line naming its detected family, what
+//! is supported and the override, and the load is refused.
 
 pub mod api;
 pub mod testing;
 
+mod abi;
+mod abi_1_36;
+mod abi_1_37;
 mod callbacks;
 mod hooks;
 mod runtime;
 mod stream_hooks;
 mod target;
 
-#[cfg(feature = "envoy-1-36")]
-mod abi_1_36;
-#[cfg(feature = "envoy-1-36")]
-use abi_1_36 as abi;
-
-#[cfg(not(feature = "envoy-1-36"))]
-mod abi_1_37;
-#[cfg(not(feature = "envoy-1-36"))]
-use abi_1_37 as abi;
-
 pub use api::*;
-pub use target::{abi_version, target_envoy};
+pub use target::{ABI_OVERRIDE_ENV, Family, SUPPORTED};
 
-/// Names of the `envoy_dynamic_module_callback_*` symbols this target resolves in Envoy at load
-/// time; a missing one makes `on_program_init` fail with a message naming it.
-pub fn required_callbacks() -> &'static [&'static str] {
-    abi::CALLBACK_NAMES
-}
-
-/// Names of the `envoy_dynamic_module_on_*` hooks [`declare_module!`] exports for this target.
+/// Names of the `envoy_dynamic_module_on_*` hooks [`declare_module!`] exports: the union of the
+/// hooks every supported Envoy looks up.
 pub fn exported_hooks() -> &'static [&'static str] {
     abi::EXPORTED_HOOKS
 }
@@ -112,7 +100,6 @@ macro_rules! declare_module {
 /// Items the macros expand to; not a stable API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::abi::hooks::*;
     pub use crate::abi::{EnvoyBuffer, EnvoyHttpHeader};
     pub use crate::hooks::*;
     pub use std::ffi::{c_char, c_void};
@@ -121,16 +108,21 @@ pub mod __private {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn outside_envoy_every_callback_is_missing_and_logging_falls_back() {
-        let missing = crate::abi::Callbacks::resolve()
-            .err()
-            .expect("no Envoy in a test binary");
-        assert_eq!(missing, crate::required_callbacks());
-        assert!(
-            crate::required_callbacks()
-                .iter()
-                .all(|n| n.starts_with("envoy_dynamic_module_callback_"))
-        );
+    fn outside_envoy_no_family_is_detected_and_logging_falls_back() {
+        assert_eq!(crate::target::detect(crate::callbacks::exported), None);
+        for family in crate::Family::ALL {
+            let missing = crate::abi::install(family)
+                .err()
+                .expect("no Envoy in a test binary");
+            assert_eq!(missing, family.required_callbacks());
+            assert!(
+                missing
+                    .iter()
+                    .all(|n| n.starts_with("envoy_dynamic_module_callback_"))
+            );
+        }
+        assert!(crate::abi::host().is_none());
+        assert!(crate::hooks::program_init().is_null());
         assert!(crate::log_enabled(crate::LogLevel::Trace));
         crate::log(crate::LogLevel::Info, "stderr fallback");
     }
@@ -144,6 +136,8 @@ mod tests {
             "envoy_dynamic_module_on_http_filter_request_headers",
             "envoy_dynamic_module_on_http_filter_http_callout_done",
             "envoy_dynamic_module_on_http_filter_scheduled",
+            "envoy_dynamic_module_on_http_filter_http_stream_reset",
+            "envoy_dynamic_module_on_http_filter_local_reply",
         ] {
             assert!(hooks.contains(&required), "{required}");
         }

@@ -1,167 +1,293 @@
-//! The Envoy this build targets, chosen by cargo feature, and the ABI string it expects.
+//! The Envoy releases the module serves, how the running one is recognised, and the ABI version
+//! string each expects.
+//!
+//! One build serves every supported Envoy. At `on_program_init` the module looks at which
+//! callbacks the process exports and picks the API family and ABI string from that alone:
+//!
+//! | exported by the process | family | ABI string returned |
+//! |---|---|---|
+//! | `http_get_request_header` (per-direction API) | 1.36 (1.36.3, 1.36.4) | the 1.36.3 header hash |
+//! | `http_get_header` (unified API), none of the markers below | 1.37 | the 1.37.0 header hash |
+//! | ... and `http_filter_get_worker_index` | 1.38 (1.38.x, 1.39.x) | `v0.1.0` |
+//! | ... and `http_get_upstream_remote_address` | 1.40 | `v0.2.0` |
+//!
+//! (callback names without their `envoy_dynamic_module_callback_` prefix). The markers were
+//! checked against the exports of 1.36.3, 1.36.4, 1.37.0, 1.38.3, 1.39.3 and 1.40.0: each first
+//! appeared in the release it marks and is still exported by 1.40.0 (1.39 added callbacks too,
+//! `http_get_header_values` among them, so the 1.40 marker is one 1.39.3 lacks).
+//!
+//! The environment variable [`ABI_OVERRIDE_ENV`] of the Envoy process replaces the ABI string
+//! (for a patch release whose string differs); the API family is still detected.
 
-#[cfg(all(
-    feature = "envoy-1-36",
-    any(feature = "envoy-1-38", feature = "envoy-1-40")
-))]
-compile_error!(
-    "envoy-module: more than one Envoy target feature is enabled (envoy-1-36 with envoy-1-38 or envoy-1-40); pick one"
-);
-#[cfg(all(feature = "envoy-1-38", feature = "envoy-1-40"))]
-compile_error!("envoy-module: both envoy-1-38 and envoy-1-40 are enabled; pick one");
-#[cfg(not(any(
-    feature = "envoy-1-36",
-    feature = "envoy-1-37",
-    feature = "envoy-1-38",
-    feature = "envoy-1-40"
-)))]
-compile_error!(
-    "envoy-module: enable one Envoy target feature: envoy-1-36, envoy-1-37, envoy-1-38 or envoy-1-40"
-);
+use std::ffi::CStr;
 
-// envoy-1-37 is the default feature, so every other target wins over it.
-#[cfg(feature = "envoy-1-36")]
-mod chosen {
-    pub const ENVOY: &str = "1.36 (1.36.3/1.36.4)";
-    /// Hash of the 1.36.3/1.36.4 ABI header; 1.36 refuses any other value.
-    pub const ABI: &str = "7ee559f16f35086fa7dc9ed380e2efc6b4d89031a001fb504aa71eccd25882f7";
-}
-#[cfg(all(feature = "envoy-1-40", not(feature = "envoy-1-36")))]
-mod chosen {
-    pub const ENVOY: &str = "1.40";
-    pub const FAMILY: &str = "1.40";
-    pub const ABI: &str = "v0.2.0";
-}
-#[cfg(all(
-    feature = "envoy-1-38",
-    not(any(feature = "envoy-1-36", feature = "envoy-1-40"))
-))]
-mod chosen {
-    pub const ENVOY: &str = "1.38/1.39";
-    pub const FAMILY: &str = "1.38";
-    pub const ABI: &str = "v0.1.0";
-}
-#[cfg(all(
-    feature = "envoy-1-37",
-    not(any(feature = "envoy-1-36", feature = "envoy-1-38", feature = "envoy-1-40"))
-))]
-mod chosen {
-    pub const ENVOY: &str = "1.37";
-    pub const FAMILY: &str = "1.37";
-    /// Hash of the 1.37.0 ABI header; 1.37 refuses any other value.
-    pub const ABI: &str = "4dae397a7c9ff0238d318d57ea656ce8b3fbff595787dcd7ee2ff5b79c9fe10f";
+/// The shape of Envoy's C API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Api {
+    /// 1.36: one callback per direction and map, `{ptr, len}` passed as two arguments.
+    PerDirection,
+    /// 1.37+: one callback with a header-map or body selector, `{ptr, len}` structs.
+    Unified,
 }
 
-/// The Envoy version(s) this build targets, e.g. `"1.37"`.
-pub fn target_envoy() -> &'static str {
-    chosen::ENVOY
+/// A group of Envoy releases that take the same callbacks and the same ABI string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// Envoy 1.36.3 and 1.36.4.
+    V1_36,
+    /// Envoy 1.37.x.
+    V1_37,
+    /// Envoy 1.38.x and 1.39.x.
+    V1_38,
+    /// Envoy 1.40.x.
+    V1_40,
 }
 
-/// The ABI version string `on_program_init` returns: `ENVOY_ABI_VERSION` at build time if set,
-/// else the target's.
-pub fn abi_version() -> &'static str {
-    match option_env!("ENVOY_ABI_VERSION") {
-        Some(v) if !v.is_empty() => v,
-        _ => chosen::ABI,
+/// Every Envoy release this module serves, for messages.
+pub const SUPPORTED: &str = "Envoy 1.36.3, 1.36.4, 1.37.x, 1.38.x, 1.39.x and 1.40.x";
+
+/// Environment variable of the Envoy process that names the ABI version string to return instead
+/// of the detected family's (`tools/envoy-abi <envoy>` prints the one a binary expects).
+pub const ABI_OVERRIDE_ENV: &str = "ENVOY_ABI_VERSION";
+
+impl Family {
+    /// Every family, oldest first.
+    pub const ALL: [Family; 4] = [Family::V1_36, Family::V1_37, Family::V1_38, Family::V1_40];
+
+    /// Short name: `"1.36"`, `"1.37"`, `"1.38"` (1.38 and 1.39) or `"1.40"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::V1_36 => "1.36",
+            Family::V1_37 => "1.37",
+            Family::V1_38 => "1.38",
+            Family::V1_40 => "1.40",
+        }
+    }
+
+    /// The releases of the family, for messages.
+    pub fn releases(self) -> &'static str {
+        match self {
+            Family::V1_36 => "1.36.3/1.36.4",
+            Family::V1_37 => "1.37.x",
+            Family::V1_38 => "1.38.x/1.39.x",
+            Family::V1_40 => "1.40.x",
+        }
+    }
+
+    /// The ABI version string the family's Envoy expects from `on_program_init`.
+    pub fn abi_version(self) -> &'static str {
+        match self {
+            // Hash of the 1.36.3/1.36.4 ABI header; 1.36 refuses any other value.
+            Family::V1_36 => "7ee559f16f35086fa7dc9ed380e2efc6b4d89031a001fb504aa71eccd25882f7",
+            // Hash of the 1.37.0 ABI header; 1.37.0 refuses any other value.
+            Family::V1_37 => "4dae397a7c9ff0238d318d57ea656ce8b3fbff595787dcd7ee2ff5b79c9fe10f",
+            Family::V1_38 => "v0.1.0",
+            Family::V1_40 => "v0.2.0",
+        }
+    }
+
+    pub(crate) fn api(self) -> Api {
+        match self {
+            Family::V1_36 => Api::PerDirection,
+            _ => Api::Unified,
+        }
+    }
+
+    /// Names of the `envoy_dynamic_module_callback_*` symbols the module resolves in an Envoy of
+    /// this family at load time.
+    pub fn required_callbacks(self) -> &'static [&'static str] {
+        match self.api() {
+            Api::PerDirection => crate::abi_1_36::CALLBACK_NAMES,
+            Api::Unified => crate::abi_1_37::CALLBACK_NAMES,
+        }
     }
 }
 
-/// Callbacks that first appeared in an Envoy minor of the unified (1.37+) API and are still
-/// exported by 1.40.0, newest first: the first one present names the running Envoy's release.
-/// Checked against the exports of 1.37.0, 1.38.3, 1.39.3 and 1.40.0 (1.39 added callbacks too,
-/// `http_get_header_values` among them, so a 1.40 marker must be one 1.39.3 lacks).
-#[cfg(not(feature = "envoy-1-36"))]
-const FAMILY_MARKERS: &[(&str, &std::ffi::CStr)] = &[
+/// Present only in the unified (1.37+) API.
+const UNIFIED_MARKER: &CStr = c"envoy_dynamic_module_callback_http_get_header";
+/// Present only in the per-direction (1.36) API.
+const PER_DIRECTION_MARKER: &CStr = c"envoy_dynamic_module_callback_http_get_request_header";
+/// Callbacks that first appeared in a release of the unified API, newest first.
+const RELEASE_MARKERS: &[(Family, &CStr)] = &[
     (
-        "1.40",
+        Family::V1_40,
         c"envoy_dynamic_module_callback_http_get_upstream_remote_address",
     ),
     (
-        "1.38",
+        Family::V1_38,
         c"envoy_dynamic_module_callback_http_filter_get_worker_index",
     ),
 ];
 
-/// The unified-API release ("1.37", "1.38" for 1.38/1.39, "1.40") whose callbacks the running
-/// process exports, given a symbol lookup.
-#[cfg(not(feature = "envoy-1-36"))]
-pub(crate) fn running_family(exported: impl Fn(&std::ffi::CStr) -> bool) -> &'static str {
-    FAMILY_MARKERS
-        .iter()
-        .find(|(_, marker)| exported(marker))
-        .map_or("1.37", |(family, _)| family)
+/// The family of the running Envoy, given a symbol lookup; None when the process exports neither
+/// API's callbacks.
+pub(crate) fn detect(exported: impl Fn(&CStr) -> bool) -> Option<Family> {
+    if exported(UNIFIED_MARKER) {
+        let release = RELEASE_MARKERS.iter().find(|(_, marker)| exported(marker));
+        return Some(release.map_or(Family::V1_37, |(family, _)| *family));
+    }
+    if exported(PER_DIRECTION_MARKER) {
+        return Some(Family::V1_36);
+    }
+    None
 }
 
-/// The line to print when the module runs in another release than it was built for. Envoy's own
-/// report is unhelpful there: 1.37.0 says the module was "not found", 1.38+ only warns.
-#[cfg(not(feature = "envoy-1-36"))]
-pub(crate) fn family_mismatch(running: &str) -> Option<String> {
-    if running == chosen::FAMILY {
-        return None;
+/// The ABI string to return: the override when set (and non-empty), else the family's. The second
+/// value tells whether the override was used.
+pub(crate) fn chosen_abi(family: Family, override_value: Option<String>) -> (String, bool) {
+    match override_value {
+        Some(v) if !v.is_empty() && !v.contains('\0') => (v, true),
+        _ => (family.abi_version().to_string(), false),
     }
-    let consequence = if running == "1.37" {
-        "Envoy 1.37 refuses any other ABI version (it reports the module as not found)"
-    } else {
-        "Envoy only warns about the ABI version; the API may differ"
+}
+
+/// The one line printed when the module refuses to serve this Envoy: the family as detected, what
+/// is supported, and the override.
+pub(crate) fn refusal(family: Option<Family>, missing: &[&str]) -> String {
+    let detected = match family {
+        None => format!(
+            "this Envoy exports neither {} (1.37+ API) nor {} (1.36 API), so its dynamic-module API family is unknown",
+            UNIFIED_MARKER.to_string_lossy(),
+            PER_DIRECTION_MARKER.to_string_lossy(),
+        ),
+        Some(family) => {
+            let more = match missing.len() {
+                0 | 1 => String::new(),
+                n if n <= 4 => format!(" and {} more ({})", n - 1, missing[1..].join(", ")),
+                n => format!(" and {} more ({}, ...)", n - 1, missing[1..4].join(", ")),
+            };
+            let why = if family == Family::V1_36 {
+                " (Envoy before 1.36.3 has an older body API)"
+            } else {
+                " (a release this module does not know)"
+            };
+            format!(
+                "this Envoy speaks the API family of Envoy {} but does not export {}{more}{why}",
+                family.name(),
+                missing.first().copied().unwrap_or("?"),
+            )
+        }
     };
-    Some(format!(
-        "rust_module: this module was built for Envoy {} (ABI version {}) but this Envoy exports the callbacks of Envoy {running}; {consequence}; rebuild with ENVOY_VERSION={running}.x (tools/envoy-abi <envoy> prints the exact ABI string)",
-        chosen::ENVOY,
-        abi_version(),
-    ))
+    format!(
+        "rust_module: refusing to load: {detected}; supported: {SUPPORTED}; {ABI_OVERRIDE_ENV}=<string> only replaces the ABI version string (tools/envoy-abi <envoy> prints the one a binary expects), not the API"
+    )
+}
+
+/// The line logged when the module accepted this Envoy.
+pub(crate) fn accepted(family: Family, abi: &str, overridden: bool) -> String {
+    let source = if overridden {
+        format!(
+            " from {ABI_OVERRIDE_ENV} (the family's own is {})",
+            family.abi_version()
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "rust_module: Envoy API family {} ({}) detected; returning ABI version {abi}{source}",
+        family.name(),
+        family.releases(),
+    )
 }
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn abi_string_has_no_nul() {
-        assert!(!super::abi_version().contains('\0'));
-        assert!(!super::abi_version().is_empty());
+    use super::*;
+
+    fn exports(names: &'static [&'static str]) -> impl Fn(&CStr) -> bool {
+        move |name: &CStr| names.iter().any(|n| name.to_bytes() == n.as_bytes())
     }
 
-    #[cfg(not(feature = "envoy-1-36"))]
     #[test]
-    fn running_family_follows_the_newest_marker_present() {
-        use super::running_family;
-        let exports = |names: &'static [&'static str]| {
-            move |name: &std::ffi::CStr| names.iter().any(|n| name.to_bytes() == n.as_bytes())
-        };
-        assert_eq!(running_family(exports(&[])), "1.37");
-        let v138 = &["envoy_dynamic_module_callback_http_filter_get_worker_index"];
-        assert_eq!(running_family(exports(v138)), "1.38");
+    fn the_family_follows_the_exported_callbacks() {
+        assert_eq!(detect(exports(&[])), None);
+        let v136 = &["envoy_dynamic_module_callback_http_get_request_header"];
+        assert_eq!(detect(exports(v136)), Some(Family::V1_36));
+        let v137 = &["envoy_dynamic_module_callback_http_get_header"];
+        assert_eq!(detect(exports(v137)), Some(Family::V1_37));
+        let v138 = &[
+            "envoy_dynamic_module_callback_http_get_header",
+            "envoy_dynamic_module_callback_http_filter_get_worker_index",
+        ];
+        assert_eq!(detect(exports(v138)), Some(Family::V1_38));
         // 1.39 adds callbacks of its own but is still the 1.38 family.
         let v139 = &[
+            "envoy_dynamic_module_callback_http_get_header",
             "envoy_dynamic_module_callback_http_filter_get_worker_index",
             "envoy_dynamic_module_callback_http_get_header_values",
         ];
-        assert_eq!(running_family(exports(v139)), "1.38");
+        assert_eq!(detect(exports(v139)), Some(Family::V1_38));
         let v140 = &[
+            "envoy_dynamic_module_callback_http_get_header",
             "envoy_dynamic_module_callback_http_filter_get_worker_index",
             "envoy_dynamic_module_callback_http_get_header_values",
             "envoy_dynamic_module_callback_http_get_upstream_remote_address",
         ];
-        assert_eq!(running_family(exports(v140)), "1.40");
+        assert_eq!(detect(exports(v140)), Some(Family::V1_40));
+        // A release marker alone, without the unified API, is not a family we know.
+        let odd = &["envoy_dynamic_module_callback_http_get_upstream_remote_address"];
+        assert_eq!(detect(exports(odd)), None);
     }
 
-    #[cfg(not(feature = "envoy-1-36"))]
     #[test]
-    fn a_family_mismatch_names_the_rebuild() {
-        use super::{chosen, family_mismatch};
-        assert_eq!(family_mismatch(chosen::FAMILY), None);
-        for running in ["1.37", "1.38", "1.40"] {
-            if running == chosen::FAMILY {
-                continue;
-            }
-            let line = family_mismatch(running).expect("another release");
-            assert!(
-                line.contains(&format!("built for Envoy {}", chosen::ENVOY)),
-                "{line}"
-            );
-            assert!(
-                line.contains(&format!("rebuild with ENVOY_VERSION={running}.x")),
-                "{line}"
-            );
-            assert!(line.contains(super::abi_version()), "{line}");
+    fn abi_strings_are_distinct_and_clean() {
+        for family in Family::ALL {
+            let abi = family.abi_version();
+            assert!(!abi.is_empty() && !abi.contains('\0'));
+            assert!(!family.required_callbacks().is_empty());
         }
+        assert_eq!(Family::V1_38.abi_version(), "v0.1.0");
+        assert_eq!(Family::V1_40.abi_version(), "v0.2.0");
+    }
+
+    #[test]
+    fn the_override_replaces_only_a_usable_string() {
+        let f = Family::V1_37;
+        assert_eq!(chosen_abi(f, None), (f.abi_version().to_string(), false));
+        assert_eq!(
+            chosen_abi(f, Some(String::new())),
+            (f.abi_version().to_string(), false)
+        );
+        assert_eq!(
+            chosen_abi(f, Some("v9.9.9".into())),
+            ("v9.9.9".to_string(), true)
+        );
+        let line = accepted(f, "v9.9.9", true);
+        assert!(
+            line.contains("family 1.37") && line.contains("v9.9.9"),
+            "{line}"
+        );
+        assert!(line.contains(ABI_OVERRIDE_ENV), "{line}");
+        assert!(!accepted(f, f.abi_version(), false).contains(ABI_OVERRIDE_ENV));
+    }
+
+    #[test]
+    fn a_refusal_is_one_line_naming_family_support_and_override() {
+        for (family, missing) in [
+            (None, &[][..]),
+            (
+                Some(Family::V1_36),
+                &["envoy_dynamic_module_callback_http_get_received_request_body_vector"][..],
+            ),
+            (Some(Family::V1_40), &["a", "b", "c"][..]),
+        ] {
+            let line = refusal(family, missing);
+            assert!(!line.contains('\n'), "{line}");
+            assert!(line.contains(SUPPORTED), "{line}");
+            assert!(line.contains(ABI_OVERRIDE_ENV), "{line}");
+            match family {
+                None => assert!(line.contains("family is unknown"), "{line}"),
+                Some(f) => {
+                    assert!(
+                        line.contains(&format!("family of Envoy {}", f.name())),
+                        "{line}"
+                    );
+                    assert!(line.contains(missing[0]), "{line}");
+                }
+            }
+        }
+        assert!(refusal(Some(Family::V1_40), &["a", "b", "c"]).contains("and 2 more (b, c)"));
+        let many = refusal(Some(Family::V1_36), &["a", "b", "c", "d", "e", "f"]);
+        assert!(many.contains("and 5 more (b, c, d, ...)"), "{many}");
     }
 }

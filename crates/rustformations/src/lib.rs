@@ -15,6 +15,7 @@ mod http_acl;
 mod lifecycle;
 pub mod marker;
 mod per_route;
+pub mod size_limit;
 mod test_filters;
 mod transform;
 
@@ -27,6 +28,7 @@ pub const RUSTFORMATION: &str = "rustformation";
 /// kgateway v2.2's name for the same filter.
 pub const SIMPLE_MUTATIONS: &str = "http_simple_mutations";
 pub const HTTP_ACL: &str = acl::FILTER_NAME;
+pub const SIZE_LIMIT: &str = size_limit::FILTER_NAME;
 
 envoy_module::declare_module!(envoy_module::Module {
     new_filter_config,
@@ -39,6 +41,7 @@ enum FilterKind {
     SmartHeader,
     Transformation(&'static str),
     Acl,
+    SizeLimit,
     TestPanic,
 }
 
@@ -48,6 +51,7 @@ fn filter_kind(name: &str) -> Result<FilterKind, String> {
         RUSTFORMATION => Ok(FilterKind::Transformation(RUSTFORMATION)),
         SIMPLE_MUTATIONS => Ok(FilterKind::Transformation(SIMPLE_MUTATIONS)),
         HTTP_ACL => Ok(FilterKind::Acl),
+        SIZE_LIMIT => Ok(FilterKind::SizeLimit),
         test_filters::PANIC_FILTER if test_filters::enabled() => Ok(FilterKind::TestPanic),
         test_filters::PANIC_FILTER => Err(format!(
             "filter '{name}' exists only for tests and is off unless {}=1",
@@ -55,7 +59,7 @@ fn filter_kind(name: &str) -> Result<FilterKind, String> {
         )),
         _ => Err(format!(
             "unknown filter name '{name}'; this module provides {SMART_HEADER}, {RUSTFORMATION}, \
-             {SIMPLE_MUTATIONS} and {HTTP_ACL}"
+             {SIMPLE_MUTATIONS}, {HTTP_ACL} and {SIZE_LIMIT}"
         )),
     }
 }
@@ -116,6 +120,7 @@ fn new_filter_config(
             policy: Arc::new(parse_acl(config)?),
             blocked_counter: envoy.define_counter(acl::BLOCKED_COUNTER)?,
         }),
+        FilterKind::SizeLimit => size_limit::new_config(envoy, config)?,
         FilterKind::TestPanic => {
             let panic_config = test_filters::parse(config)?;
             if panic_config.panic_on == test_filters::PanicPoint::Config {
@@ -134,6 +139,7 @@ fn new_per_route_config(name: &str, config: &[u8]) -> Result<PerRouteConfig, Str
             RouteConfig::Transformation(Arc::new(compile_transformation(kind, config)?))
         }
         FilterKind::Acl => RouteConfig::Acl(Arc::new(parse_acl(config)?)),
+        FilterKind::SizeLimit => return Err(format!("{SIZE_LIMIT} has no per-route config")),
         FilterKind::TestPanic => {
             let panic_config = test_filters::parse(config)?;
             if panic_config.panic_on == test_filters::PanicPoint::PerRouteConfig {

@@ -1,0 +1,167 @@
+//! The C API of the Envoy the module runs in, chosen once in `on_program_init`.
+//!
+//! Both API families are compiled in: [`crate::abi_1_36`] (per-direction callbacks, Envoy
+//! 1.36.3/1.36.4) and [`crate::abi_1_37`] (the unified callbacks with a header/body selector,
+//! Envoy 1.37 to 1.40). `program_init` detects the family from the callbacks the process exports
+//! ([`crate::target::detect`]), resolves that family's callback table with `dlsym` and stores it
+//! here. Every later call picks the stored table with one branch on an enum that never changes
+//! after load; nothing else is decided per request.
+
+use std::ffi::{c_char, c_void};
+use std::sync::OnceLock;
+
+use crate::api::{EnvoyFilterConfig, EnvoyHttpFilter, LogLevel};
+use crate::target::{Api, Family};
+use crate::{abi_1_36, abi_1_37};
+
+/// A buffer Envoy owns: `{const char* ptr; size_t length}` (same layout in both families).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EnvoyBuffer {
+    pub ptr: *const c_char,
+    pub length: usize,
+}
+
+impl EnvoyBuffer {
+    pub(crate) const NULL: Self = Self {
+        ptr: std::ptr::null(),
+        length: 0,
+    };
+
+    /// # Safety
+    /// `ptr` must be null or valid for reads of `length` bytes for `'a`.
+    pub(crate) unsafe fn as_slice<'a>(self) -> &'a [u8] {
+        if self.ptr.is_null() || self.length == 0 {
+            &[]
+        } else {
+            // SAFETY: non-null and valid for `length` bytes per the caller's contract.
+            unsafe { std::slice::from_raw_parts(self.ptr.cast::<u8>(), self.length) }
+        }
+    }
+}
+
+/// A header as `{key_ptr, key_len, value_ptr, value_len}`; used both ways, in both families.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct EnvoyHttpHeader {
+    pub key_ptr: *const c_char,
+    pub key_length: usize,
+    pub value_ptr: *const c_char,
+    pub value_length: usize,
+}
+
+impl EnvoyHttpHeader {
+    pub(crate) const NULL: Self = Self {
+        key_ptr: std::ptr::null(),
+        key_length: 0,
+        value_ptr: std::ptr::null(),
+        value_length: 0,
+    };
+}
+
+/// The callback table of the running Envoy's family.
+pub(crate) enum Callbacks {
+    PerDirection(abi_1_36::Callbacks),
+    Unified(abi_1_37::Callbacks),
+}
+
+/// What `program_init` found: the family and its resolved callbacks.
+pub(crate) struct Host {
+    pub(crate) family: Family,
+    pub(crate) callbacks: Callbacks,
+}
+
+static HOST: OnceLock<Host> = OnceLock::new();
+
+/// The running Envoy, once `program_init` accepted it; None outside Envoy or after a refusal.
+pub(crate) fn host() -> Option<&'static Host> {
+    HOST.get()
+}
+
+/// Resolve `family`'s callbacks and keep them for the life of the process; `Err` names every
+/// callback the family needs that this Envoy does not export.
+pub(crate) fn install(family: Family) -> Result<&'static Host, Vec<&'static str>> {
+    let callbacks = match family.api() {
+        Api::PerDirection => Callbacks::PerDirection(abi_1_36::Callbacks::resolve()?),
+        Api::Unified => Callbacks::Unified(abi_1_37::Callbacks::resolve()?),
+    };
+    Ok(HOST.get_or_init(|| Host { family, callbacks }))
+}
+
+/// Run `f` with Envoy's side of one stream; None before `program_init` accepted this Envoy.
+pub(crate) fn with_filter<R>(
+    ptr: *mut c_void,
+    f: impl FnOnce(&mut dyn EnvoyHttpFilter) -> R,
+) -> Option<R> {
+    match &host()?.callbacks {
+        Callbacks::Unified(cb) => Some(f(&mut abi_1_37::FfiFilter { ptr, cb })),
+        Callbacks::PerDirection(cb) => Some(f(&mut abi_1_36::FfiFilter { ptr, cb })),
+    }
+}
+
+/// Run `f` with Envoy's side of a filter config being created (`config_new`).
+pub(crate) fn with_config<R>(
+    ptr: *mut c_void,
+    f: impl FnOnce(&mut dyn EnvoyFilterConfig) -> R,
+) -> Option<R> {
+    match &host()?.callbacks {
+        Callbacks::Unified(cb) => Some(f(&mut abi_1_37::FfiFilterConfig { ptr, cb })),
+        Callbacks::PerDirection(cb) => Some(f(&mut abi_1_36::FfiFilterConfig { ptr, cb })),
+    }
+}
+
+/// Whether Envoy logs at `level`; None outside Envoy.
+pub(crate) fn log_enabled(level: LogLevel) -> Option<bool> {
+    match &host()?.callbacks {
+        Callbacks::Unified(cb) => Some(abi_1_37::log_enabled(cb, level)),
+        Callbacks::PerDirection(cb) => Some(abi_1_36::log_enabled(cb, level)),
+    }
+}
+
+/// Log through Envoy; false when not inside an accepted Envoy.
+pub(crate) fn log(level: LogLevel, message: &str) -> bool {
+    match host().map(|h| &h.callbacks) {
+        Some(Callbacks::Unified(cb)) => abi_1_37::log(cb, level, message),
+        Some(Callbacks::PerDirection(cb)) => abi_1_36::log(cb, level, message),
+        None => return false,
+    }
+    true
+}
+
+/// Hooks [`crate::declare_module!`] exports: the union of what every supported Envoy looks up.
+/// 1.36 looks up the first 16; 1.37 adds the `http_stream_*`, watermark and `config_scheduled`
+/// hooks; 1.38 the `config_http_*` and `local_reply` ones. Exporting a hook an Envoy does not look
+/// up costs nothing.
+pub(crate) const EXPORTED_HOOKS: &[&str] = &[
+    "envoy_dynamic_module_on_program_init",
+    "envoy_dynamic_module_on_http_filter_config_new",
+    "envoy_dynamic_module_on_http_filter_config_destroy",
+    "envoy_dynamic_module_on_http_filter_per_route_config_new",
+    "envoy_dynamic_module_on_http_filter_per_route_config_destroy",
+    "envoy_dynamic_module_on_http_filter_new",
+    "envoy_dynamic_module_on_http_filter_destroy",
+    "envoy_dynamic_module_on_http_filter_request_headers",
+    "envoy_dynamic_module_on_http_filter_request_body",
+    "envoy_dynamic_module_on_http_filter_request_trailers",
+    "envoy_dynamic_module_on_http_filter_response_headers",
+    "envoy_dynamic_module_on_http_filter_response_body",
+    "envoy_dynamic_module_on_http_filter_response_trailers",
+    "envoy_dynamic_module_on_http_filter_stream_complete",
+    "envoy_dynamic_module_on_http_filter_http_callout_done",
+    "envoy_dynamic_module_on_http_filter_scheduled",
+    "envoy_dynamic_module_on_http_filter_config_scheduled",
+    "envoy_dynamic_module_on_http_filter_http_stream_headers",
+    "envoy_dynamic_module_on_http_filter_http_stream_data",
+    "envoy_dynamic_module_on_http_filter_http_stream_trailers",
+    "envoy_dynamic_module_on_http_filter_http_stream_complete",
+    "envoy_dynamic_module_on_http_filter_http_stream_reset",
+    "envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark",
+    "envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark",
+    "envoy_dynamic_module_on_http_filter_config_http_callout_done",
+    "envoy_dynamic_module_on_http_filter_config_http_stream_headers",
+    "envoy_dynamic_module_on_http_filter_config_http_stream_data",
+    "envoy_dynamic_module_on_http_filter_config_http_stream_trailers",
+    "envoy_dynamic_module_on_http_filter_config_http_stream_complete",
+    "envoy_dynamic_module_on_http_filter_config_http_stream_reset",
+    "envoy_dynamic_module_on_http_filter_local_reply",
+];
