@@ -13,11 +13,11 @@ DIFF_SEED ?= 20261201
 
 .PHONY: test-diff
 
-# Always the 1.37.0 build and binary: the only Envoy kgateway's module loads in.
-test-diff: venv
-	$(MAKE) --no-print-directory ENVOY_VERSION=$(DIFF_ENVOY_VERSION) build envoy
+# Always Envoy 1.37.0: the only Envoy kgateway's module loads in.
+test-diff: build venv
+	$(MAKE) --no-print-directory ENVOY_VERSION=$(DIFF_ENVOY_VERSION) envoy
 	ENVOY_VERSION=$(DIFF_ENVOY_VERSION) ENVOY_BIN=$(TOOLS)/envoy-$(DIFF_ENVOY_VERSION)/envoy \
-	  MODULE_DIR=$(WORK)/module/envoy-1-37 DIFF_CASES=$(DIFF_CASES) DIFF_CONFIGS=$(DIFF_CONFIGS) DIFF_SEED=$(DIFF_SEED) \
+	  DIFF_CASES=$(DIFF_CASES) DIFF_CONFIGS=$(DIFF_CONFIGS) DIFF_SEED=$(DIFF_SEED) \
 	  $(PY) -m pytest -q -rs -s tests/diff
 
 TEST_CHECKS += test-diff

@@ -467,6 +467,24 @@ def test_empty_rendered_request_body_seen_by_upstream(upstream):
         envoy.stop()
 
 
+def test_add_keeps_cookies_apart_and_joins_the_rest_as_envoy_does(upstream):
+    config = gateway_config(upstream.port, [listener_filter()], [route(
+        "/", '{"request":{"add":[{"name":"cookie","value":"test=123"},{"name":"x-multi","value":"b"}]}}')])
+    envoy = start_envoy(config)
+    try:
+        sent = envoy.request("GET", "/", headers=[("Cookie", "foo=bar"), ("X-Multi", "a")]).json()["headers"]
+        if envoy_minor() == 36:
+            # 1.36's ABI has no add: the values are joined onto one line, a cookie as a cookie
+            # (a ", " would make `test=123` part of the value of `foo`).
+            assert sent["Cookie"] == "foo=bar; test=123"
+            assert sent["X-Multi"] == "a,b"
+        else:
+            assert sent["Cookie"] == ["foo=bar", "test=123"]
+            assert sent["X-Multi"] == ["a", "b"]
+    finally:
+        envoy.stop()
+
+
 def test_headers_only_request_gets_a_body_from_the_template(gw):
     resp = gw.request("GET", "/t/create-body")
     sent = resp.json()

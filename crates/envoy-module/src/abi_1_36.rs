@@ -112,9 +112,17 @@ struct BodyFns {
     drain: DrainBodyFn,
 }
 
-/// Joins header values the way RFC 9110 (section 5.3) allows a recipient to combine field lines.
-fn comma_join(values: &[&[u8]]) -> Vec<u8> {
-    values.join(&b", "[..])
+/// Joins the values of `name` into one field line, the emulation of `add` where the ABI has none:
+/// `cookie` with `; ` (RFC 6265 section 5.4: a cookie joined with a comma would read as part of
+/// the previous cookie's value), everything else with `,`, as Envoy joins values itself (RFC 9110
+/// section 5.3).
+fn join_values(name: &str, values: &[&[u8]]) -> Vec<u8> {
+    let separator: &[u8] = if name.eq_ignore_ascii_case("cookie") {
+        b"; "
+    } else {
+        b","
+    };
+    values.join(separator)
 }
 
 /// [`EnvoyHttpFilter`] over the 1.36 C ABI for the duration of one hook.
@@ -333,7 +341,7 @@ impl EnvoyHttpFilter for FfiFilter {
         }
         let mut values: Vec<&[u8]> = existing.iter().map(Vec::as_slice).collect();
         values.push(value);
-        let combined = comma_join(&values);
+        let combined = join_values(name, &values);
         self.set_header(kind, name, &combined)
     }
 
@@ -551,11 +559,15 @@ impl EnvoyFilterConfig for FfiFilterConfig {
 
 #[cfg(test)]
 mod tests {
-    use super::comma_join;
+    use super::join_values;
 
     #[test]
-    fn add_emulation_joins_like_rfc9110() {
-        assert_eq!(comma_join(&[b"a", b"b c", b"d"]), b"a, b c, d");
-        assert_eq!(comma_join(&[b"only"]), b"only");
+    fn add_emulation_joins_as_envoy_and_cookies_as_cookies() {
+        assert_eq!(join_values("x-a", &[b"a", b"b c", b"d"]), b"a,b c,d");
+        assert_eq!(join_values("x-a", &[b"only"]), b"only");
+        assert_eq!(
+            join_values("Cookie", &[b"foo=bar", b"test=123"]),
+            b"foo=bar; test=123"
+        );
     }
 }

@@ -1,9 +1,9 @@
 //! kgateway's template functions that need no request context.
 //!
 //! Semantics follow kgateway v2.3 (`substring` byte offsets, padded base64 engines, invalid
-//! or non-UTF-8 decode results give an empty string, `raw_string` JSON-escapes), with two
-//! deliberate differences: `substring` never panics on a non-character boundary (the bytes
-//! are converted lossily), and `replace_with_random` draws a fresh value on every call.
+//! or non-UTF-8 decode results give an empty string, `raw_string` JSON-escapes,
+//! `replace_with_random` draws a fresh value on every call), with one deliberate difference:
+//! `substring` never panics on a non-character boundary (the bytes are converted lossily).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE};
@@ -47,7 +47,7 @@ pub fn base64url_decode(input: &str) -> String {
 }
 
 /// `replace_with_random(s, pattern)`: every occurrence of `pattern` becomes one fresh random
-/// 128-bit value, base64 without padding. Fresh per call, unlike kgateway (#13634).
+/// 128-bit value, base64 without padding, fresh per call (as kgateway v2.3's).
 pub fn replace_with_random(input: &str, pattern: &str) -> Result<String, minijinja::Error> {
     let mut random = [0u8; 16];
     getrandom::fill(&mut random).map_err(|e| {

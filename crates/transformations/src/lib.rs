@@ -53,21 +53,29 @@
 //! UTF-8, lossily; so is the body for `body()`.
 //!
 //! # Deliberate differences from kgateway
-//! - Command operators are resolved (kgateway passes `%REQ(...)%` through as text).
-//! - `replace_with_random` draws a fresh value on every call (kgateway #13634 repeats it).
+//! Measured against kgateway v2.3's own module by the differential suite (`tests/diff`, whose
+//! `differences.py` holds one case per difference):
+//! - Command operators are resolved (kgateway passes `%REQ(...)%` through as text); an unknown
+//!   `%UPPER_CASE%` operator, like a literal value with CR, LF or NUL, rejects the config.
 //! - A rendered header value containing CR, LF or NUL is never emitted: `set` removes the
 //!   header, `add` skips it, and a [`Warning`] of kind [`WarningKind::InvalidHeaderValue`] is
-//!   returned. A literal value with them rejects the config.
-//! - A template using JSON variables without a parsed JSON body gives the 400 reply for the
-//!   body template too (kgateway only emptied the body), and it is detected before anything
-//!   is changed.
+//!   returned.
+//! - A `set`/`add` whose header name is not a token (pseudo-headers allowed) loads, as in
+//!   kgateway, but is skipped, with a load-time warning ([`Transformation::warnings`]).
+//! - A body template using JSON variables without a parsed JSON body gives the 400 reply
+//!   (kgateway emptied the body), before anything is changed.
 //! - `body()` and `context()` work in every value of a side whose body is buffered (kgateway
-//!   only filled them when the body template mentioned them).
+//!   only filled them when the body template called the same function).
 //! - `substring` with offsets inside a UTF-8 character does not panic; the bytes are
-//!   converted lossily.
-//! - Header names are lowercased and must be tokens (pseudo-headers allowed).
+//!   converted lossily. A panic of the template engine fails that one value, like any render
+//!   error (kgateway's module takes Envoy down).
+//! - Each value has a render budget ([`Limits`]); kgateway's is unbounded.
+//! - `tojson` and `urlencode` are available (kgateway's engine is built without them).
 //! - A side whose body nothing reads or replaces (no body value, not `AsJson`, no `body()` or
 //!   `context()`) is not buffered: [`Side::needs_body`].
+//!
+//! Everything else matches kgateway's module, including how values print: this crate uses the
+//! MiniJinja release kgateway v2.3 uses (2.12).
 //!
 //! # Limits
 //! Each rendered value has a budget ([`Limits`]): MiniJinja fuel ([`DEFAULT_FUEL`]) and an
