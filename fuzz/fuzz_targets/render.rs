@@ -6,6 +6,9 @@
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
+
+#[path = "engine_panics.rs"]
+mod engine_panics;
 use transformations::memory::{MemoryMessage, MemoryStreamInfo};
 use transformations::{BodyMode, Limits, Options, Transformation};
 
@@ -31,6 +34,7 @@ const LIMITS: Limits = Limits {
 };
 
 fuzz_target!(|input: Input| {
+    engine_panics::tolerate_engine_panics();
     let config = serde_json::json!({
         "request": {
             "set": [{"name": "x-set", "value": input.set_value}],
