@@ -48,9 +48,11 @@ impl Found {
             // when the value is missing).
             let mut path = format!("{}.{}", self.path, field);
             loop {
-                if let Some(&Position { line, block }) = doc.positions.get(&path) {
+                if let Some(&Position { line, .. }) = doc.positions.get(&path) {
+                    // Exact for block scalars and one-line values; a quoted value folded over
+                    // several lines is counted from its first line.
                     return Some(match template_line {
-                        Some(t) if path.ends_with(field) => line + t - usize::from(!block),
+                        Some(t) if path.ends_with(field) => line + t.saturating_sub(1),
                         _ => line,
                     });
                 }

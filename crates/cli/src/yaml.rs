@@ -11,9 +11,9 @@ use yaml_rust2::scanner::{Marker, TScalarStyle};
 /// Where a node starts in the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Position {
-    /// 1-based line of the node (of the `|`/`>` indicator for a block scalar).
+    /// 1-based line of the node (for a block scalar, `|` or `>`, its first line of text).
     pub line: usize,
-    /// True for a block scalar (`|`, `>`): its text starts on the next line.
+    /// True for a block scalar.
     pub block: bool,
 }
 
@@ -229,7 +229,7 @@ mod tests {
         assert_eq!(
             docs[0].positions["b[2]"],
             Position {
-                line: 5,
+                line: 6,
                 block: true
             }
         );

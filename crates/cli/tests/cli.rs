@@ -20,7 +20,8 @@ fn run(args: &[&str], stdin: Option<&[u8]>) -> Output {
         .expect("the binary runs");
     let mut input = child.stdin.take().unwrap();
     if let Some(bytes) = stdin {
-        input.write_all(bytes).unwrap();
+        // The tool stops reading past its input bound: a broken pipe is expected then.
+        let _ = input.write_all(bytes);
     }
     drop(input);
     child.wait_with_output().unwrap()
@@ -88,7 +89,7 @@ fn validate_names_file_line_field_and_template_position() {
     let out = stdout(&o);
     let want = format!(
         "{file}:15: error: TrafficPolicy/team/broken: spec.transformation.response.set[1].value \
-         (template line 2, column 38): invalid template at response.set[1].value: syntax error"
+         (template line 2, column 36): invalid template at response.set[1].value: syntax error"
     );
     assert!(out.contains(&want), "{out}");
 
