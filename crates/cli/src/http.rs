@@ -204,11 +204,13 @@ fn values_of<'a>(m: &'a MemoryMessage, name: &str) -> Vec<&'a [u8]> {
         .collect()
 }
 
+/// A header line: lowercased name and value.
+pub type Header = (String, Vec<u8>);
+/// A header line of the transformed message and how it changed.
+pub type MarkedHeader = (String, Vec<u8>, Change);
+
 /// Each header of `after` with its change, then the names `before` had and `after` lacks.
-pub fn diff(
-    before: &MemoryMessage,
-    after: &MemoryMessage,
-) -> (Vec<(String, Vec<u8>, Change)>, Vec<(String, Vec<u8>)>) {
+pub fn diff(before: &MemoryMessage, after: &MemoryMessage) -> (Vec<MarkedHeader>, Vec<Header>) {
     let mut lines = Vec::new();
     for (n, v) in &after.headers {
         let old = values_of(before, n);

@@ -35,6 +35,8 @@ enum Format {
     Json,
 }
 
+// Parsed once per run: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Compile every TrafficPolicy transformation/acl and every rust_module filter config found

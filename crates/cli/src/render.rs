@@ -117,7 +117,7 @@ pub fn load_policy_with_env(
         Ok(LoadedConfig::Transformation(t)) => Ok(Policy {
             label,
             filter_name,
-            transformation: t,
+            transformation: *t,
         }),
         Ok(_) => Err(format!("{label}: not a transformation")),
         Err(e) => Err(format!("{label}: the module refuses this config: {e}")),

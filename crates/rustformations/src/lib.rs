@@ -70,7 +70,7 @@ fn filter_kind(name: &str) -> Result<FilterKind, String> {
 #[derive(Debug)]
 pub enum LoadedConfig {
     /// `my-smart-header`, `rustformation`, `http_simple_mutations`.
-    Transformation(Transformation),
+    Transformation(Box<Transformation>),
     /// `http-acl`.
     Acl(acl::AclPolicy),
     /// A filter without a compiled form worth showing (`request-size-limit`).
@@ -98,13 +98,25 @@ pub fn load_config(
     config: &[u8],
     per_route: bool,
 ) -> Result<LoadedConfig, LoadError> {
+    load_config_with(filter_name, config, per_route, &Options::default())
+}
+
+/// [`load_config`] with compile options (e.g. where `env()` reads from); the module always
+/// uses the defaults (Envoy's process environment).
+pub fn load_config_with(
+    filter_name: &str,
+    config: &[u8],
+    per_route: bool,
+    options: &Options,
+) -> Result<LoadedConfig, LoadError> {
     let plain = |message: String| LoadError {
         message,
         transformation: None,
     };
     match filter_kind(filter_name).map_err(plain)? {
         kind @ (FilterKind::SmartHeader | FilterKind::Transformation(_)) => {
-            load_transformation(kind, config).map(LoadedConfig::Transformation)
+            load_transformation(kind, config, options)
+                .map(|t| LoadedConfig::Transformation(Box::new(t)))
         }
         FilterKind::Acl => parse_acl(config).map(LoadedConfig::Acl).map_err(plain),
         FilterKind::SizeLimit if per_route => {
@@ -123,17 +135,20 @@ pub fn load_config(
     }
 }
 
-fn load_transformation(kind: FilterKind, config: &[u8]) -> Result<Transformation, LoadError> {
-    let options = Options::default();
+fn load_transformation(
+    kind: FilterKind,
+    config: &[u8],
+    options: &Options,
+) -> Result<Transformation, LoadError> {
     match kind {
-        FilterKind::SmartHeader => transformations::smart_header_transformation(config, &options),
+        FilterKind::SmartHeader => transformations::smart_header_transformation(config, options),
         _ if config.iter().all(u8::is_ascii_whitespace) => {
             return Err(LoadError {
                 message: "the config is empty; send {} for a filter that changes nothing".into(),
                 transformation: None,
             });
         }
-        _ => Transformation::from_json_with(config, &options),
+        _ => Transformation::from_json_with(config, options),
     }
     .map_err(|e| LoadError {
         message: e.to_string(),
@@ -142,7 +157,8 @@ fn load_transformation(kind: FilterKind, config: &[u8]) -> Result<Transformation
 }
 
 fn compile_transformation(kind: FilterKind, config: &[u8]) -> Result<Transformation, String> {
-    let transformation = load_transformation(kind, config).map_err(|e| e.message)?;
+    let transformation =
+        load_transformation(kind, config, &Options::default()).map_err(|e| e.message)?;
     for warning in transformation.warnings() {
         envoy_module::log_warn!("config warning: {warning}");
     }
