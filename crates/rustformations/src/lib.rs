@@ -13,7 +13,6 @@ use transformations::{Options, Transformation};
 mod envoy_message;
 mod http_acl;
 mod lifecycle;
-pub mod marker;
 mod per_route;
 pub mod size_limit;
 mod test_filters;
@@ -21,6 +20,8 @@ mod transform;
 
 use per_route::RouteConfig;
 use transform::{TransformCounters, TransformFilterConfig};
+/// The marker header lives with the pure logic, shared with the command-line tool.
+pub use transformations::marker;
 
 /// The filter names this module answers to.
 pub const SMART_HEADER: &str = "my-smart-header";
@@ -64,16 +65,100 @@ fn filter_kind(name: &str) -> Result<FilterKind, String> {
     }
 }
 
-fn compile_transformation(kind: FilterKind, config: &[u8]) -> Result<Transformation, String> {
-    let options = Options::default();
-    let transformation = match kind {
-        FilterKind::SmartHeader => transformations::smart_header_transformation(config, &options),
-        _ if config.iter().all(u8::is_ascii_whitespace) => {
-            return Err("the config is empty; send {} for a filter that changes nothing".into());
-        }
-        _ => Transformation::from_json_with(config, &options),
+/// A filter config as this module loads it, without Envoy (what `rustformations validate`
+/// checks): the same functions the config callbacks below call.
+#[derive(Debug)]
+pub enum LoadedConfig {
+    /// `my-smart-header`, `rustformation`, `http_simple_mutations`.
+    Transformation(Box<Transformation>),
+    /// `http-acl`.
+    Acl(acl::AclPolicy),
+    /// A filter without a compiled form worth showing (`request-size-limit`).
+    Other,
+}
+
+/// Why a config does not load: the message Envoy's log shows, plus the structured
+/// transformation error when there is one (field path, template position).
+#[derive(Debug, Clone)]
+pub struct LoadError {
+    pub message: String,
+    pub transformation: Option<transformations::Error>,
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
     }
-    .map_err(|e| e.to_string())?;
+}
+
+/// Loads `config` for `filter_name` as Envoy's config callbacks do; `per_route` selects the
+/// per-route one (`DynamicModuleFilterPerRoute`), otherwise the listener's (`DynamicModuleFilter`).
+pub fn load_config(
+    filter_name: &str,
+    config: &[u8],
+    per_route: bool,
+) -> Result<LoadedConfig, LoadError> {
+    load_config_with(filter_name, config, per_route, &Options::default())
+}
+
+/// [`load_config`] with compile options (e.g. where `env()` reads from); the module always
+/// uses the defaults (Envoy's process environment).
+pub fn load_config_with(
+    filter_name: &str,
+    config: &[u8],
+    per_route: bool,
+    options: &Options,
+) -> Result<LoadedConfig, LoadError> {
+    let plain = |message: String| LoadError {
+        message,
+        transformation: None,
+    };
+    match filter_kind(filter_name).map_err(plain)? {
+        kind @ (FilterKind::SmartHeader | FilterKind::Transformation(_)) => {
+            load_transformation(kind, config, options)
+                .map(|t| LoadedConfig::Transformation(Box::new(t)))
+        }
+        FilterKind::Acl => parse_acl(config).map(LoadedConfig::Acl).map_err(plain),
+        FilterKind::SizeLimit if per_route => {
+            Err(plain(format!("{SIZE_LIMIT} has no per-route config")))
+        }
+        // Its config callback, run against the in-memory Envoy side (it only defines a counter).
+        FilterKind::SizeLimit => size_limit::new_config(
+            &mut envoy_module::testing::FakeFilterConfigEnvoy::new(),
+            config,
+        )
+        .map(|_| LoadedConfig::Other)
+        .map_err(plain),
+        FilterKind::TestPanic => test_filters::parse(config)
+            .map(|_| LoadedConfig::Other)
+            .map_err(plain),
+    }
+}
+
+fn load_transformation(
+    kind: FilterKind,
+    config: &[u8],
+    options: &Options,
+) -> Result<Transformation, LoadError> {
+    match kind {
+        FilterKind::SmartHeader => transformations::smart_header_transformation(config, options),
+        _ if config.iter().all(u8::is_ascii_whitespace) => {
+            return Err(LoadError {
+                message: "the config is empty; send {} for a filter that changes nothing".into(),
+                transformation: None,
+            });
+        }
+        _ => Transformation::from_json_with(config, options),
+    }
+    .map_err(|e| LoadError {
+        message: e.to_string(),
+        transformation: Some(e),
+    })
+}
+
+fn compile_transformation(kind: FilterKind, config: &[u8]) -> Result<Transformation, String> {
+    let transformation =
+        load_transformation(kind, config, &Options::default()).map_err(|e| e.message)?;
     for warning in transformation.warnings() {
         envoy_module::log_warn!("config warning: {warning}");
     }

@@ -11,8 +11,8 @@ use envoy_module::{
     HttpFilterConfig, TrailersStatus, log_debug, log_warn,
 };
 use transformations::{
-    ApplyError, BodyMode, HeaderSnapshot, Side, Transformation, Warning, WarningKind,
-    is_upgrade_or_connect,
+    ApplyError, BodyMode, HeaderSnapshot, LocalReply, Side, SideAction, Transformation, Warning,
+    WarningKind,
 };
 
 use crate::envoy_message::{EnvoyMessage, EnvoyStreamInfo};
@@ -99,11 +99,6 @@ impl TransformFilter {
         }
     }
 
-    /// Whether this side must see its whole body before the transformation runs.
-    fn buffers(&self, direction: Direction) -> bool {
-        !self.headers_only && self.side(direction).needs_body()
-    }
-
     /// Runs the transformation of one side. Returns false when it answered with a local reply.
     fn apply(
         &mut self,
@@ -183,13 +178,14 @@ impl TransformFilter {
             error.status()
         );
         // Envoy runs the response hooks of our own local reply while this hook is still live, and
-        // the SDK passes such re-entrant calls through: the marker must travel with the reply.
-        let marker: Vec<(&str, &[u8])> = self
-            .marker
+        // the SDK passes such re-entrant calls through: the marker travels with the reply.
+        let reply = LocalReply::for_error(error, self.marker.as_deref());
+        let headers: Vec<(&str, &[u8])> = reply
+            .headers
             .iter()
-            .map(|m| (m.name.as_str(), m.value.as_bytes()))
+            .map(|(n, v)| (n.as_str(), v.as_bytes()))
             .collect();
-        envoy.send_local_reply(error.status(), &marker, b"", error.details());
+        envoy.send_local_reply(reply.status, &headers, &reply.body, reply.details);
     }
 
     /// Picks the route's transformation and snapshots what the response side reads of the request.
@@ -208,9 +204,7 @@ impl TransformFilter {
             direction: Direction::Request,
         };
         // Only a side that buffers cares; header-only transformations skip the two lookups.
-        self.headers_only = (self.transformation.request().needs_body()
-            || self.transformation.response().needs_body())
-            && is_upgrade_or_connect(&request);
+        self.headers_only = self.transformation.headers_only_stream(&request);
         self.request_snapshot = self.transformation.capture_request_headers(&request);
     }
 
@@ -221,7 +215,8 @@ impl TransformFilter {
         direction: Direction,
         end_of_stream: bool,
     ) -> HeadersStatus {
-        if !self.side(direction).has_work() {
+        let action = self.side(direction).action(self.headers_only);
+        if action == SideAction::PassThrough {
             *self.phase_mut(direction) = Phase::Done;
             if direction == Direction::Response {
                 // The marker proves the module ran, even where the response side has no work.
@@ -229,7 +224,7 @@ impl TransformFilter {
             }
             return HeadersStatus::Continue;
         }
-        if !self.buffers(direction) {
+        if action == SideAction::HeadersOnly {
             let ok = self.apply(envoy, direction, BodyMode::HeadersOnly);
             return if ok {
                 HeadersStatus::Continue

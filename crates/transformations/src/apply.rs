@@ -98,32 +98,32 @@ impl HeaderSnapshot {
 }
 
 #[derive(Debug)]
-struct HeaderOp {
-    name: String,
-    value: Compiled,
-    field: String,
+pub(crate) struct HeaderOp {
+    pub(crate) name: String,
+    pub(crate) value: Compiled,
+    pub(crate) field: String,
 }
 
 #[derive(Debug)]
-struct MetadataOp {
-    namespace: String,
-    key: String,
-    value: Compiled,
-    field: String,
+pub(crate) struct MetadataOp {
+    pub(crate) namespace: String,
+    pub(crate) key: String,
+    pub(crate) value: Compiled,
+    pub(crate) field: String,
 }
 
 /// One side (request or response), compiled.
 #[derive(Debug, Default)]
 pub struct Side {
-    set: Vec<HeaderOp>,
-    add: Vec<HeaderOp>,
-    remove: Vec<String>,
-    body: Option<(Compiled, String)>,
-    parse_as: ParseAs,
-    metadata: Vec<MetadataOp>,
-    usage: Usage,
+    pub(crate) set: Vec<HeaderOp>,
+    pub(crate) add: Vec<HeaderOp>,
+    pub(crate) remove: Vec<String>,
+    pub(crate) body: Option<(Compiled, String)>,
+    pub(crate) parse_as: ParseAs,
+    pub(crate) metadata: Vec<MetadataOp>,
+    pub(crate) usage: Usage,
     /// Headers of this side's own message to snapshot before rendering.
-    own_needs: HeaderNeeds,
+    pub(crate) own_needs: HeaderNeeds,
 }
 
 impl Side {

@@ -36,6 +36,14 @@ pub struct Error {
     kind: ErrorKind,
     message: String,
     location: Option<String>,
+    position: Option<TemplatePosition>,
+}
+
+/// Where inside a value's text a template error is: 1-based line and column (in characters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TemplatePosition {
+    pub line: usize,
+    pub column: usize,
 }
 
 impl Error {
@@ -44,7 +52,19 @@ impl Error {
             kind,
             message: message.into(),
             location: None,
+            position: None,
         }
+    }
+
+    pub(crate) fn with_position(mut self, position: Option<TemplatePosition>) -> Error {
+        self.position = position;
+        self
+    }
+
+    /// For a template that does not compile: the line and column of the problem inside the
+    /// value's text, when the template engine reports one.
+    pub fn template_position(&self) -> Option<TemplatePosition> {
+        self.position
     }
 
     pub(crate) fn at(mut self, location: impl Into<String>) -> Error {

@@ -93,9 +93,12 @@
 pub mod apply;
 pub mod config;
 pub mod error;
+pub mod exchange;
 pub mod functions;
+pub mod marker;
 pub mod memory;
 pub mod operators;
+pub mod plan;
 pub mod smart_header;
 pub mod template;
 
@@ -106,7 +109,9 @@ pub use apply::{
     BodyMode, HeaderMap, Message, Side, StreamInfo, Transformation, is_upgrade_or_connect,
 };
 pub use config::{ParseAs, TransformationConfig};
-pub use error::{ApplyError, Error, ErrorKind, Warning, WarningKind};
+pub use error::{ApplyError, Error, ErrorKind, TemplatePosition, Warning, WarningKind};
+pub use exchange::LocalReply;
+pub use plan::{SideAction, Target, ValueInfo, ValueKind};
 pub use smart_header::{SmartHeaderConfig, smart_header_transformation};
 pub use template::{
     DEFAULT_FUEL, EnvLookup, HeaderNeeds, HeaderSnapshot, Limits, MAX_BODY_BYTES,

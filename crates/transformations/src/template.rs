@@ -195,6 +195,8 @@ pub(crate) enum Compiled {
         /// Variables that are neither functions nor set inside the template: they can only
         /// come from a JSON body.
         undeclared: Box<[String]>,
+        /// Every top-level name the template looks up (functions included), sorted.
+        variables: Box<[String]>,
     },
 }
 
@@ -239,6 +241,44 @@ impl Compiled {
             _ => &[],
         }
     }
+
+    /// Every top-level name a template looks up (empty for other values).
+    pub fn variables(&self) -> &[String] {
+        match self {
+            Compiled::Template { variables, .. } => variables,
+            _ => &[],
+        }
+    }
+
+    /// The command operators of a value made of text and operators.
+    pub fn operators(&self) -> impl Iterator<Item = &Operator> {
+        let segments: &[Segment] = match self {
+            Compiled::Ops { segments, .. } => segments,
+            _ => &[],
+        };
+        segments.iter().filter_map(|s| match s {
+            Segment::Op(op) => Some(op),
+            Segment::Literal(_) => None,
+        })
+    }
+}
+
+/// The position of a syntax error in `value` as the user wrote it. Operators in text parts
+/// are plain text to the template engine, so the value compiles to the same error at the same
+/// place without the rewriting the real compile does.
+fn template_error_position(value: &str) -> Option<crate::error::TemplatePosition> {
+    let env = Environment::new();
+    let err = env.template_from_str(value).err()?;
+    let line = err.line()?;
+    let column = match err.range() {
+        Some(range) if range.start <= value.len() && value.is_char_boundary(range.start) => {
+            let before = &value[..range.start];
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            before[line_start..].chars().count() + 1
+        }
+        _ => 1,
+    };
+    Some(crate::error::TemplatePosition { line, column })
 }
 
 /// Builds the template environment while values are compiled.
@@ -328,7 +368,11 @@ impl Compiler {
         }
         self.env
             .add_template_owned(field.to_owned(), source)
-            .map_err(|e| Error::new(ErrorKind::Template, e.to_string()).at(field))?;
+            .map_err(|e| {
+                Error::new(ErrorKind::Template, e.to_string())
+                    .at(field)
+                    .with_position(template_error_position(value))
+            })?;
         let tmpl = self
             .env
             .get_template(field)
@@ -346,6 +390,12 @@ impl Compiler {
             usage.whole_json = true;
         }
         usage.json_names.extend(all.iter().cloned());
+        let mut variables: Vec<String> = all
+            .iter()
+            .filter(|n| n.as_str() != OP_FN)
+            .cloned()
+            .collect();
+        variables.sort();
         let mut undeclared: Vec<String> = all
             .into_iter()
             .filter(|n| !self.globals.contains(n) && n != OP_FN)
@@ -358,6 +408,7 @@ impl Compiler {
         Ok(Compiled::Template {
             name: field.into(),
             undeclared: undeclared.into(),
+            variables: variables.into(),
         })
     }
 
