@@ -93,9 +93,13 @@
 pub mod apply;
 pub mod config;
 pub mod error;
+pub mod extensions;
 pub mod functions;
+pub mod json_edit;
 pub mod memory;
 pub mod operators;
+pub mod pattern;
+pub mod query;
 pub mod smart_header;
 pub mod template;
 
@@ -103,7 +107,8 @@ pub mod template;
 mod tests;
 
 pub use apply::{
-    BodyMode, HeaderMap, Message, Side, StreamInfo, Transformation, is_upgrade_or_connect,
+    BodyMode, HeaderMap, Message, MetadataSource, Side, StreamInfo, Transformation,
+    is_upgrade_or_connect,
 };
 pub use config::{ParseAs, TransformationConfig};
 pub use error::{ApplyError, Error, ErrorKind, Warning, WarningKind};
