@@ -248,8 +248,9 @@ pub(crate) fn analyse(
                 {
                     let re = pattern::compile(slot.key()).map_err(|e| {
                         err(format!(
-                            "regex_extract: invalid pattern {:?}: {e}",
-                            slot.key()
+                            "regex_extract: invalid pattern {:?}: {}",
+                            slot.key(),
+                            pattern::describe(&e)
                         ))
                     })?;
                     slot.insert(re);

@@ -28,6 +28,17 @@ pub fn compile(pattern: &str) -> Result<Regex, regex::Error> {
         .build()
 }
 
+/// A regex error on one line: a syntax error's own multi-line drawing reduced to its last
+/// line (`error: unclosed group`), so a config rejection stays one log line.
+pub fn describe(e: &regex::Error) -> String {
+    let text = e.to_string();
+    text.lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("error: "))
+        .map(str::to_owned)
+        .unwrap_or_else(|| text.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
 /// Which capture group to return.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Group<'a> {
@@ -118,7 +129,9 @@ mod tests {
     #[test]
     fn size_limit_refuses_huge_programs() {
         assert!(compile("[a-z]{1,100}{1,100}").is_err());
-        assert!(compile("(").is_err());
+        assert_eq!(describe(&compile("(").unwrap_err()), "unclosed group");
+        let big = describe(&compile("[a-z]{1,100}{1,100}").unwrap_err());
+        assert!(big.contains("size limit") && !big.contains('\n'), "{big}");
         assert!(compile(r"\w+@\w+").is_ok());
     }
 
