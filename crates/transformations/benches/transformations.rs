@@ -156,7 +156,7 @@ fn chat_body(size: usize) -> String {
             body.push_str(", ");
         }
         body.push_str(&format!(
-            r#"{{"role": "user", "content": "message {i}: caf\u00e9, "quoted" and a number 1.50e+2"}}"#
+            r#"{{"role": "user", "content": "message {i}: caf\u00e9, \"quoted\" and a number 1.50e+2"}}"#
         ));
         i += 1;
     }
@@ -242,7 +242,7 @@ fn extension_benches(c: &mut Criterion) {
     headers.push(("content-type", "application/json"));
     let request = MemoryMessage::new(&headers, &body);
     let json_set = Transformation::from_json(
-        br#"{"request":{"body":{"value":"{{ json_set(body(), "/model", "gpt-4o-mini") }}"}}}"#,
+        br#"{"request":{"body":{"value":"{{ json_set(body(), \"/model\", \"gpt-4o-mini\") }}"}}}"#,
     )
     .unwrap();
     let expected = body.replacen(r#""gpt-4""#, r#""gpt-4o-mini""#, 1);
@@ -256,7 +256,7 @@ fn extension_benches(c: &mut Criterion) {
     );
     let whole = Transformation::from_json(
         br#"{"request":{"body":{"parseAs":"AsJson",
-            "value":"{"model": "gpt-4o-mini", "temperature": {{ temperature }}, "messages": {{ messages | tojson }}}"}}}"#,
+            "value":"{\"model\": \"gpt-4o-mini\", \"temperature\": {{ temperature }}, \"messages\": {{ messages | tojson }}}"}}}"#,
     )
     .unwrap();
     bench_request(
