@@ -13,7 +13,7 @@
 CARGO_FUZZ_VERSION := 0.13.2
 CARGO_FUZZ := $(TOOLS)/cargo/bin/cargo-fuzz
 NIGHTLY ?= nightly
-FUZZ_TARGETS := config render operators acl template_diff
+FUZZ_TARGETS := config render operators acl template_diff functions
 FUZZ_SECONDS ?= 300
 FUZZ_SMOKE_SECONDS ?= 20
 SOAK_SECONDS ?= 600

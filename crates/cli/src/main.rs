@@ -89,6 +89,10 @@ enum Command {
         /// NAME=VALUE for env(NAME) (otherwise this process's environment, as the module reads Envoy's).
         #[arg(long = "env", value_name = "NAME=VALUE")]
         env: Vec<String>,
+        /// [SOURCE/]NAMESPACE:KEY=VALUE for metadata(NAMESPACE, KEY[, SOURCE]); SOURCE is dynamic
+        /// (the default), route, cluster or host.
+        #[arg(long = "metadata", value_name = "[SOURCE/]NAMESPACE:KEY=VALUE")]
+        metadata: Vec<String>,
         /// %DOWNSTREAM_REMOTE_ADDRESS%.
         #[arg(long, default_value = "127.0.0.1:40000")]
         remote_address: SocketAddr,
@@ -186,6 +190,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             response_headers,
             response_body,
             env,
+            metadata,
             remote_address,
             start_time,
             protocol,
@@ -264,7 +269,12 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 Some(m) => transformations::marker::parse(&m)?,
                 None => transformations::marker::from_env()?,
             };
+            let metadata = metadata
+                .iter()
+                .map(|m| render::parse_metadata(m))
+                .collect::<Result<Vec<_>, _>>()?;
             let stream = render::Stream {
+                metadata,
                 protocol,
                 start_time: match start_time {
                     Some(t) => render::parse_time(&t)?,

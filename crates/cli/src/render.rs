@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use transformations::exchange::{self, LocalReply, RequestOutcome};
 use transformations::marker::Marker;
 use transformations::memory::{MemoryMessage, MemoryStreamInfo};
-use transformations::{Options, SideAction, Transformation, Warning};
+use transformations::{MetadataSource, Options, SideAction, Transformation, Warning};
 
 use crate::http;
 use crate::input;
@@ -126,10 +126,37 @@ pub fn load_policy_with_env(
 
 /// Stream facts Envoy would supply.
 pub struct Stream {
+    /// What `metadata()` reads: (source, namespace, key, value).
+    pub metadata: Vec<(MetadataSource, String, String, String)>,
     pub protocol: String,
     pub start_time: SystemTime,
     pub remote_address: SocketAddr,
     pub marker: Option<Marker>,
+}
+
+/// Parses `--metadata [SOURCE/]NAMESPACE:KEY=VALUE` (the namespace may hold dots, not `:`).
+pub fn parse_metadata(s: &str) -> Result<(MetadataSource, String, String, String), String> {
+    let bad = || format!("--metadata wants [SOURCE/]NAMESPACE:KEY=VALUE, got {s:?}");
+    let (target, value) = s.split_once('=').ok_or_else(bad)?;
+    let (source, target) = match target.split_once('/') {
+        Some((source, rest)) if !source.contains(':') => (
+            MetadataSource::from_name(source).ok_or_else(|| {
+                format!("--metadata: unknown source {source:?} (dynamic, route, cluster or host)")
+            })?,
+            rest,
+        ),
+        _ => (MetadataSource::Dynamic, target),
+    };
+    let (namespace, key) = target.split_once(':').ok_or_else(bad)?;
+    if namespace.is_empty() || key.is_empty() {
+        return Err(bad());
+    }
+    Ok((
+        source,
+        namespace.to_owned(),
+        key.to_owned(),
+        value.to_owned(),
+    ))
 }
 
 /// Parses `2026-11-26T13:46:26.123Z` (or without milliseconds).
@@ -203,7 +230,12 @@ pub fn run(
         protocol: Some(stream.protocol.clone()),
         start_time: Some(stream.start_time),
         downstream_remote_address: Some(stream.remote_address),
-        dynamic_metadata: Vec::new(),
+        metadata: stream
+            .metadata
+            .iter()
+            .map(|(source, ns, key, value)| ((*source, ns.clone(), key.clone()), value.clone()))
+            .collect(),
+        ..MemoryStreamInfo::default()
     };
     let request_before = request.clone();
     let mut request = request;

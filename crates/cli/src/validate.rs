@@ -167,6 +167,17 @@ fn warnings(
                             .into(),
                     );
                 }
+                for function in transformations::extensions::NAMES {
+                    if v.kind == ValueKind::Template && calls_function(raw, function) {
+                        warn(
+                            Some(v.field),
+                            format!(
+                                "calls `{function}()`, which only this module offers: kgateway's \
+                                 own module answers such a route with a 400"
+                            ),
+                        );
+                    }
+                }
                 for filter in ["tojson", "urlencode"] {
                     if v.kind == ValueKind::Template && uses_filter(raw, filter) {
                         warn(
@@ -181,6 +192,16 @@ fn warnings(
             }
         }
     }
+}
+
+/// Whether `raw` calls `name(...)` (not as a method or a filter, not inside a longer name).
+fn calls_function(raw: &str, name: &str) -> bool {
+    raw.match_indices(name).any(|(at, _)| {
+        let before = raw[..at].trim_end().chars().next_back();
+        let after = raw[at + name.len()..].trim_start();
+        after.starts_with('(')
+            && !before.is_some_and(|c| c.is_alphanumeric() || matches!(c, '_' | '.' | '|'))
+    })
 }
 
 /// The configured text of `field` (`response.set[1].value`) in the config JSON.
@@ -326,6 +347,21 @@ mod tests {
         assert!(uses_filter("{{ a|urlencode }}", "urlencode"));
         assert!(!uses_filter("{{ a | tojsonx }}", "tojson"));
         assert!(!uses_filter("{{ tojson }}", "tojson"));
+    }
+
+    #[test]
+    fn calls_of_functions_kgateway_lacks() {
+        assert!(calls_function("{{ query_param(\"a\") }}", "query_param"));
+        assert!(calls_function(
+            "{{ json_set (body(), \"/a\", 1) }}",
+            "json_set"
+        ));
+        assert!(!calls_function(
+            "{{ set_query_param(p, \"a\", 1) }}",
+            "query_param"
+        ));
+        assert!(!calls_function("{{ x.metadata(1) }}", "metadata"));
+        assert!(!calls_function("{{ metadata }}", "metadata"));
     }
 
     #[test]

@@ -301,3 +301,60 @@ fn explain_shows_the_compiled_plan() {
     assert_eq!(v["request"]["values"][0]["kind"], "template");
     assert_eq!(v["request"]["values"][0]["json_variables"][0], "model");
 }
+
+#[test]
+fn render_reads_metadata_and_validate_warns_about_functions_kgateway_lacks() {
+    let policy = temp(
+        "md.json",
+        br#"{"request":{"set":[{"name":"x-tenant","value":"{{ metadata(\"auth\", \"tenant\") }}"},
+            {"name":"x-team","value":"{{ metadata(\"team.example\", \"name\", \"route\") }}"}]}}"#,
+    );
+    let o = cli(&[
+        "render",
+        &policy,
+        "--metadata",
+        "auth:tenant=acme",
+        "--metadata",
+        "route/team.example:name=blue",
+        "/a",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("+ x-tenant: acme\n"), "{out}");
+    assert!(out.contains("+ x-team: blue\n"), "{out}");
+
+    let o = cli(&["render", &policy, "--metadata", "nowhere/a:b=c", "/a"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("unknown source \"nowhere\""),
+        "{}",
+        stderr(&o)
+    );
+
+    let policy = temp(
+        "md.yaml",
+        br#"apiVersion: gateway.kgateway.dev/v1alpha1
+kind: TrafficPolicy
+metadata:
+  name: md
+spec:
+  transformation:
+    request:
+      set:
+        - name: x-tenant
+          value: '{{ metadata("auth", "tenant") }}'
+"#,
+    );
+    let o = cli(&["validate", &policy]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "warnings alone do not fail: {}",
+        stdout(&o)
+    );
+    assert!(
+        stdout(&o).contains("calls `metadata()`, which only this module offers"),
+        "{}",
+        stdout(&o)
+    );
+}

@@ -9,7 +9,7 @@ use std::ffi::{c_char, c_void};
 use crate::abi::{EnvoyBuffer, EnvoyHttpHeader};
 use crate::api::{
     Attribute, CounterId, Direction, EnvoyFilterConfig, EnvoyHttpFilter, HeaderKind, LogLevel,
-    PerRouteConfig,
+    MetadataSource, PerRouteConfig,
 };
 use crate::callbacks::callback_table;
 use crate::runtime;
@@ -461,14 +461,15 @@ impl EnvoyHttpFilter for FfiFilter {
         }
     }
 
-    fn dynamic_metadata_string(&self, namespace: &str, key: &str) -> Option<&[u8]> {
+    fn metadata_string(&self, source: MetadataSource, namespace: &str, key: &str) -> Option<&[u8]> {
         let mut ptr: Bytes = std::ptr::null();
         let mut len = 0usize;
-        // SAFETY: source 0 is the stream's dynamic metadata; out-pointers valid for the call.
+        // SAFETY: `source` is one of Envoy's metadata source ids (0..=3); the namespace and key
+        // buffers outlive the call; the out-pointers are valid for the call.
         let ok = unsafe {
             (self.cb.http_get_metadata_string)(
                 self.ptr,
-                0,
+                source as u32,
                 namespace.as_ptr().cast(),
                 namespace.len(),
                 key.as_ptr().cast(),

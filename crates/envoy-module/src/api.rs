@@ -73,6 +73,20 @@ pub enum Attribute {
     ResponseCode,
 }
 
+/// Where a metadata read looks (values are Envoy's metadata source ids, the same in every
+/// supported API family).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MetadataSource {
+    /// The stream's dynamic metadata, as set by filters.
+    Dynamic = 0,
+    /// The selected route's `metadata`.
+    Route = 1,
+    /// The upstream cluster's `metadata`.
+    Cluster = 2,
+    /// The upstream host's (LbEndpoint's) `metadata`.
+    Host = 3,
+}
+
 /// A counter defined at config time; cheap to copy into filters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CounterId(pub usize);
@@ -123,7 +137,12 @@ pub trait EnvoyHttpFilter {
     /// Set `namespace/key` of the stream's dynamic metadata to a string.
     fn set_dynamic_metadata_string(&mut self, namespace: &str, key: &str, value: &str) -> bool;
     /// Read a string from the stream's dynamic metadata.
-    fn dynamic_metadata_string(&self, namespace: &str, key: &str) -> Option<&[u8]>;
+    fn dynamic_metadata_string(&self, namespace: &str, key: &str) -> Option<&[u8]> {
+        self.metadata_string(MetadataSource::Dynamic, namespace, key)
+    }
+    /// Read the string value of `namespace/key` from `source`; `None` when the source, the
+    /// namespace or the key is absent, or the value is not a string.
+    fn metadata_string(&self, source: MetadataSource, namespace: &str, key: &str) -> Option<&[u8]>;
 
     /// A string attribute of the stream.
     fn attribute_string(&self, attribute: Attribute) -> Option<&[u8]>;

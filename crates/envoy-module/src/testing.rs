@@ -8,7 +8,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::api::{
-    Attribute, CounterId, Direction, EnvoyFilterConfig, EnvoyHttpFilter, HeaderKind, PerRouteConfig,
+    Attribute, CounterId, Direction, EnvoyFilterConfig, EnvoyHttpFilter, HeaderKind,
+    MetadataSource, PerRouteConfig,
 };
 
 /// An ordered multi-map of headers with case-insensitive names (stored lower-case).
@@ -119,6 +120,8 @@ pub struct FakeEnvoy {
     pub local_reply: Option<LocalReply>,
     /// Dynamic metadata by (namespace, key).
     pub dynamic_metadata: BTreeMap<(String, String), String>,
+    /// Route, cluster and host metadata by source, then (namespace, key) (string values).
+    pub metadata: BTreeMap<MetadataSource, BTreeMap<(String, String), String>>,
     pub string_attributes: HashMap<Attribute, Vec<u8>>,
     pub int_attributes: HashMap<Attribute, i64>,
     /// Counter values by id (ids come from [`FakeFilterConfigEnvoy`]).
@@ -273,9 +276,12 @@ impl EnvoyHttpFilter for FakeEnvoy {
         true
     }
 
-    fn dynamic_metadata_string(&self, namespace: &str, key: &str) -> Option<&[u8]> {
-        self.dynamic_metadata
-            .get(&(namespace.to_string(), key.to_string()))
+    fn metadata_string(&self, source: MetadataSource, namespace: &str, key: &str) -> Option<&[u8]> {
+        let map = match source {
+            MetadataSource::Dynamic => &self.dynamic_metadata,
+            other => self.metadata.get(&other)?,
+        };
+        map.get(&(namespace.to_string(), key.to_string()))
             .map(|v| v.as_bytes())
     }
 
@@ -438,6 +444,24 @@ mod tests {
         assert!(e.set_dynamic_metadata_string("ns", "k", "v"));
         assert_eq!(e.dynamic_metadata_string("ns", "k"), Some(&b"v"[..]));
         assert_eq!(e.dynamic_metadata_string("ns", "other"), None);
+        assert_eq!(
+            e.metadata_string(MetadataSource::Dynamic, "ns", "k"),
+            Some(&b"v"[..]),
+            "dynamic metadata is the Dynamic source"
+        );
+        assert_eq!(e.metadata_string(MetadataSource::Route, "ns", "k"), None);
+        e.metadata.entry(MetadataSource::Route).or_default().insert(
+            ("team".to_string(), "owner".to_string()),
+            "payments".to_string(),
+        );
+        assert_eq!(
+            e.metadata_string(MetadataSource::Route, "team", "owner"),
+            Some(&b"payments"[..])
+        );
+        assert_eq!(
+            e.metadata_string(MetadataSource::Cluster, "team", "owner"),
+            None
+        );
 
         e.string_attributes
             .insert(Attribute::SourceAddress, b"10.0.0.1:1234".to_vec());

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use envoy_module::{Attribute, Direction, EnvoyHttpFilter, HeaderKind};
-use transformations::{HeaderMap, Message, StreamInfo};
+use transformations::{HeaderMap, Message, MetadataSource, StreamInfo};
 
 pub type SharedEnvoy<'a, 'e> = &'a RefCell<&'e mut dyn EnvoyHttpFilter>;
 
@@ -98,5 +98,17 @@ impl StreamInfo for EnvoyStreamInfo<'_, '_> {
         self.envoy
             .borrow_mut()
             .set_dynamic_metadata_string(namespace, key, value);
+    }
+
+    fn metadata(&self, source: MetadataSource, namespace: &str, key: &str) -> Option<String> {
+        let source = match source {
+            MetadataSource::Dynamic => envoy_module::MetadataSource::Dynamic,
+            MetadataSource::Route => envoy_module::MetadataSource::Route,
+            MetadataSource::Cluster => envoy_module::MetadataSource::Cluster,
+            MetadataSource::Host => envoy_module::MetadataSource::Host,
+        };
+        let envoy = self.envoy.borrow();
+        let value = envoy.metadata_string(source, namespace, key)?;
+        Some(String::from_utf8_lossy(value).into_owned())
     }
 }

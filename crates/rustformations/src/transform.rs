@@ -677,6 +677,31 @@ mod tests {
     }
 
     #[test]
+    fn metadata_function_reads_other_filters_metadata_in_both_directions() {
+        let mut f = filter(
+            r#"{"request":{"set":[{"name":"x-tenant","value":"{{ metadata('envoy.lb', 'tenant') }}"}]},
+                "response":{"set":[
+                    {"name":"x-tenant","value":"{{ metadata('envoy.lb', 'tenant') }}"},
+                    {"name":"x-owner","value":"{{ metadata('team', 'owner', source='route') }}"},
+                    {"name":"x-none","value":"{{ metadata('envoy.lb', 'absent') }}"}]}}"#,
+        );
+        let mut e = post(&[]);
+        e.dynamic_metadata
+            .insert(("envoy.lb".into(), "tenant".into()), "acme".into());
+        e.metadata
+            .entry(envoy_module::MetadataSource::Route)
+            .or_default()
+            .insert(("team".into(), "owner".into()), "payments".into());
+        f.on_request_headers(&mut e, true);
+        assert_eq!(req(&e, "x-tenant").as_deref(), Some("acme"));
+        e.response_headers.add(":status", b"200");
+        f.on_response_headers(&mut e, true);
+        assert_eq!(resp(&e, "x-tenant").as_deref(), Some("acme"));
+        assert_eq!(resp(&e, "x-owner").as_deref(), Some("payments"));
+        assert_eq!(resp(&e, "x-none"), None);
+    }
+
+    #[test]
     fn warnings_are_counted() {
         let mut f = filter(
             r#"{"request":{"set":[{"name":"x-err","value":"{{ \"a\" + 1 }}"},

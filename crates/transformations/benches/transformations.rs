@@ -5,7 +5,9 @@ use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use transformations::memory::{MemoryMessage, MemoryStreamInfo};
-use transformations::{BodyMode, Options, Transformation, smart_header_transformation};
+use transformations::{
+    BodyMode, MetadataSource, Options, Transformation, smart_header_transformation,
+};
 
 const REQUEST_HEADERS: &[(&str, &str)] = &[
     (":method", "GET"),
@@ -145,5 +147,132 @@ fn benches(c: &mut Criterion) {
     }
 }
 
-criterion_group!(group, benches);
+/// A chat request of about `size` bytes: `model` first, then many messages.
+fn chat_body(size: usize) -> String {
+    let mut body = String::from(r#"{"model": "gpt-4", "temperature": 0.70, "messages": ["#);
+    let mut i = 0;
+    while body.len() < size {
+        if i > 0 {
+            body.push_str(", ");
+        }
+        body.push_str(&format!(
+            r#"{{"role": "user", "content": "message {i}: caf\u00e9, \"quoted\" and a number 1.50e+2"}}"#
+        ));
+        i += 1;
+    }
+    body.push_str("]}");
+    body
+}
+
+/// One request-side application, checked once so the benchmark measures the real work.
+fn bench_request(
+    c: &mut Criterion,
+    name: &str,
+    t: &Transformation,
+    request: &MemoryMessage,
+    info: &MemoryStreamInfo,
+    check: impl Fn(&MemoryMessage),
+) {
+    let mut msg = request.clone();
+    t.apply_request(&mut msg, BodyMode::Buffered, &mut info.clone())
+        .unwrap();
+    check(&msg);
+    c.bench_function(name, |b| {
+        b.iter_batched_ref(
+            || (request.clone(), info.clone()),
+            |(msg, info)| black_box(t.apply_request(msg, BodyMode::Buffered, info).unwrap()),
+            BatchSize::LargeInput,
+        )
+    });
+}
+
+/// The functions beyond kgateway: a typical use of each, and `json_set` on a 2 MB chat request
+/// against the whole-body AsJson template that makes the same change.
+fn extension_benches(c: &mut Criterion) {
+    let mut headers = REQUEST_HEADERS.to_vec();
+    headers.push(("x-user", "id=4711; tenant=acme-eu; role=admin"));
+    headers[1] = (":path", "/v1/items?page=2&debug=1&q=caf%C3%A9");
+    let request = MemoryMessage::new(&headers, "");
+    let info = MemoryStreamInfo::default().with_metadata(
+        MetadataSource::Dynamic,
+        "envoy.filters.http.jwt_authn",
+        "sub",
+        "alice",
+    );
+    let one = |value: &str| {
+        Transformation::from_json(
+            serde_json::json!({"request": {"set": [{"name": "x-out", "value": value}]}})
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap()
+    };
+    for (name, value, want) in [
+        (
+            "regex_extract (literal pattern, one header)",
+            r#"{{ regex_extract(header("x-user"), "tenant=([a-z0-9-]+)", 1) }}"#,
+            "acme-eu",
+        ),
+        ("query_param", r#"{{ query_param("q") }}"#, "café"),
+        (
+            "set_query_param (on :path)",
+            r#"{{ set_query_param(header(":path"), "api-version", "2024-06-01") }}"#,
+            "/v1/items?page=2&debug=1&q=caf%C3%A9&api-version=2024-06-01",
+        ),
+        (
+            "remove_query_param (on :path)",
+            r#"{{ remove_query_param(header(":path"), "debug") }}"#,
+            "/v1/items?page=2&q=caf%C3%A9",
+        ),
+        (
+            "metadata (one dynamic-metadata string)",
+            r#"{{ metadata("envoy.filters.http.jwt_authn", "sub") }}"#,
+            "alice",
+        ),
+    ] {
+        let t = one(value);
+        bench_request(c, name, &t, &request, &info, |m| {
+            assert_eq!(m.header("x-out").as_deref(), Some(want), "{name}");
+        });
+    }
+
+    let body = chat_body(2 * 1024 * 1024);
+    let mut headers = REQUEST_HEADERS.to_vec();
+    headers[0] = (":method", "POST");
+    headers.push(("content-type", "application/json"));
+    let request = MemoryMessage::new(&headers, &body);
+    let json_set = Transformation::from_json(
+        br#"{"request":{"body":{"value":"{{ json_set(body(), \"/model\", \"gpt-4o-mini\") }}"}}}"#,
+    )
+    .unwrap();
+    let expected = body.replacen(r#""gpt-4""#, r#""gpt-4o-mini""#, 1);
+    bench_request(
+        c,
+        "json_set /model in a 2 MB chat body",
+        &json_set,
+        &request,
+        &MemoryStreamInfo::default(),
+        |m| assert_eq!(m.body_str(), expected),
+    );
+    let whole = Transformation::from_json(
+        br#"{"request":{"body":{"parseAs":"AsJson",
+            "value":"{\"model\": \"gpt-4o-mini\", \"temperature\": {{ temperature }}, \"messages\": {{ messages | tojson }}}"}}}"#,
+    )
+    .unwrap();
+    bench_request(
+        c,
+        "AsJson whole-body template, same change, 2 MB chat body",
+        &whole,
+        &request,
+        &MemoryStreamInfo::default(),
+        |m| {
+            let got: serde_json::Value = serde_json::from_slice(&m.body).unwrap();
+            let mut want: serde_json::Value = serde_json::from_str(&body).unwrap();
+            want["model"] = "gpt-4o-mini".into();
+            assert_eq!(got, want, "the same document, re-serialised");
+        },
+    );
+}
+
+criterion_group!(group, benches, extension_benches);
 criterion_main!(group);

@@ -51,6 +51,39 @@ pub trait StreamInfo {
     }
     /// Sets string dynamic metadata `namespace/key`.
     fn set_dynamic_metadata(&mut self, namespace: &str, key: &str, value: &str);
+    /// A string value of metadata `namespace/key` from `source` (what `metadata()` reads);
+    /// `None` when absent or not a string. Asked only for the pairs the templates name, once
+    /// per side application.
+    fn metadata(&self, source: MetadataSource, namespace: &str, key: &str) -> Option<String> {
+        let _ = (source, namespace, key);
+        None
+    }
+}
+
+/// Where `metadata(namespace, key, source)` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MetadataSource {
+    /// The stream's dynamic metadata (set by filters: `header_to_metadata`, `ext_authz`, ...).
+    Dynamic,
+    /// The route's `metadata`.
+    Route,
+    /// The upstream cluster's `metadata` (once the route picked a cluster).
+    Cluster,
+    /// The upstream host's `metadata` (response side: once a host was picked).
+    Host,
+}
+
+impl MetadataSource {
+    /// `dynamic`, `route`, `cluster` or `host`.
+    pub fn from_name(name: &str) -> Option<MetadataSource> {
+        Some(match name {
+            "dynamic" => MetadataSource::Dynamic,
+            "route" => MetadataSource::Route,
+            "cluster" => MetadataSource::Cluster,
+            "host" => MetadataSource::Host,
+            _ => return None,
+        })
+    }
 }
 
 /// Whether the side's body is part of this application.
@@ -340,6 +373,15 @@ impl Transformation {
             body: body_value,
             context: json.clone().unwrap_or_default(),
             ops: self.engine.ops(),
+            metadata: u
+                .metadata
+                .iter()
+                .filter_map(|&i| {
+                    let m = self.engine.metadata_keys().get(i)?;
+                    Some((i, info.metadata(m.source, &m.namespace, &m.key)?))
+                })
+                .collect(),
+            metadata_keys: self.engine.metadata_keys().clone(),
         };
         let scope = self.engine.scope(data, json.as_ref());
         let limits = self.engine.limits();

@@ -28,7 +28,8 @@
 //! - **MiniJinja** markup (`{{ }}`, `{% %}`, `{# #}`) with kgateway's functions: `header`,
 //!   `request_header`, `body`, `context`, `env`, `substring`, `base64_encode`,
 //!   `base64url_encode`, `base64_decode`, `base64url_decode`, `replace_with_random`,
-//!   `replace_with_string`, `raw_string`, plus MiniJinja's builtins. With `parseAs: AsJson`
+//!   `replace_with_string`, `raw_string`, the [functions beyond
+//!   kgateway](#functions-beyond-kgateway), plus MiniJinja's builtins. With `parseAs: AsJson`
 //!   the keys of a JSON object body are top-level variables (shadowing functions of the same
 //!   name) and `context()` is the whole JSON value.
 //! - **Envoy command operators** in the text parts: `%REQ(h)%`, `%REQ(h?alt)%`,
@@ -77,6 +78,45 @@
 //! Everything else matches kgateway's module, including how values print: this crate uses the
 //! MiniJinja release kgateway v2.3 uses (2.12).
 //!
+//! # Functions beyond kgateway
+//! Available in every value (`rustformation` and `my-smart-header` alike). kgateway v2.3's own
+//! module does not know them: there a policy using them is answered with a 400 (an unknown
+//! function is an undeclared variable), so the differential suite leaves them out.
+//! - `regex_extract(value, pattern, group=0)`: the text of capture `group` (an index, or a
+//!   name for `(?P<name>...)`) in the first match of `pattern` in `value`; empty when nothing
+//!   matches, the group does not exist or did not take part, or the group is negative. The
+//!   syntax is the `regex` crate's (linear time, no look-around or back-references). A pattern
+//!   written as a string literal is compiled when the config loads and an invalid one rejects
+//!   the config with the field path; a computed pattern is compiled on first use into a
+//!   bounded cache and renders empty when invalid. Every pattern is limited in compiled size
+//!   ([`pattern::REGEX_SIZE_LIMIT`]). A backslash is doubled in a Jinja string (`"\\d+"`)
+//!   and doubled again in the policy JSON; `[0-9]` needs neither.
+//!   See [`pattern`].
+//! - `query_param(name)`: the first value of query parameter `name` of the request's `:path`
+//!   (in both phases: the response phase reads the request path as the client sent it),
+//!   percent-decoded with `+` as a space; empty when absent or bare (`?flag`).
+//!   `set_query_param(path, name, value)` returns `path` with `name=value` (percent-encoded)
+//!   replacing the first parameter of that name in place (later ones are dropped) or appended;
+//!   `remove_query_param(path, name)` returns `path` without any parameter of that name (and
+//!   without the `?` when nothing is left). Parameters they do not touch keep their order and
+//!   encoding byte for byte. Use them in a `set` of `:path`. See [`query`].
+//! - `json_set(document, pointer, value, raw=false)` / `json_delete(document, pointer)`: the JSON
+//!   text `document` with the value at the JSON Pointer (RFC 6901) replaced, added or deleted,
+//!   every other byte unchanged (key order, whitespace, numbers as written, escapes). `value` is
+//!   inserted as a JSON string, or as written when `raw=true` (it must then be valid JSON). A
+//!   missing parent leaves the document unchanged; an invalid document, pointer or raw value
+//!   gives an empty result. One pass over the document, no tree: see [`json_edit`].
+//! - `metadata(namespace, key, source="dynamic")`: a string value another filter or the config
+//!   put in the stream's dynamic metadata (`source="dynamic"`), the route's, the cluster's or
+//!   the upstream host's metadata (`"route"`, `"cluster"`, `"host"`); empty when absent or not a
+//!   string. The arguments must be string literals: the pairs a config reads are decided when it
+//!   loads (anything else rejects the config with the field path) and read once per side
+//!   application through [`StreamInfo::metadata`]. Our own `dynamicMetadata` entries are set
+//!   after the side's values render, so a value never sees the same side's writes.
+//!
+//! Bad arguments are answered as kgateway's functions answer them: an empty result, or, for
+//! what can be known at load time, a rejected config; never a panic.
+//!
 //! # Limits
 //! Each rendered value has a budget ([`Limits`]): MiniJinja fuel ([`DEFAULT_FUEL`]) and an
 //! output cap ([`MAX_HEADER_VALUE_BYTES`] for headers and metadata, [`MAX_BODY_BYTES`] for
@@ -94,11 +134,15 @@ pub mod apply;
 pub mod config;
 pub mod error;
 pub mod exchange;
+pub mod extensions;
 pub mod functions;
+pub mod json_edit;
 pub mod marker;
 pub mod memory;
 pub mod operators;
+pub mod pattern;
 pub mod plan;
+pub mod query;
 pub mod smart_header;
 pub mod template;
 
@@ -106,7 +150,8 @@ pub mod template;
 mod tests;
 
 pub use apply::{
-    BodyMode, HeaderMap, Message, Side, StreamInfo, Transformation, is_upgrade_or_connect,
+    BodyMode, HeaderMap, Message, MetadataSource, Side, StreamInfo, Transformation,
+    is_upgrade_or_connect,
 };
 pub use config::{ParseAs, TransformationConfig};
 pub use error::{ApplyError, Error, ErrorKind, TemplatePosition, Warning, WarningKind};

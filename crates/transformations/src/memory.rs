@@ -1,10 +1,12 @@
 //! In-memory [`Message`] and [`StreamInfo`], for tests (here and in the glue).
 
 use std::borrow::Cow;
+use std::cell::Cell;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::SystemTime;
 
-use crate::apply::{HeaderMap, Message, StreamInfo};
+use crate::apply::{HeaderMap, Message, MetadataSource, StreamInfo};
 
 /// Headers (in order, duplicates allowed) and a body.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -103,6 +105,27 @@ pub struct MemoryStreamInfo {
     pub downstream_remote_address: Option<SocketAddr>,
     /// `(namespace, key, value)` in the order they were set.
     pub dynamic_metadata: Vec<(String, String, String)>,
+    /// String metadata other filters set, what `metadata()` reads, by (source, namespace, key).
+    pub metadata: HashMap<(MetadataSource, String, String), String>,
+    /// How many times [`StreamInfo::metadata`] was asked.
+    pub metadata_reads: Cell<usize>,
+}
+
+impl MemoryStreamInfo {
+    /// Adds a metadata value for `metadata()` to read.
+    pub fn with_metadata(
+        mut self,
+        source: MetadataSource,
+        namespace: &str,
+        key: &str,
+        value: &str,
+    ) -> MemoryStreamInfo {
+        self.metadata.insert(
+            (source, namespace.to_owned(), key.to_owned()),
+            value.to_owned(),
+        );
+        self
+    }
 }
 
 impl StreamInfo for MemoryStreamInfo {
@@ -118,5 +141,11 @@ impl StreamInfo for MemoryStreamInfo {
     fn set_dynamic_metadata(&mut self, namespace: &str, key: &str, value: &str) {
         self.dynamic_metadata
             .push((namespace.to_owned(), key.to_owned(), value.to_owned()));
+    }
+    fn metadata(&self, source: MetadataSource, namespace: &str, key: &str) -> Option<String> {
+        self.metadata_reads.set(self.metadata_reads.get() + 1);
+        self.metadata
+            .get(&(source, namespace.to_owned(), key.to_owned()))
+            .cloned()
     }
 }

@@ -21,8 +21,10 @@ use minijinja::value::{Object, Value};
 use minijinja::{AutoEscape, Environment, State, UndefinedBehavior};
 
 use crate::error::{Error, ErrorKind, WarningKind};
+use crate::extensions::{self, MetadataKey};
 use crate::functions;
 use crate::operators::{self, Operator, OperatorKind, OperatorSource, Segment};
+use crate::pattern::Patterns;
 
 /// Default MiniJinja fuel per rendered value (roughly instructions; data costs about one unit
 /// per 64 bytes). Far above what a sane transformation uses, low enough to stop a runaway loop.
@@ -153,6 +155,8 @@ pub(crate) struct Usage {
     pub protocol: bool,
     pub start_time: bool,
     pub remote_address: bool,
+    /// `metadata(...)` calls: indices into the config's metadata table.
+    pub metadata: BTreeSet<usize>,
 }
 
 impl Usage {
@@ -287,6 +291,8 @@ pub(crate) struct Compiler {
     ops: Vec<Operator>,
     globals: HashSet<String>,
     limits: Limits,
+    patterns: Arc<Patterns>,
+    collected: extensions::Collected,
     /// `Some(response_phase)` where a value made only of text and `{{ header("x") }}` /
     /// `{{ request_header("x") }}` may be compiled to header operators instead of a template:
     /// the same output without running the template engine per request. `None` where JSON
@@ -296,13 +302,16 @@ pub(crate) struct Compiler {
 
 impl Compiler {
     pub fn new(options: &Options) -> Compiler {
-        let env = new_environment(options);
+        let patterns = Arc::new(Patterns::default());
+        let env = new_environment(options, patterns.clone());
         let globals = env.globals().map(|(k, _)| k.to_owned()).collect();
         Compiler {
             env,
             ops: Vec::new(),
             globals,
             limits: options.limits,
+            patterns,
+            collected: extensions::Collected::default(),
             lower_header_calls: None,
         }
     }
@@ -405,6 +414,13 @@ impl Compiler {
         // An unknown function is an undeclared name like a JSON variable: kgateway loads such a
         // template and answers its requests as it does for a missing JSON variable.
         analyse_calls(&tokens, usage);
+        extensions::analyse(
+            &tokens,
+            &call_positions(&tokens),
+            field,
+            usage,
+            &mut self.collected,
+        )?;
         Ok(Compiled::Template {
             name: field.into(),
             undeclared: undeclared.into(),
@@ -413,10 +429,12 @@ impl Compiler {
     }
 
     pub fn finish(self) -> Engine {
+        self.patterns.set_literal(self.collected.literal_patterns);
         Engine {
             env: self.env,
             ops: self.ops.into(),
             limits: self.limits,
+            metadata: self.collected.metadata.into(),
         }
     }
 }
@@ -428,7 +446,7 @@ fn strip_trailing_newline(s: &str) -> &str {
         .unwrap_or(s)
 }
 
-fn new_environment(options: &Options) -> Environment<'static> {
+fn new_environment(options: &Options, patterns: Arc<Patterns>) -> Environment<'static> {
     let mut env = Environment::new();
     env.set_fuel(Some(options.limits.fuel));
     // Values are HTTP headers and bodies, not HTML.
@@ -466,6 +484,7 @@ fn new_environment(options: &Options) -> Environment<'static> {
     env.add_function("replace_with_random", functions::replace_with_random);
     env.add_function("replace_with_string", functions::replace_with_string);
     env.add_function("raw_string", functions::raw_string);
+    extensions::register(&mut env, patterns);
     env.add_function(OP_FN, |state: &State, index: usize| -> String {
         let mut out = String::new();
         if let Some(d) = data(state)
@@ -478,7 +497,7 @@ fn new_environment(options: &Options) -> Environment<'static> {
     env
 }
 
-fn data(state: &State) -> Option<Arc<RenderData>> {
+pub(crate) fn data(state: &State) -> Option<Arc<RenderData>> {
     state.lookup(DATA_KEY)?.downcast_object::<RenderData>()
 }
 
@@ -542,6 +561,29 @@ pub(crate) struct RenderData {
     /// `context()`: the parsed JSON body, or undefined.
     pub context: Value,
     pub ops: Arc<[Operator]>,
+    /// The metadata this side's values read, read once per side application: indices into
+    /// `metadata_keys`, with the value (absent values are not listed).
+    pub metadata: Vec<(usize, String)>,
+    pub metadata_keys: Arc<[MetadataKey]>,
+}
+
+impl RenderData {
+    /// A metadata value read for this application, if it was present.
+    pub fn metadata_value(
+        &self,
+        source: crate::apply::MetadataSource,
+        namespace: &str,
+        key: &str,
+    ) -> Option<&str> {
+        self.metadata
+            .iter()
+            .find(|(i, _)| {
+                self.metadata_keys
+                    .get(*i)
+                    .is_some_and(|m| m.source == source && m.namespace == namespace && m.key == key)
+            })
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 impl Object for RenderData {}
@@ -595,6 +637,7 @@ pub(crate) struct Engine {
     env: Environment<'static>,
     ops: Arc<[Operator]>,
     limits: Limits,
+    metadata: Arc<[MetadataKey]>,
 }
 
 impl fmt::Debug for Engine {
@@ -641,6 +684,11 @@ impl Engine {
 
     pub fn ops(&self) -> Arc<[Operator]> {
         self.ops.clone()
+    }
+
+    /// Every metadata value some template of the config reads.
+    pub fn metadata_keys(&self) -> &Arc<[MetadataKey]> {
+        &self.metadata
     }
 
     pub fn scope(&self, data: RenderData, json: Option<&Value>) -> Scope {
@@ -1113,15 +1161,17 @@ fn find_endraw(s: &str, from: usize) -> usize {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Tok<'a> {
+pub(crate) enum Tok<'a> {
     Ident(&'a str),
     /// A string literal without escapes (its content), or `None` when it has escapes.
     Str(Option<&'a str>),
+    /// A string literal with escapes, as written between its quotes.
+    EscStr(&'a str),
     Punct(char),
 }
 
 /// A rough lexer, enough to find calls and their literal arguments.
-fn tokenize<'a>(src: &'a str, out: &mut Vec<Tok<'a>>) {
+pub(crate) fn tokenize<'a>(src: &'a str, out: &mut Vec<Tok<'a>>) {
     let bytes = src.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
@@ -1153,7 +1203,12 @@ fn tokenize<'a>(src: &'a str, out: &mut Vec<Tok<'a>>) {
                 j += 1;
             }
             let end = j.min(bytes.len());
-            out.push(Tok::Str((!escaped).then(|| &src[start..end])));
+            let content = &src[start..end];
+            out.push(if escaped {
+                Tok::EscStr(content)
+            } else {
+                Tok::Str(Some(content))
+            });
             i = j + 1;
         } else {
             let ch = src[i..].chars().next().unwrap_or('?');
@@ -1163,12 +1218,12 @@ fn tokenize<'a>(src: &'a str, out: &mut Vec<Tok<'a>>) {
     }
 }
 
-/// Returns the names called as plain functions, and records which headers `header()` and
-/// `request_header()` read (all of them when the argument is not a string literal).
-fn analyse_calls(tokens: &[Tok<'_>], usage: &mut Usage) -> BTreeSet<String> {
-    let mut calls = BTreeSet::new();
+/// Indices (into `tokens`) of the names called as plain functions: not methods, filters,
+/// tests, macro or filter-block names.
+fn call_positions(tokens: &[Tok<'_>]) -> Vec<usize> {
+    let mut out = Vec::new();
     for (i, tok) in tokens.iter().enumerate() {
-        let Tok::Ident(name) = tok else { continue };
+        let Tok::Ident(_) = tok else { continue };
         if tokens.get(i + 1) != Some(&Tok::Punct('(')) {
             continue;
         }
@@ -1181,11 +1236,23 @@ fn analyse_calls(tokens: &[Tok<'_>], usage: &mut Usage) -> BTreeSet<String> {
             Some(Tok::Ident("not")) => prev2 == Some(&Tok::Ident("is")),
             _ => false,
         };
-        if not_a_function {
-            continue;
+        if !not_a_function {
+            out.push(i);
         }
-        calls.insert((*name).to_owned());
-        let needs = match *name {
+    }
+    out
+}
+
+/// Returns the names called as plain functions, and records which headers `header()` and
+/// `request_header()` read (all of them when the argument is not a string literal).
+fn analyse_calls(tokens: &[Tok<'_>], usage: &mut Usage) -> BTreeSet<String> {
+    let mut calls = BTreeSet::new();
+    for i in call_positions(tokens) {
+        let Tok::Ident(name) = tokens[i] else {
+            continue;
+        };
+        calls.insert(name.to_owned());
+        let needs = match name {
             "header" => &mut usage.header_fn,
             "request_header" => &mut usage.request_header_fn,
             _ => continue,
