@@ -132,6 +132,13 @@ def _autoescape(ours: Outcome, theirs: Outcome, fields: list[str]) -> list[str]:
             + expect(header_values(ours, "x-v") == ['<b> "q" page.html'], "ours: as written"))
 
 
+def _extensions(ours: Outcome, theirs: Outcome, fields: list[str]) -> list[str]:
+    return (only({"status", "headers", "body", "upstream", "details"}, fields)
+            + expect(theirs.status == 400 and theirs.upstream == []
+                     and theirs.details == "undeclared_json_variables_in_transformation_template", "kgateway: 400")
+            + expect(ours.status == 200 and upstream_values(ours, "x-v") == ["1"], "ours: the parameter"))
+
+
 def _marker(ours: Outcome, theirs: Outcome, fields: list[str]) -> list[str]:
     return (only({"headers"}, fields) + expect(MARKER not in theirs.headers, "kgateway: none")
             + expect(ours.headers == theirs.headers[:-1] + [MARKER] + theirs.headers[-1:]
@@ -216,6 +223,12 @@ DIFFERENCES = [
         "HTML-escaped (the engine takes the template's text for its file name)", "never escaped: values are headers "
         "and bodies, not HTML",
         case=case("autoescape", set_response('{{ "<b>" }} {{ "\\"q\\"" }} page.html')), check=_autoescape),
+    Difference(
+        "extensions", "`regex_extract`, `query_param`, `set_query_param`, `remove_query_param`, `json_set`, "
+        "`json_delete`, `metadata` (see [Functions beyond kgateway](#functions-beyond-kgateway))",
+        "unknown: every request of the route is answered 400 (unless its body is parsed JSON)", "available",
+        case=case("extensions", {"request": {"set": [{"name": "x-v", "value": '{{ query_param("a") }}'}]}},
+                  request(path="/?a=1")), check=_extensions),
     Difference(
         "marker", "The marker header",
         "none", "`X-Custom-Transformed: true` on every response the filter handled (the lab's requirement); "
