@@ -1,4 +1,4 @@
-# Benchmarks against the real Envoy (see the README's Performance section).
+# Benchmarks against the real Envoy (see docs/performance.md).
 #
 #   make bench             throughput, latency and CPU per request of every scenario -> bench/results.md
 #   make bench-callgrind   instructions per request under valgrind -> bench/callgrind.md

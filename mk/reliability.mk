@@ -1,4 +1,4 @@
-# Reliability: fuzzing, soak under load, memory checks. See the README's Failure behaviour section.
+# Reliability: fuzzing, soak under load, memory checks. See docs/failure-behaviour.md.
 #
 #   make fuzz            every fuzz target for FUZZ_SECONDS each (default 300)
 #   make fuzz-smoke      every fuzz target for FUZZ_SMOKE_SECONDS each (part of make test)

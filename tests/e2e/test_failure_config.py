@@ -4,7 +4,7 @@ Each case starts Envoy with a static config holding the bad filter (or per-route
 checks: Envoy refuses it (exits with an error status, never a signal) and our module wrote
 exactly one error line that names the filter, the field and the problem.
 
-`python tests/e2e/test_failure_config.py` prints the Markdown table of the README's Failure behaviour section
+`python tests/e2e/test_failure_config.py` prints the Markdown table of docs/failure-behaviour.md
 from a real run (the lines are Envoy's actual log output).
 """
 
