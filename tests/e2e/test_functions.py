@@ -153,6 +153,26 @@ def test_recipe_delete_a_field(gw):
     assert got["data"] == CHAT.replace(', "user": "u-1"', "")
 
 
+def test_recipe_change_model_in_a_2_mb_chat_request(upstream):
+    # Envoy buffers the request for the body value: the listener's buffer limit (1 MiB by
+    # default) is raised as a gateway carrying such requests would.
+    config = gateway_config(upstream.port, [module_filter("rustformation", "{}", http_filter_name=FILTER,
+                                                          disabled=True)], [route("/", JSON_MODEL)])
+    config["static_resources"]["listeners"][0]["per_connection_buffer_limit_bytes"] = 8 * 1024 * 1024
+    turn = {"role": "user", "content": "Caf\u00e9 " + "x" * 1000}
+    chat = json.dumps({"model": "gpt-4", "messages": [turn] * 2000, "temperature": 0.70}, indent=1)
+    assert len(chat) > 2_000_000
+    envoy = start_envoy(config)
+    try:
+        got = echo(envoy.request("POST", "/", headers={"Content-Type": "application/json"}, body=chat,
+                                 timeout=30))
+    finally:
+        envoy.stop()
+    expected = chat.replace('"gpt-4"', '"gpt-4o-mini"', 1)
+    assert got["data"] == expected
+    assert got["headers"].get("Content-Length") == str(len(expected.encode()))
+
+
 def test_json_set_on_a_body_that_is_not_json_empties_it(gw):
     got = echo(gw.request("POST", "/t/json-model", headers={"Content-Type": "text/plain"}, body="not json"))
     assert got["data"] == ""
