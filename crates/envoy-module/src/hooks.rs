@@ -85,7 +85,10 @@ pub unsafe fn per_route_config_new(
         // SAFETY: Envoy's buffers are valid for the duration of this call.
         let (name, config) = unsafe { (name.as_slice(), config.as_slice()) };
         match runtime::new_per_route_config(module, name, config) {
-            Some(cfg) => Box::into_raw(cfg) as *const c_void,
+            Some(cfg) => {
+                runtime::per_route_config_created();
+                Box::into_raw(cfg) as *const c_void
+            }
             None => std::ptr::null(),
         }
     })
@@ -113,6 +116,7 @@ pub unsafe fn per_route_config_destroy(ptr: *const c_void) {
         if !ptr.is_null() {
             // SAFETY: created by Box::into_raw in per_route_config_new; destroyed once.
             drop(unsafe { Box::from_raw(ptr as *mut PerRouteConfig) });
+            runtime::per_route_config_destroyed();
         }
     })
 }

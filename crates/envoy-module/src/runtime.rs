@@ -4,6 +4,7 @@
 use std::any::Any;
 use std::cell::{Cell, RefCell, UnsafeCell};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Once};
 
 use crate::api::{
@@ -11,6 +12,22 @@ use crate::api::{
     PerRouteConfig,
 };
 use crate::{PANIC_COUNTER, PANIC_DETAILS, log};
+
+/// Per-route configs of this module that Envoy holds. While there are none, no route can carry
+/// one of ours, so a stream's per-route lookup answers None without calling into Envoy.
+static LIVE_PER_ROUTE_CONFIGS: AtomicUsize = AtomicUsize::new(0);
+
+pub(crate) fn per_route_config_created() {
+    LIVE_PER_ROUTE_CONFIGS.fetch_add(1, Ordering::Release);
+}
+
+pub(crate) fn per_route_config_destroyed() {
+    LIVE_PER_ROUTE_CONFIGS.fetch_sub(1, Ordering::Release);
+}
+
+pub(crate) fn any_per_route_config() -> bool {
+    LIVE_PER_ROUTE_CONFIGS.load(Ordering::Acquire) > 0
+}
 
 /// What every stream of one filter config shares.
 pub(crate) struct ConfigShared {

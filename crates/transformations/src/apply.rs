@@ -241,6 +241,11 @@ impl Transformation {
         &self.request
     }
 
+    /// Whether a value of either side renders the stream's start time (`%START_TIME%`).
+    pub fn reads_start_time(&self) -> bool {
+        self.request.usage.start_time || self.response.usage.start_time
+    }
+
     pub fn response(&self) -> &Side {
         &self.response
     }
