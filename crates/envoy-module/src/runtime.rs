@@ -140,6 +140,19 @@ pub(crate) fn guarded<R>(f: impl FnOnce() -> R) -> Result<R, String> {
     })
 }
 
+/// [`guarded`] for a call already inside one (the hooks' [`barrier`]): catches the panic the
+/// same way but leaves the thread's guard count alone, so the stream path touches the
+/// thread-local only in the barrier (the count is what keeps the panic hook quiet, and it is
+/// already held). Outside a barrier (unit tests), a panic is still caught; the previous panic
+/// hook also reports it.
+pub(crate) fn caught<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
+        LAST_PANIC
+            .with(|p| p.borrow_mut().take())
+            .unwrap_or_else(|| payload_text(payload.as_ref()))
+    })
+}
+
 /// Envoy's metrics result for `define_counter` (Success=0, Frozen=3, ...) as our result.
 pub(crate) fn counter_defined(name: &str, result: u32, id: usize) -> Result<CounterId, String> {
     match result {
@@ -263,7 +276,7 @@ pub(crate) fn new_per_route_config(
 
 /// `filter_new`: never fails; a panicking factory yields a filter that answers 500.
 pub(crate) fn new_filter(config: &ConfigInstance) -> Box<FilterInstance> {
-    let filter = match guarded(|| config.factory.new_filter()) {
+    let filter = match caught(|| config.factory.new_filter()) {
         Ok(f) => Some(f),
         Err(msg) => {
             log(
@@ -328,7 +341,7 @@ pub(crate) fn run<R>(
         fail_closed(envoy);
         return fail;
     };
-    match guarded(|| call(filter.as_mut(), &mut *envoy)) {
+    match caught(|| call(filter.as_mut(), &mut *envoy)) {
         Ok(r) => r,
         Err(msg) => {
             instance.poisoned = true;
