@@ -613,45 +613,83 @@ pub(crate) fn data(state: &State) -> Option<Arc<RenderData>> {
 /// a repeated name wins. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct HeaderSnapshot {
-    entries: Arc<Vec<(String, String)>>,
+    data: Arc<SnapshotData>,
+}
+
+/// Every captured name and value back to back in one buffer, so a snapshot of any number of
+/// headers is three allocations (this, the text, the spans), not two per header.
+#[derive(Debug, Default)]
+pub(crate) struct SnapshotData {
+    text: String,
+    /// Per entry, in capture order: where its name starts, where its value starts and ends.
+    spans: Vec<(usize, usize, usize)>,
+}
+
+impl SnapshotData {
+    pub(crate) fn with_capacity(entries: usize, text: usize) -> SnapshotData {
+        SnapshotData {
+            text: String::with_capacity(text),
+            spans: Vec::with_capacity(entries),
+        }
+    }
+
+    /// Adds one entry: `name` as given, the value appended by `value` (false: no entry).
+    pub(crate) fn push_with(
+        &mut self,
+        name: &str,
+        value: impl FnOnce(&mut String) -> bool,
+    ) -> bool {
+        let start = self.text.len();
+        self.text.push_str(name);
+        let value_start = self.text.len();
+        if value(&mut self.text) {
+            self.spans.push((start, value_start, self.text.len()));
+            true
+        } else {
+            self.text.truncate(start);
+            false
+        }
+    }
 }
 
 impl Default for HeaderSnapshot {
     /// The empty snapshot, shared: a side that reads none of its own headers allocates nothing.
     fn default() -> HeaderSnapshot {
-        static EMPTY: std::sync::LazyLock<Arc<Vec<(String, String)>>> =
-            std::sync::LazyLock::new(|| Arc::new(Vec::new()));
+        static EMPTY: std::sync::LazyLock<Arc<SnapshotData>> =
+            std::sync::LazyLock::new(|| Arc::new(SnapshotData::default()));
         HeaderSnapshot {
-            entries: EMPTY.clone(),
+            data: EMPTY.clone(),
         }
     }
 }
 
 impl HeaderSnapshot {
-    pub(crate) fn from_entries(entries: Vec<(String, String)>) -> HeaderSnapshot {
-        if entries.is_empty() {
+    pub(crate) fn from_data(data: SnapshotData) -> HeaderSnapshot {
+        if data.spans.is_empty() {
             return HeaderSnapshot::default();
         }
         HeaderSnapshot {
-            entries: Arc::new(entries),
+            data: Arc::new(data),
         }
     }
 
     /// The last value of `name` (case-insensitive).
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.entries
+        let text = &self.data.text;
+        self.data
+            .spans
             .iter()
             .rev()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .find(|(start, value_start, _)| text[*start..*value_start].eq_ignore_ascii_case(name))
+            .map(|(_, value_start, end)| &text[*value_start..*end])
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.data.spans.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.data.spans.is_empty()
     }
 }
 
