@@ -50,6 +50,8 @@ build:
 	@mkdir -p $(MODULE_DIR)
 	cp target/release/rustformations $(MODULE_DIR)/rustformations.tmp && mv $(MODULE_DIR)/rustformations.tmp $(MODULE_DIR)/rustformations
 	cp target/release/librust_module.so $(MODULE).tmp && mv $(MODULE).tmp $(MODULE)
+	$(CARGO) build --release -q -p envoy-module --example bare_module
+	cp target/release/examples/libbare_module.so $(MODULE_DIR)/libbare_module.so.tmp && mv $(MODULE_DIR)/libbare_module.so.tmp $(MODULE_DIR)/libbare_module.so
 	$(CARGO) run --release -q -p envoy-module --example list_abi > $(MODULE_DIR)/abi.json
 	@echo "built $(MODULE) for Envoy 1.36.3 to 1.40, sha256 $$(sha256sum $(MODULE) | cut -d' ' -f1)"
 	@echo "built the CLI: $(MODULE_DIR)/rustformations (also target/release/rustformations)"

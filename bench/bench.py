@@ -9,7 +9,8 @@ keep-alive) to CPU 1. All scenario Envoys are started first and the runs are int
     bench.py run [--runs 5 --duration 5 --warmup 2 --connections 8] [--out bench/results.md]
     bench.py smoke      every scenario for about a second, checking each response under load
     bench.py memory     RSS after 10,000 and after 1,000,000 requests (scenarios 4 to 6)
-    bench.py callgrind  instructions per request (scenarios 1, 2, 4, 5) with Envoy under valgrind
+    bench.py callgrind  instructions per request with Envoy under valgrind [--only KEY ...]
+    bench.py routes     RSS and time to ready with 1,000 and 10,000 routes, each with a per-route config
 
 Each scenario's response is checked (headers, status, rewritten body length) before it is measured,
 and a run with any non-2xx response or socket error fails, so a broken scenario cannot be reported
@@ -163,6 +164,16 @@ def body_rustformation() -> str:
     }})
 
 
+BARE_MODULE = "bare_module"
+
+
+def bare_module_filter() -> dict:
+    """The do-nothing module (crates/envoy-module/examples/bare_module.rs) as a listener filter."""
+    f = h.module_filter("bare", "{}")
+    f["typed_config"]["dynamic_module_config"]["name"] = BARE_MODULE
+    return f
+
+
 def disabled_rustformation() -> dict:
     return h.module_filter("rustformation", "{}", http_filter_name="dynamic_modules/simple_mutations",
                            disabled=True)
@@ -253,6 +264,10 @@ def scenarios() -> list[Scenario]:
         Scenario("1b-module-floor", "1b module floor: rustformation `{}`, marker off",
                  [h.module_filter("rustformation", "{}")], [route()], expect_plain,
                  load_headers={"x-upstream": "direct"}, env={"RUSTFORMATION_MARKER_HEADER": "off"}),
+        # The do-nothing module: every hook an immediate return, no SDK on the stream path. The
+        # difference between 1b and 1c is what our SDK costs per stream.
+        Scenario("1c-bare", "1c do-nothing module (every hook returns at once)", [bare_module_filter()],
+                 [route()], expect_plain, load_headers={"x-upstream": "direct"}),
         Scenario("2-native", "2 native header_mutation", [header_mutation_filter()], [route()], expect_smart,
                  load_headers=smart_load),
         Scenario("3-lua", "3 Lua headers", [lua_filter(LUA_SMART)], [route()], expect_smart,
@@ -330,7 +345,7 @@ def start(config: dict, cpu: str, wrapper: list[str] | None = None, ready_within
                     return envoy
         except OSError:
             pass
-        time.sleep(0.2)
+        time.sleep(0.05)
     envoy.stop()
     raise RuntimeError(f"envoy did not become ready within {ready_within} s:\n{envoy.logs()[-4000:]}")
 
@@ -344,6 +359,9 @@ def module_dir() -> str:
         src = pathlib.Path(h.MODULE_DIR) / "librust_module.so"
         dst = pathlib.Path(tempfile.mkdtemp(prefix="bench-module-"))
         shutil.copy2(src, dst / "librust_module.so")
+        bare = pathlib.Path(h.MODULE_DIR) / f"lib{BARE_MODULE}.so"
+        if bare.exists():
+            shutil.copy2(bare, dst / bare.name)
         _MODULE_COPY.append(str(dst))
     return _MODULE_COPY[0]
 
@@ -674,8 +692,9 @@ def cmd_callgrind(args):
     keys = args.only or [s.key for s in scenarios()]
     selected = [s for s in scenarios() if s.key in keys]
     upstream = start(upstream_config(), CLIENT_CPU)
-    rows = ["| scenario | worker instructions/request | x its baseline | over its baseline | all threads | over |",
-            "|---|---:|---:|---:|---:|---:|"]
+    rows = ["| scenario | worker instructions/request | x its baseline | over its baseline | x native | "
+            "over the do-nothing module | all threads | over |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|"]
     per_req, all_threads = {}, {}
     try:
         for s in selected:
@@ -707,18 +726,103 @@ def cmd_callgrind(args):
                   f"{args.requests} requests ({out})", flush=True)
     finally:
         upstream.stop()
+    native, bare = per_req.get("2-native"), per_req.get("1c-bare")
     for s in selected:
         v = per_req[s.key]
         base = per_req.get(s.baseline, per_req[selected[0].key])
         all_base = all_threads.get(s.baseline, all_threads[selected[0].key])
-        rows.append(f"| {s.title} | {v:,.0f} | {v / base:.3f} | {v - base:+,.0f} | "
+        # Against native and the floor: the added cost over the no-filter baseline of each, for the
+        # GET scenarios (the POST rows have their own baseline).
+        same_request = s.baseline == "1-baseline"
+        first = per_req.get("1-baseline")
+        x_native = (f"{(v - first) / (native - first):.2f}" if same_request and first and native
+                    and native > first and s.key != "1-baseline" else "")
+        over_bare = f"{v - bare:+,.0f}" if same_request and bare is not None else ""
+        rows.append(f"| {s.title} | {v:,.0f} | {v / base:.3f} | {v - base:+,.0f} | {x_native} | {over_bare} | "
                     f"{all_threads[s.key]:,.0f} | {all_threads[s.key] - all_base:+,.0f} |")
     md = ["## Instructions per request", "", "\n".join(rows), "",
           f"`valgrind --tool=callgrind --instr-atstart=no` on the Envoy under test; collection switched on "
           f"with `callgrind_control -i on` after {args.warmup} warm-up requests, then {args.requests} keep-alive "
           "requests from one connection. Worker: the thread that serves the requests; all threads adds the main "
           "thread, whose timers make it noisier. Its baseline: scenario 1, or for the "
-          "scenario 6 rows the same POST without a filter.", ""]
+          "scenario 6 rows the same POST without a filter. x native: the scenario's instructions over the "
+          "baseline divided by native `header_mutation`'s (2); over the do-nothing module: against scenario 1c "
+          "(GET scenarios, when 2 and 1c are in the run).", ""]
+    if args.out:
+        pathlib.Path(args.out).write_text("\n".join(md))
+        print(f"wrote {args.out}")
+    print("\n".join(md))
+
+
+ROUTE_POLICY = json.dumps({
+    "request": {"set": [
+        {"name": "x-route-path", "value": '{{ request_header(":path") }}'},
+        {"name": "x-route-method", "value": '{{ request_header(":method") | lower }}'},
+    ]},
+    "response": {"set": [{"name": "x-route", "value": "routes"}]},
+})
+
+
+def routes_config(upstream_port: int, kind: str, n: int) -> dict:
+    """`n` routes `/r<i>/`, each with a per-route config of `kind`: none, the do-nothing module's,
+    or ours (ROUTE_POLICY: two request headers from templates, one response header)."""
+    routes, filters = [], []
+    if kind == "bare":
+        filters = [dict(bare_module_filter(), name="dynamic_modules/simple_mutations", disabled=True)]
+    elif kind == "ours":
+        filters = [disabled_rustformation()]
+    for i in range(n):
+        r = route(prefix=f"/r{i}/")
+        if kind != "none":
+            per = h.per_route("rustformation", ROUTE_POLICY)
+            if kind == "bare":
+                per["dynamic_module_config"]["name"] = BARE_MODULE
+            r["typed_per_filter_config"] = {"dynamic_modules/simple_mutations": per}
+        routes.append(r)
+    return h.gateway_config(upstream_port, filters, routes)
+
+
+def cmd_routes(args):
+    """RSS after start and time to ready with many routes, each with its own per-route config."""
+    kinds = [("none", "no per-route config"), ("bare", "do-nothing module's per-route config"),
+             ("ours", "rustformation, the three-value policy")]
+    upstream = start(upstream_config(), CLIENT_CPU)
+    results: dict[tuple[str, int], tuple[int, float]] = {}
+    try:
+        for n in args.routes:
+            for kind, _ in kinds:
+                config = routes_config(upstream.port, kind, n)
+                t0 = time.monotonic()
+                envoy = start(config, ENVOY_CPU, ready_within=600)
+                ready = time.monotonic() - t0
+                try:
+                    resp = envoy.request("GET", f"/r{n - 1}/x")
+                    want = "routes" if kind == "ours" else None
+                    if resp.status != 200 or resp.header("x-route") != want:
+                        raise SystemExit(f"routes {kind} {n}: status {resp.status}, x-route={resp.header('x-route')!r}")
+                    time.sleep(1)
+                    rss = rss_kib(envoy_pid(envoy))
+                finally:
+                    envoy.stop()
+                results[(kind, n)] = (rss, ready)
+                print(f"{n:>6} routes, {kind:5}: RSS {rss / 1024:7.1f} MiB, ready in {ready:.2f} s", flush=True)
+    finally:
+        upstream.stop()
+    rows = ["| routes | per-route config | RSS MiB | over no config | over the do-nothing module, per route | "
+            "time to ready s | x the do-nothing module |", "|---:|---|---:|---:|---:|---:|---:|"]
+    for n in args.routes:
+        none_rss, _ = results[("none", n)]
+        bare_rss, bare_ready = results[("bare", n)]
+        for kind, title in kinds:
+            rss, ready = results[(kind, n)]
+            per_route_kib = f"{(rss - bare_rss) / n:+.2f} KiB" if kind == "ours" else ""
+            rows.append(f"| {n:,} | {title} | {rss / 1024:.1f} | {(rss - none_rss) / 1024:+.1f} | {per_route_kib} | "
+                        f"{ready:.2f} | {ready / bare_ready:.2f} |")
+    md = ["## Routes", "", "\n".join(rows), "",
+          "Envoy (`--concurrency 1`) with N routes `/r<i>/`, each with a `DynamicModuleFilterPerRoute` "
+          "(ours: `rustformation` with `" + ROUTE_POLICY.replace("|", "\\|") + "`); `VmRSS` one second after "
+          "the admin `/ready` answers, and the time from starting Envoy to that answer (polled every 50 ms). "
+          "The do-nothing module is crates/envoy-module/examples/bare_module.rs.", ""]
     if args.out:
         pathlib.Path(args.out).write_text("\n".join(md))
         print(f"wrote {args.out}")
@@ -746,8 +850,12 @@ def main():
     c.add_argument("--warmup", type=int, default=200)
     c.add_argument("--only", nargs="*", help="scenario keys (default: all)")
     c.add_argument("--out")
+    rt = sub.add_parser("routes")
+    rt.add_argument("--routes", type=int, nargs="*", default=[1_000, 10_000])
+    rt.add_argument("--out")
     args = p.parse_args()
-    {"run": cmd_run, "smoke": cmd_smoke, "memory": cmd_memory, "callgrind": cmd_callgrind}[args.cmd](args)
+    {"run": cmd_run, "smoke": cmd_smoke, "memory": cmd_memory, "callgrind": cmd_callgrind,
+     "routes": cmd_routes}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 #   make bench             throughput, latency and CPU per request of every scenario -> bench/results.md
 #   make bench-callgrind   instructions per request under valgrind -> bench/callgrind.md
 #   make bench-memory      Envoy RSS after 10,000 vs 1,000,000 requests -> bench/memory.md
+#   make bench-routes      RSS and time to ready with 1,000 and 10,000 per-route configs -> bench/routes.md
 #   make bench-micro       criterion micro-benchmarks of the transformations and acl crates
 #   make bench-smoke       every scenario for a second, each response checked (part of make test)
 #
@@ -11,7 +12,7 @@
 BENCH_ARGS ?=
 BENCH_PY := $(CURDIR)/bench/bench.py
 
-.PHONY: bench bench-callgrind bench-memory bench-micro bench-smoke bench-tools
+.PHONY: bench bench-callgrind bench-memory bench-routes bench-micro bench-smoke bench-tools
 
 # wrk (and valgrind for bench-callgrind) come from Debian; installed here when missing (root).
 bench-tools:
@@ -31,6 +32,9 @@ bench-callgrind: build envoy venv bench-tools
 
 bench-memory: build envoy venv bench-tools
 	$(PY) $(BENCH_PY) memory --out bench/memory.md
+
+bench-routes: build envoy venv
+	$(PY) $(BENCH_PY) routes --out bench/routes.md
 
 bench-micro:
 	$(CARGO) bench -p transformations -p acl

@@ -421,6 +421,9 @@ impl EnvoyHttpFilter for FfiFilter {
     }
 
     fn per_route_config(&self) -> Option<PerRouteConfig> {
+        if !crate::runtime::any_per_route_config() {
+            return None;
+        }
         // SAFETY: valid filter pointer during the hook.
         let ptr = unsafe { (self.cb.get_most_specific_route_config)(self.ptr) };
         if ptr.is_null() {

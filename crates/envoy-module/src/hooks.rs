@@ -85,7 +85,10 @@ pub unsafe fn per_route_config_new(
         // SAFETY: Envoy's buffers are valid for the duration of this call.
         let (name, config) = unsafe { (name.as_slice(), config.as_slice()) };
         match runtime::new_per_route_config(module, name, config) {
-            Some(cfg) => Box::into_raw(cfg) as *const c_void,
+            Some(cfg) => {
+                runtime::per_route_config_created();
+                Box::into_raw(cfg) as *const c_void
+            }
             None => std::ptr::null(),
         }
     })
@@ -113,6 +116,7 @@ pub unsafe fn per_route_config_destroy(ptr: *const c_void) {
         if !ptr.is_null() {
             // SAFETY: created by Box::into_raw in per_route_config_new; destroyed once.
             drop(unsafe { Box::from_raw(ptr as *mut PerRouteConfig) });
+            runtime::per_route_config_destroyed();
         }
     })
 }
@@ -277,5 +281,60 @@ pub unsafe fn stream_complete(e: *mut c_void, m: *const c_void) {
         stream_hook(e, m, Hook::StreamComplete, (), (), |f, envoy| {
             f.on_stream_complete(envoy)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{EnvoyFilterConfig, HttpFilterConfig, PerRouteConfig};
+
+    fn no_config(
+        _: &mut dyn EnvoyFilterConfig,
+        _: &str,
+        _: &[u8],
+    ) -> Result<Box<dyn HttpFilterConfig>, String> {
+        Err("unused".into())
+    }
+
+    fn per_route(_: &str, config: &[u8]) -> Result<PerRouteConfig, String> {
+        if config == b"reject" {
+            Err("rejected".into())
+        } else {
+            Ok(std::sync::Arc::new(()))
+        }
+    }
+
+    const MODULE: Module = Module {
+        new_filter_config: no_config,
+        new_per_route_config: per_route,
+    };
+
+    fn buffer(bytes: &[u8]) -> EnvoyBuffer {
+        EnvoyBuffer {
+            ptr: bytes.as_ptr().cast(),
+            length: bytes.len(),
+        }
+    }
+
+    /// The per-route lookup is skipped only while Envoy holds none of our per-route configs:
+    /// each config Envoy receives counts until Envoy destroys it; a rejected one never counts.
+    /// (The only test that creates per-route configs through the hooks, so the count is its own.)
+    #[test]
+    fn live_per_route_configs_are_counted_through_the_hooks() {
+        assert!(!runtime::any_per_route_config());
+        // SAFETY: buffers valid for the calls; each pointer is destroyed once.
+        unsafe {
+            assert!(per_route_config_new(&MODULE, buffer(b"r"), buffer(b"reject")).is_null());
+            assert!(!runtime::any_per_route_config());
+            let one = per_route_config_new(&MODULE, buffer(b"r"), buffer(b"{}"));
+            let two = per_route_config_new(&MODULE, buffer(b"r"), buffer(b"{}"));
+            assert!(!one.is_null() && !two.is_null());
+            assert!(runtime::any_per_route_config());
+            per_route_config_destroy(one);
+            assert!(runtime::any_per_route_config());
+            per_route_config_destroy(two);
+        }
+        assert!(!runtime::any_per_route_config());
     }
 }

@@ -4,6 +4,7 @@
 use std::any::Any;
 use std::cell::{Cell, RefCell, UnsafeCell};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Once};
 
 use crate::api::{
@@ -11,6 +12,22 @@ use crate::api::{
     PerRouteConfig,
 };
 use crate::{PANIC_COUNTER, PANIC_DETAILS, log};
+
+/// Per-route configs of this module that Envoy holds. While there are none, no route can carry
+/// one of ours, so a stream's per-route lookup answers None without calling into Envoy.
+static LIVE_PER_ROUTE_CONFIGS: AtomicUsize = AtomicUsize::new(0);
+
+pub(crate) fn per_route_config_created() {
+    LIVE_PER_ROUTE_CONFIGS.fetch_add(1, Ordering::Release);
+}
+
+pub(crate) fn per_route_config_destroyed() {
+    LIVE_PER_ROUTE_CONFIGS.fetch_sub(1, Ordering::Release);
+}
+
+pub(crate) fn any_per_route_config() -> bool {
+    LIVE_PER_ROUTE_CONFIGS.load(Ordering::Acquire) > 0
+}
 
 /// What every stream of one filter config shares.
 pub(crate) struct ConfigShared {
@@ -117,6 +134,19 @@ pub(crate) fn guarded<R>(f: impl FnOnce() -> R) -> Result<R, String> {
     let result = catch_unwind(AssertUnwindSafe(f));
     GUARDED.with(|g| g.set(g.get() - 1));
     result.map_err(|payload| {
+        LAST_PANIC
+            .with(|p| p.borrow_mut().take())
+            .unwrap_or_else(|| payload_text(payload.as_ref()))
+    })
+}
+
+/// [`guarded`] for a call already inside one (the hooks' [`barrier`]): catches the panic the
+/// same way but leaves the thread's guard count alone, so the stream path touches the
+/// thread-local only in the barrier (the count is what keeps the panic hook quiet, and it is
+/// already held). Outside a barrier (unit tests), a panic is still caught; the previous panic
+/// hook also reports it.
+pub(crate) fn caught<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
         LAST_PANIC
             .with(|p| p.borrow_mut().take())
             .unwrap_or_else(|| payload_text(payload.as_ref()))
@@ -246,7 +276,7 @@ pub(crate) fn new_per_route_config(
 
 /// `filter_new`: never fails; a panicking factory yields a filter that answers 500.
 pub(crate) fn new_filter(config: &ConfigInstance) -> Box<FilterInstance> {
-    let filter = match guarded(|| config.factory.new_filter()) {
+    let filter = match caught(|| config.factory.new_filter()) {
         Ok(f) => Some(f),
         Err(msg) => {
             log(
@@ -311,7 +341,7 @@ pub(crate) fn run<R>(
         fail_closed(envoy);
         return fail;
     };
-    match guarded(|| call(filter.as_mut(), &mut *envoy)) {
+    match caught(|| call(filter.as_mut(), &mut *envoy)) {
         Ok(r) => r,
         Err(msg) => {
             instance.poisoned = true;

@@ -38,6 +38,18 @@ impl HeaderMap for EnvoyMessage<'_, '_> {
             .map(|v| Cow::Owned(v.to_vec()))
     }
 
+    fn append_last(&self, name: &str, out: &mut String) -> bool {
+        // Straight from Envoy's buffer into the snapshot: no intermediate copy.
+        let envoy = self.envoy.borrow();
+        match envoy.last_header(self.kind(), name) {
+            Some(v) => {
+                out.push_str(&String::from_utf8_lossy(v));
+                true
+            }
+            None => false,
+        }
+    }
+
     fn for_each(&self, f: &mut dyn FnMut(&[u8], &[u8])) {
         let envoy = self.envoy.borrow();
         for (name, value) in envoy.headers(self.kind()) {

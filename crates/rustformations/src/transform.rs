@@ -194,9 +194,12 @@ impl TransformFilter {
             return;
         }
         self.route_resolved = true;
-        self.start_time = SystemTime::now();
         if let Some(route) = per_route::transformation(envoy) {
             self.transformation = route;
+        }
+        // The clock is read only for a transformation that renders %START_TIME%.
+        if self.transformation.reads_start_time() {
+            self.start_time = SystemTime::now();
         }
         let shared = RefCell::new(envoy);
         let request = EnvoyMessage {

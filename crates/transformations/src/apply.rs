@@ -11,14 +11,25 @@ use crate::config::{ParseAs, SideConfig, TransformationConfig};
 use crate::error::{ApplyError, Error, ErrorKind, Warning, WarningKind};
 use crate::operators::format_start_time;
 use crate::template::{
-    Compiled, Compiler, Engine, HeaderNeeds, HeaderSnapshot, Options, RenderData, Usage,
-    lossy_string, parse_json_body,
+    Compiled, Compiler, Engine, HeaderNeeds, HeaderSnapshot, Options, RenderData, SnapshotData,
+    Usage, parse_json_body,
 };
 
 /// A header map. Names are matched case-insensitively.
 pub trait HeaderMap {
     /// The last value of `name`, if any.
     fn get(&self, name: &str) -> Option<Cow<'_, [u8]>>;
+    /// Appends the last value of `name` to `out` as UTF-8 (invalid sequences replaced); false
+    /// when absent. Snapshots read through this, so a map that can lend its value avoids a copy.
+    fn append_last(&self, name: &str, out: &mut String) -> bool {
+        match self.get(name) {
+            Some(v) => {
+                out.push_str(&String::from_utf8_lossy(&v));
+                true
+            }
+            None => false,
+        }
+    }
     /// Every header, in order (duplicates included).
     fn for_each(&self, f: &mut dyn FnMut(&[u8], &[u8]));
     /// Replaces every value of `name` by `value`.
@@ -111,22 +122,23 @@ pub fn is_upgrade_or_connect<H: HeaderMap + ?Sized>(request_headers: &H) -> bool
 impl HeaderSnapshot {
     /// Copies the headers `needs` asks for (names lowercased, values lossily UTF-8).
     pub fn capture<H: HeaderMap + ?Sized>(headers: &H, needs: &HeaderNeeds) -> HeaderSnapshot {
-        let mut entries = Vec::with_capacity(needs.len());
         if needs.all() {
+            let mut data = SnapshotData::with_capacity(16, 1024);
             headers.for_each(&mut |n, v| {
-                entries.push((
-                    String::from_utf8_lossy(n).to_ascii_lowercase(),
-                    String::from_utf8_lossy(v).into_owned(),
-                ));
+                data.push_with(&String::from_utf8_lossy(n).to_ascii_lowercase(), |out| {
+                    out.push_str(&String::from_utf8_lossy(v));
+                    true
+                });
             });
-        } else {
-            for name in needs.names() {
-                if let Some(v) = headers.get(name) {
-                    entries.push((name.to_owned(), lossy_string(v)));
-                }
-            }
+            return HeaderSnapshot::from_data(data);
         }
-        HeaderSnapshot::from_entries(entries)
+        // Room for the names and a typical value each, so the buffer is allocated once.
+        let text = needs.names().map(|n| n.len() + 48).sum();
+        let mut data = SnapshotData::with_capacity(needs.len(), text);
+        for name in needs.names() {
+            data.push_with(name, |out| headers.append_last(name, out));
+        }
+        HeaderSnapshot::from_data(data)
     }
 }
 
@@ -239,6 +251,11 @@ impl Transformation {
 
     pub fn request(&self) -> &Side {
         &self.request
+    }
+
+    /// Whether a value of either side renders the stream's start time (`%START_TIME%`).
+    pub fn reads_start_time(&self) -> bool {
+        self.request.usage.start_time || self.response.usage.start_time
     }
 
     pub fn response(&self) -> &Side {

@@ -8,7 +8,6 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use minijinja::value::{Kwargs, Value};
 use minijinja::{Environment, ErrorKind as JinjaErrorKind, State};
@@ -17,7 +16,7 @@ use regex::Regex;
 use crate::apply::MetadataSource;
 use crate::error::{Error, ErrorKind};
 use crate::json_edit;
-use crate::pattern::{self, Group, Patterns};
+use crate::pattern::{self, Group};
 use crate::query;
 use crate::template::{Tok, Usage, data};
 
@@ -62,16 +61,17 @@ fn invalid(message: impl Into<String>) -> minijinja::Error {
     minijinja::Error::new(JinjaErrorKind::InvalidOperation, message.into())
 }
 
-/// Registers the functions; `patterns` is shared with the compiler, which installs the literal
-/// patterns when the config is finished.
-pub(crate) fn register(env: &mut Environment<'static>, patterns: Arc<Patterns>) {
+/// Registers the functions. `regex_extract` finds the patterns of the config being rendered
+/// (the compiler installs its literal patterns when the config is finished).
+pub(crate) fn register(env: &mut Environment<'static>) {
     env.add_function(
         "regex_extract",
-        move |value: Value,
-              pattern: &str,
-              group: Option<Value>,
-              kwargs: Kwargs|
-              -> Result<String, minijinja::Error> {
+        |state: &State,
+         value: Value,
+         pattern: &str,
+         group: Option<Value>,
+         kwargs: Kwargs|
+         -> Result<String, minijinja::Error> {
             let group = match (group, kwargs.get::<Option<Value>>("group")?) {
                 (Some(_), Some(_)) => return Err(invalid("regex_extract: group given twice")),
                 (Some(g), None) | (None, Some(g)) => g,
@@ -88,7 +88,11 @@ pub(crate) fn register(env: &mut Environment<'static>, patterns: Arc<Patterns>) 
                 }
             };
             let value = text(&value);
-            Ok(patterns
+            let Some(config) = crate::template::config_state(state) else {
+                return Ok(String::new());
+            };
+            Ok(config
+                .patterns
                 .with(pattern, |re| pattern::extract(re, &value, &group))
                 .unwrap_or_default())
         },

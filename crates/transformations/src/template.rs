@@ -10,15 +10,15 @@
 //!   `request_header()` there.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use minijinja::value::{Object, Value};
-use minijinja::{AutoEscape, Environment, State, UndefinedBehavior};
+use minijinja::{AutoEscape, Environment, State, Template, UndefinedBehavior};
 
 use crate::error::{Error, ErrorKind, WarningKind};
 use crate::extensions::{self, MetadataKey};
@@ -82,6 +82,9 @@ impl fmt::Debug for Options {
 
 /// Context key of the per-render data. The dot makes it unreachable as a template variable.
 const DATA_KEY: &str = "tx.data";
+/// Context key of the config's own state (`env()` lookup, regex patterns), read by the shared
+/// environment's functions.
+const CONFIG_KEY: &str = "tx.config";
 /// Hidden function standing for the operator with the given index.
 const OP_FN: &str = "__tx_op";
 
@@ -194,8 +197,8 @@ pub(crate) enum Compiled {
         capacity: usize,
     },
     Template {
-        /// Name in the environment (the field path).
-        name: Box<str>,
+        /// The compiled template (named after its field path), owned by this value.
+        template: Arc<OwnedTemplate>,
         /// Variables that are neither functions nor set inside the template: they can only
         /// come from a JSON body.
         undeclared: Box<[String]>,
@@ -285,9 +288,114 @@ fn template_error_position(value: &str) -> Option<crate::error::TemplatePosition
     Some(crate::error::TemplatePosition { line, column })
 }
 
+/// What a compiled template borrows: the shared environment and its own name and source.
+pub(crate) struct TemplateSource {
+    env: Arc<Environment<'static>>,
+    name: String,
+    source: String,
+}
+
+type BorrowedTemplate<'a> = Template<'a, 'a>;
+
+self_cell::self_cell!(
+    /// One compiled template, owned by the value it belongs to: the shared environment holds no
+    /// per-config template, so dropping a config frees its templates.
+    pub(crate) struct OwnedTemplate {
+        owner: TemplateSource,
+        #[not_covariant]
+        dependent: BorrowedTemplate,
+    }
+);
+
+impl fmt::Debug for OwnedTemplate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("OwnedTemplate")
+            .field(&self.borrow_owner().name)
+            .finish()
+    }
+}
+
+impl OwnedTemplate {
+    /// The compiled template for `name` and `source` in `env`: shared with every live config
+    /// that compiled the same template (the same policy on many routes compiles it once).
+    /// MiniJinja 2.12 reserves room for 128 instructions, line and span entries in every
+    /// compiled template (about 9 KiB, never shrunk), so sharing is what keeps 10,000 routes
+    /// with one policy small. A template is immutable and reads its config's state from the
+    /// render context, so sharing it is invisible; the last config dropped frees it.
+    fn compile(
+        env: Arc<Environment<'static>>,
+        name: String,
+        source: String,
+    ) -> Result<Arc<OwnedTemplate>, minijinja::Error> {
+        type Key = (usize, String, String);
+        /// The live templates, and the size at which the dead ones are next forgotten.
+        type Interned = Option<(HashMap<Key, Weak<OwnedTemplate>>, usize)>;
+        static INTERNED: Mutex<Interned> = Mutex::new(None);
+        let key = (Arc::as_ptr(&env) as usize, name, source);
+        let mut guard = INTERNED.lock().unwrap_or_else(|e| e.into_inner());
+        let (interned, prune_at) = guard.get_or_insert_with(|| (HashMap::new(), 64));
+        if let Some(template) = interned.get(&key).and_then(Weak::upgrade) {
+            return Ok(template);
+        }
+        let (_, name, source) = key.clone();
+        let template = Arc::new(OwnedTemplate::try_new(
+            TemplateSource { env, name, source },
+            |o| {
+                let env: &Environment<'_> = &o.env;
+                env.template_from_named_str(&o.name, &o.source)
+            },
+        )?);
+        if interned.len() >= *prune_at {
+            // Forget the templates no config holds any more; grow the threshold with the live set.
+            interned.retain(|_, t| t.strong_count() > 0);
+            *prune_at = (interned.len() * 2).max(64);
+        }
+        interned.insert(key, Arc::downgrade(&template));
+        Ok(template)
+    }
+}
+
+/// One template environment per fuel budget, shared by every config compiled with it: the
+/// builtins and our functions are registered once, not once per config (a MiniJinja
+/// environment is tens of KiB). Configs keep it alive; the last one dropped frees it.
+fn shared_environment(fuel: u64) -> Arc<Environment<'static>> {
+    static SHARED: Mutex<Vec<(u64, Weak<Environment<'static>>)>> = Mutex::new(Vec::new());
+    let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(env) = shared
+        .iter()
+        .find(|(f, _)| *f == fuel)
+        .and_then(|(_, env)| env.upgrade())
+    {
+        return env;
+    }
+    shared.retain(|(_, env)| env.strong_count() > 0);
+    let env = Arc::new(new_environment(fuel));
+    shared.push((fuel, Arc::downgrade(&env)));
+    env
+}
+
+/// A config's own state that the shared environment's functions read while rendering.
+pub(crate) struct ConfigState {
+    pub env: EnvLookup,
+    pub patterns: Arc<Patterns>,
+}
+
+impl fmt::Debug for ConfigState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConfigState").finish_non_exhaustive()
+    }
+}
+
+impl Object for ConfigState {}
+
+pub(crate) fn config_state(state: &State) -> Option<Arc<ConfigState>> {
+    state.lookup(CONFIG_KEY)?.downcast_object::<ConfigState>()
+}
+
 /// Builds the template environment while values are compiled.
 pub(crate) struct Compiler {
-    env: Environment<'static>,
+    env: Arc<Environment<'static>>,
+    env_lookup: EnvLookup,
     ops: Vec<Operator>,
     globals: HashSet<String>,
     limits: Limits,
@@ -303,10 +411,11 @@ pub(crate) struct Compiler {
 impl Compiler {
     pub fn new(options: &Options) -> Compiler {
         let patterns = Arc::new(Patterns::default());
-        let env = new_environment(options, patterns.clone());
+        let env = shared_environment(options.limits.fuel);
         let globals = env.globals().map(|(k, _)| k.to_owned()).collect();
         Compiler {
             env,
+            env_lookup: options.env.clone(),
             ops: Vec::new(),
             globals,
             limits: options.limits,
@@ -375,18 +484,13 @@ impl Compiler {
                 }
             }
         }
-        self.env
-            .add_template_owned(field.to_owned(), source)
-            .map_err(|e| {
+        let template =
+            OwnedTemplate::compile(self.env.clone(), field.to_owned(), source).map_err(|e| {
                 Error::new(ErrorKind::Template, e.to_string())
                     .at(field)
                     .with_position(template_error_position(value))
             })?;
-        let tmpl = self
-            .env
-            .get_template(field)
-            .map_err(|e| Error::new(ErrorKind::Template, e.to_string()).at(field))?;
-        let all = tmpl.undeclared_variables(false);
+        let all = template.with_dependent(|_, t| t.undeclared_variables(false));
         if all.contains("body") || all.contains("context") {
             usage.body = true;
         }
@@ -422,7 +526,7 @@ impl Compiler {
             &mut self.collected,
         )?;
         Ok(Compiled::Template {
-            name: field.into(),
+            template,
             undeclared: undeclared.into(),
             variables: variables.into(),
         })
@@ -431,7 +535,10 @@ impl Compiler {
     pub fn finish(self) -> Engine {
         self.patterns.set_literal(self.collected.literal_patterns);
         Engine {
-            env: self.env,
+            config: Arc::new(ConfigState {
+                env: self.env_lookup,
+                patterns: self.patterns,
+            }),
             ops: self.ops.into(),
             limits: self.limits,
             metadata: self.collected.metadata.into(),
@@ -446,9 +553,9 @@ fn strip_trailing_newline(s: &str) -> &str {
         .unwrap_or(s)
 }
 
-fn new_environment(options: &Options, patterns: Arc<Patterns>) -> Environment<'static> {
+fn new_environment(fuel: u64) -> Environment<'static> {
     let mut env = Environment::new();
-    env.set_fuel(Some(options.limits.fuel));
+    env.set_fuel(Some(fuel));
     // Values are HTTP headers and bodies, not HTML.
     env.set_auto_escape_callback(|_| AutoEscape::None);
     // Lenient (the default, as kgateway): a JSON key missing from the body renders empty.
@@ -472,9 +579,10 @@ fn new_environment(options: &Options, patterns: Arc<Patterns>) -> Environment<'s
     env.add_function("context", |state: &State| -> Value {
         data(state).map(|d| d.context.clone()).unwrap_or_default()
     });
-    let lookup = options.env.clone();
-    env.add_function("env", move |name: &str| -> String {
-        lookup(name).unwrap_or_default()
+    env.add_function("env", |state: &State, name: &str| -> String {
+        config_state(state)
+            .and_then(|c| (c.env)(name))
+            .unwrap_or_default()
     });
     env.add_function("substring", functions::substring);
     env.add_function("base64_encode", functions::base64_encode);
@@ -484,7 +592,7 @@ fn new_environment(options: &Options, patterns: Arc<Patterns>) -> Environment<'s
     env.add_function("replace_with_random", functions::replace_with_random);
     env.add_function("replace_with_string", functions::replace_with_string);
     env.add_function("raw_string", functions::raw_string);
-    extensions::register(&mut env, patterns);
+    extensions::register(&mut env);
     env.add_function(OP_FN, |state: &State, index: usize| -> String {
         let mut out = String::new();
         if let Some(d) = data(state)
@@ -505,45 +613,83 @@ pub(crate) fn data(state: &State) -> Option<Arc<RenderData>> {
 /// a repeated name wins. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct HeaderSnapshot {
-    entries: Arc<Vec<(String, String)>>,
+    data: Arc<SnapshotData>,
+}
+
+/// Every captured name and value back to back in one buffer, so a snapshot of any number of
+/// headers is three allocations (this, the text, the spans), not two per header.
+#[derive(Debug, Default)]
+pub(crate) struct SnapshotData {
+    text: String,
+    /// Per entry, in capture order: where its name starts, where its value starts and ends.
+    spans: Vec<(usize, usize, usize)>,
+}
+
+impl SnapshotData {
+    pub(crate) fn with_capacity(entries: usize, text: usize) -> SnapshotData {
+        SnapshotData {
+            text: String::with_capacity(text),
+            spans: Vec::with_capacity(entries),
+        }
+    }
+
+    /// Adds one entry: `name` as given, the value appended by `value` (false: no entry).
+    pub(crate) fn push_with(
+        &mut self,
+        name: &str,
+        value: impl FnOnce(&mut String) -> bool,
+    ) -> bool {
+        let start = self.text.len();
+        self.text.push_str(name);
+        let value_start = self.text.len();
+        if value(&mut self.text) {
+            self.spans.push((start, value_start, self.text.len()));
+            true
+        } else {
+            self.text.truncate(start);
+            false
+        }
+    }
 }
 
 impl Default for HeaderSnapshot {
     /// The empty snapshot, shared: a side that reads none of its own headers allocates nothing.
     fn default() -> HeaderSnapshot {
-        static EMPTY: std::sync::LazyLock<Arc<Vec<(String, String)>>> =
-            std::sync::LazyLock::new(|| Arc::new(Vec::new()));
+        static EMPTY: std::sync::LazyLock<Arc<SnapshotData>> =
+            std::sync::LazyLock::new(|| Arc::new(SnapshotData::default()));
         HeaderSnapshot {
-            entries: EMPTY.clone(),
+            data: EMPTY.clone(),
         }
     }
 }
 
 impl HeaderSnapshot {
-    pub(crate) fn from_entries(entries: Vec<(String, String)>) -> HeaderSnapshot {
-        if entries.is_empty() {
+    pub(crate) fn from_data(data: SnapshotData) -> HeaderSnapshot {
+        if data.spans.is_empty() {
             return HeaderSnapshot::default();
         }
         HeaderSnapshot {
-            entries: Arc::new(entries),
+            data: Arc::new(data),
         }
     }
 
     /// The last value of `name` (case-insensitive).
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.entries
+        let text = &self.data.text;
+        self.data
+            .spans
             .iter()
             .rev()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .find(|(start, value_start, _)| text[*start..*value_start].eq_ignore_ascii_case(name))
+            .map(|(_, value_start, end)| &text[*value_start..*end])
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.data.spans.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.data.spans.is_empty()
     }
 }
 
@@ -614,6 +760,7 @@ impl OperatorSource for RenderData {
 #[derive(Debug)]
 struct Root {
     data: Value,
+    config: Value,
     vars: Value,
 }
 
@@ -622,6 +769,9 @@ impl Object for Root {
         let key = key.as_str()?;
         if key == DATA_KEY {
             return Some(self.data.clone());
+        }
+        if key == CONFIG_KEY {
+            return Some(self.config.clone());
         }
         if key.starts_with("__tx_") {
             // The hidden function must not be shadowed by a JSON key.
@@ -634,7 +784,7 @@ impl Object for Root {
 
 /// The compiled environment plus the operator table.
 pub(crate) struct Engine {
-    env: Environment<'static>,
+    config: Arc<ConfigState>,
     ops: Arc<[Operator]>,
     limits: Limits,
     metadata: Arc<[MetadataKey]>,
@@ -643,7 +793,6 @@ pub(crate) struct Engine {
 impl fmt::Debug for Engine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Engine")
-            .field("templates", &self.env.templates().count())
             .field("operators", &self.ops.len())
             .field("limits", &self.limits)
             .finish()
@@ -667,10 +816,11 @@ pub(crate) struct Scope {
 }
 
 impl Scope {
-    fn ctx(&self) -> &Value {
+    fn ctx(&self, config: &Arc<ConfigState>) -> &Value {
         self.ctx.get_or_init(|| {
             Value::from_object(Root {
                 data: Value::from_dyn_object(self.data.clone()),
+                config: Value::from_dyn_object(config.clone()),
                 vars: self.vars.clone().unwrap_or_default(),
             })
         })
@@ -722,8 +872,7 @@ impl Engine {
                 }
                 out
             }
-            Compiled::Template { name, .. } => {
-                let tmpl = self.env.get_template(name).map_err(render_error)?;
+            Compiled::Template { template, .. } => {
                 let mut w = CappedWriter {
                     buf: Vec::new(),
                     cap,
@@ -733,7 +882,10 @@ impl Engine {
                 // float, say). The render touches nothing shared, so such a panic is one
                 // failed value, not a failed request.
                 let result = panic::catch_unwind(AssertUnwindSafe(|| {
-                    tmpl.render_to_write(scope.ctx(), &mut w).map(|_| ())
+                    template.with_dependent(|_, t| {
+                        t.render_to_write(scope.ctx(&self.config), &mut w)
+                            .map(|_| ())
+                    })
                 }))
                 .map_err(|_| RenderError {
                     kind: WarningKind::Render,

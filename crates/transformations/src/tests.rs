@@ -623,6 +623,42 @@ fn env_function() {
     );
 }
 
+/// Configs share one template environment and, for the same template, one compiled template;
+/// each still renders with its own options and patterns, and dropping one leaves the others whole.
+#[test]
+fn shared_templates_keep_each_config_its_own_state() {
+    let config = |pod: &'static str| {
+        let options = Options {
+            env: Arc::new(move |n| (n == "POD").then(|| pod.to_owned())),
+            ..Options::default()
+        };
+        Transformation::from_json_with(
+            set1("{{ env('POD') }}/{{ regex_extract(request_header('x-id'), '^(a+)', 1) }}")
+                .as_bytes(),
+            &options,
+        )
+        .unwrap()
+    };
+    let out = |t: &Transformation| {
+        let mut msg = MemoryMessage::new(&[("x-id", "aab")], "");
+        t.apply_request(
+            &mut msg,
+            BodyMode::HeadersOnly,
+            &mut MemoryStreamInfo::default(),
+        )
+        .unwrap();
+        msg.header("x-out")
+    };
+    let (one, two) = (config("pod-1"), config("pod-2"));
+    assert_eq!(out(&one).as_deref(), Some("pod-1/aa"));
+    assert_eq!(out(&two).as_deref(), Some("pod-2/aa"));
+    drop(one);
+    assert_eq!(out(&two).as_deref(), Some("pod-2/aa"));
+    let three = config("pod-3");
+    drop(two);
+    assert_eq!(out(&three).as_deref(), Some("pod-3/aa"));
+}
+
 #[test]
 fn replace_with_random_differs_across_renders() {
     let t = compile(&set1("{{ replace_with_random('id-X', 'X') }}"));
