@@ -72,6 +72,9 @@ BODY = request_body()
 # What both body transformations must send upstream for BODY.
 NEW_BODY = b'{"user":"alice","model":"gpt-4o","n":3}'
 
+# What scenario 8's functions give for PATH (`/bench/get?x=1`).
+FUNCTIONS_LOAD = {"x-query": "1", "x-tenant": "get", "x-custom-transformed": "true"}
+
 BODY_TEMPLATE = '{"user":"{{ user }}","model":"{{ model }}","n":{{ n }}}'
 
 LUA_SMART = """
@@ -157,6 +160,15 @@ def smart_rustformation() -> str:
     ]}})
 
 
+def functions_rustformation() -> str:
+    """Two of the functions beyond kgateway, as a policy would use them: a query parameter and a
+    regex capture from the path."""
+    return json.dumps({"response": {"set": [
+        {"name": "x-query", "value": '{{ query_param("x") }}'},
+        {"name": "x-tenant", "value": '{{ regex_extract(request_header(":path"), "^/bench/([a-z]+)", 1) }}'},
+    ]}})
+
+
 def body_rustformation() -> str:
     return json.dumps({"request": {
         "body": {"parseAs": "AsJson", "value": BODY_TEMPLATE},
@@ -196,6 +208,14 @@ def expect_smart(resp: h.Response, method: str = "GET", path: str = PATH) -> lis
     want = f"method={method}&path={path}"
     if resp.header("x-smart-header") != want:
         errors.append(f"x-smart-header={resp.header('x-smart-header')!r}, want {want!r}")
+    return errors
+
+
+def expect_functions(resp: h.Response) -> list[str]:
+    errors = [] if resp.status == 200 else [f"status {resp.status}"]
+    for name, want in FUNCTIONS_LOAD.items():
+        if resp.header(name) != want:
+            errors.append(f"{name}={resp.header(name)!r}, want {want!r}")
     return errors
 
 
@@ -281,6 +301,9 @@ def scenarios() -> list[Scenario]:
         Scenario("6-body-rust", "6 body JSON, rustformation", [disabled_rustformation()],
                  [with_per_route("rustformation", body_rustformation())], **post),
         Scenario("6-body-lua", "6 body JSON, Lua", [lua_filter(LUA_BODY)], [route()], **post),
+        Scenario("8-functions", "8 rustformation: query_param and regex_extract", [disabled_rustformation()],
+                 [with_per_route("rustformation", functions_rustformation())], expect_functions,
+                 load_headers=FUNCTIONS_LOAD),
         Scenario("7-acl", "7 http-acl 1,000 CIDRs (allowed)", [h.module_filter("http-acl", acl_config())],
                  [route()], expect_plain, load_headers={"x-upstream": "direct"}),
     ]
