@@ -59,8 +59,8 @@ def request(method="GET", path="/", headers=(), body=None) -> Request:
     return Request(method, path, list(headers), body)
 
 
-def case(key: str, policy: dict, req: Request | None = None, reply: Reply = JSON_REPLY, repeat: int = 1) -> Case:
-    return Case(f"d-{key}", json.dumps(policy), req or request(), reply, repeat)
+def case(key: str, policy: dict, req: Request | None = None, reply: Reply = JSON_REPLY) -> Case:
+    return Case(f"d-{key}", json.dumps(policy), req or request(), reply)
 
 
 def set_response(value: str, name: str = "x-v") -> dict:

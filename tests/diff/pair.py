@@ -68,8 +68,6 @@ class Case:
     policy: str
     request: Request
     reply: Reply
-    # Sent several times (kgateway's repeated `replace_with_random` value shows only that way).
-    repeat: int = 1
 
 
 @dataclass
@@ -150,24 +148,21 @@ class Side:
         # Header values go out as UTF-8 bytes (http.client would send text as Latin-1).
         headers = [("host", "diff.test"), (CASE_HEADER, case.id)] + [
             (k, v.encode()) for k, v in case.request.headers]
-        for _ in range(case.repeat):
-            try:
-                resp = request(self.envoy.port, case.request.method, case.request.path,
-                               headers=headers, body=case.request.body, timeout=15)
-            except (OSError, http.client.HTTPException) as e:
-                # Either the module took Envoy down, or Envoy closed the stream without a
-                # (readable) response; an aborting process may take a moment to exit.
-                deadline = time.time() + 2
-                while self.envoy.alive() and time.time() < deadline:
-                    time.sleep(0.05)
-                out.aborted = not self.envoy.alive()
-                if out.aborted:
-                    break
-                out.status = f"no response ({type(e).__name__})"
-                continue
+        try:
+            resp = request(self.envoy.port, case.request.method, case.request.path,
+                           headers=headers, body=case.request.body, timeout=15)
             out.status = resp.status
-            out.headers += [(k.lower(), v) for k, v in resp.headers if k.lower() not in VOLATILE_RESPONSE_HEADERS]
-            out.body += resp.body
+            out.headers = [(k.lower(), v) for k, v in resp.headers if k.lower() not in VOLATILE_RESPONSE_HEADERS]
+            out.body = resp.body
+        except (OSError, http.client.HTTPException) as e:
+            # Either the module took Envoy down, or Envoy closed the stream without a (readable)
+            # response; an aborting process may take a moment to exit.
+            deadline = time.time() + 2
+            while self.envoy.alive() and time.time() < deadline:
+                time.sleep(0.05)
+            out.aborted = not self.envoy.alive()
+            if not out.aborted:
+                out.status = f"no response ({type(e).__name__})"
         out.upstream = [
             {"method": r.method, "path": r.path, "headers": r.headers, "body": r.body}
             for r in self.upstream.take(case.id)
