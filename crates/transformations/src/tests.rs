@@ -25,6 +25,15 @@ fn request(json: &str, headers: &[(&str, &str)], body: &str) -> (MemoryMessage, 
     (msg, w)
 }
 
+/// Applies the request side of `t` to `msg`, with an empty stream.
+fn apply(
+    t: &Transformation,
+    msg: &mut MemoryMessage,
+    mode: BodyMode,
+) -> Result<Vec<Warning>, ApplyError> {
+    t.apply_request(msg, mode, &mut MemoryStreamInfo::default())
+}
+
 fn set1(value: &str) -> String {
     format!(
         r#"{{"request":{{"set":[{{"name":"x-out","value":{}}}]}}}}"#,
@@ -302,13 +311,7 @@ fn context_and_body_empty_when_not_parsed() {
 fn undeclared_variable_without_json_is_400() {
     let t = compile(r#"{"request":{"set":[{"name":"x","value":"{{ model }}"}]}}"#);
     let mut msg = MemoryMessage::new(&[("x", "keep")], "");
-    let err = t
-        .apply_request(
-            &mut msg,
-            BodyMode::Buffered,
-            &mut MemoryStreamInfo::default(),
-        )
-        .unwrap_err();
+    let err = apply(&t, &mut msg, BodyMode::Buffered).unwrap_err();
     assert_eq!(err.status(), 400);
     assert_eq!(
         err.details(),
@@ -360,13 +363,7 @@ fn functions_and_set_variables_are_not_undeclared() {
 fn invalid_json_is_400() {
     let t = compile(r#"{"request":{"body":{"parseAs":"AsJson","value":"x"}}}"#);
     let mut msg = MemoryMessage::new(&[], "{not json");
-    let err = t
-        .apply_request(
-            &mut msg,
-            BodyMode::Buffered,
-            &mut MemoryStreamInfo::default(),
-        )
-        .unwrap_err();
+    let err = apply(&t, &mut msg, BodyMode::Buffered).unwrap_err();
     assert_eq!(
         err.details(),
         "json parsing error in transformation template"
@@ -379,22 +376,11 @@ fn deeply_nested_json_is_a_parse_error_not_a_crash() {
     let t = compile(r#"{"request":{"body":{"parseAs":"AsJson","value":"x"}}}"#);
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
     let mut msg = MemoryMessage::new(&[], &deep);
-    let err = t
-        .apply_request(
-            &mut msg,
-            BodyMode::Buffered,
-            &mut MemoryStreamInfo::default(),
-        )
-        .unwrap_err();
+    let err = apply(&t, &mut msg, BodyMode::Buffered).unwrap_err();
     assert!(matches!(err, ApplyError::JsonParse { .. }));
     let ok = format!("{}{}", "[".repeat(100), "]".repeat(100));
     let mut msg = MemoryMessage::new(&[], &ok);
-    t.apply_request(
-        &mut msg,
-        BodyMode::Buffered,
-        &mut MemoryStreamInfo::default(),
-    )
-    .unwrap();
+    apply(&t, &mut msg, BodyMode::Buffered).unwrap();
     assert_eq!(msg.body_str(), "x");
 }
 
@@ -406,12 +392,7 @@ fn parse_as_none_and_headers_only() {
     assert!(!t.request().needs_body());
     assert!(t.request().has_work());
     let mut msg = MemoryMessage::new(&[], "body");
-    t.apply_request(
-        &mut msg,
-        BodyMode::Buffered,
-        &mut MemoryStreamInfo::default(),
-    )
-    .unwrap();
+    apply(&t, &mut msg, BodyMode::Buffered).unwrap();
     assert_eq!(msg.body_str(), "body", "body template ignored");
     assert_eq!(msg.header("x").as_deref(), Some("[]"));
 
@@ -420,12 +401,7 @@ fn parse_as_none_and_headers_only() {
         r#"{"request":{"body":{"value":"new"},"set":[{"name":"x","value":"[{{ body() }}]"}]}}"#,
     );
     let mut msg = MemoryMessage::new(&[], "body");
-    t.apply_request(
-        &mut msg,
-        BodyMode::HeadersOnly,
-        &mut MemoryStreamInfo::default(),
-    )
-    .unwrap();
+    apply(&t, &mut msg, BodyMode::HeadersOnly).unwrap();
     assert_eq!(msg.body_str(), "body");
     assert_eq!(msg.header("x").as_deref(), Some("[]"));
 }
@@ -609,12 +585,7 @@ fn env_function() {
     )
     .unwrap();
     let mut msg = MemoryMessage::default();
-    t.apply_request(
-        &mut msg,
-        BodyMode::HeadersOnly,
-        &mut MemoryStreamInfo::default(),
-    )
-    .unwrap();
+    apply(&t, &mut msg, BodyMode::HeadersOnly).unwrap();
     assert_eq!(msg.header("x-out").as_deref(), Some("pod-1|"));
     // The default reads the process environment; an unset variable renders empty.
     assert_eq!(
@@ -641,12 +612,7 @@ fn shared_templates_keep_each_config_its_own_state() {
     };
     let out = |t: &Transformation| {
         let mut msg = MemoryMessage::new(&[("x-id", "aab")], "");
-        t.apply_request(
-            &mut msg,
-            BodyMode::HeadersOnly,
-            &mut MemoryStreamInfo::default(),
-        )
-        .unwrap();
+        apply(t, &mut msg, BodyMode::HeadersOnly).unwrap();
         msg.header("x-out")
     };
     let (one, two) = (config("pod-1"), config("pod-2"));
@@ -665,12 +631,7 @@ fn replace_with_random_differs_across_renders() {
     let mut seen = std::collections::HashSet::new();
     for _ in 0..5 {
         let mut msg = MemoryMessage::default();
-        t.apply_request(
-            &mut msg,
-            BodyMode::HeadersOnly,
-            &mut MemoryStreamInfo::default(),
-        )
-        .unwrap();
+        apply(&t, &mut msg, BodyMode::HeadersOnly).unwrap();
         let v = msg.header("x-out").unwrap();
         assert_eq!(v.len(), 3 + 22);
         seen.insert(v);
@@ -800,12 +761,7 @@ fn non_utf8_headers_and_bodies_do_not_panic() {
         headers: vec![("x-bin".into(), vec![0xff, b'a'])],
         body: vec![0xfe, b'b'],
     };
-    t.apply_request(
-        &mut msg,
-        BodyMode::Buffered,
-        &mut MemoryStreamInfo::default(),
-    )
-    .unwrap();
+    apply(&t, &mut msg, BodyMode::Buffered).unwrap();
     assert_eq!(msg.header("x").as_deref(), Some("\u{FFFD}a"));
     assert_eq!(msg.body_str(), "\u{FFFD}b");
 }
@@ -822,13 +778,7 @@ fn render_budget_fuel() {
     let cfg = set1("{% for i in range(100000) %}{% endfor %}x");
     let t = Transformation::from_json_with(cfg.as_bytes(), &options).unwrap();
     let mut msg = MemoryMessage::new(&[("x-out", "old")], "");
-    let w = t
-        .apply_request(
-            &mut msg,
-            BodyMode::HeadersOnly,
-            &mut MemoryStreamInfo::default(),
-        )
-        .unwrap();
+    let w = apply(&t, &mut msg, BodyMode::HeadersOnly).unwrap();
     assert_eq!(msg.header("x-out"), None);
     assert_eq!(w[0].kind, WarningKind::Budget);
     // The default budget stops an effectively endless loop too.
@@ -854,13 +804,7 @@ fn render_budget_output_size() {
     let cfg = r#"{"request":{"body":{"value":"{{ 'y' * 21 }}"},"set":[{"name":"a","value":"{{ 'x' * 11 }}"},{"name":"b","value":"{{ 'x' * 10 }}"},{"name":"c","value":"%REQ(long)%"}]}}"#;
     let t = Transformation::from_json_with(cfg.as_bytes(), &options).unwrap();
     let mut msg = MemoryMessage::new(&[("long", "0123456789abc"), ("content-type", "t")], "old");
-    let w = t
-        .apply_request(
-            &mut msg,
-            BodyMode::Buffered,
-            &mut MemoryStreamInfo::default(),
-        )
-        .unwrap();
+    let w = apply(&t, &mut msg, BodyMode::Buffered).unwrap();
     assert_eq!(msg.header("a"), None);
     assert_eq!(msg.header("b").as_deref(), Some("xxxxxxxxxx"));
     assert_eq!(msg.header("c"), None);
@@ -885,12 +829,7 @@ fn render_budget_output_size() {
 fn literal_values_are_not_rendered() {
     let t = compile(r#"{"request":{"set":[{"name":"a","value":"plain {not jinja} 100%%\n"}]}}"#);
     let mut msg = MemoryMessage::default();
-    t.apply_request(
-        &mut msg,
-        BodyMode::HeadersOnly,
-        &mut MemoryStreamInfo::default(),
-    )
-    .unwrap();
+    apply(&t, &mut msg, BodyMode::HeadersOnly).unwrap();
     assert_eq!(msg.header("a").as_deref(), Some("plain {not jinja} 100%"));
 }
 
@@ -931,12 +870,7 @@ fn smart_header_defaults_and_overrides() {
     .unwrap();
     let mut req = MemoryMessage::new(&[(":method", "GET")], "");
     let snap = t.capture_request_headers(&req);
-    t.apply_request(
-        &mut req,
-        BodyMode::HeadersOnly,
-        &mut MemoryStreamInfo::default(),
-    )
-    .unwrap();
+    apply(&t, &mut req, BodyMode::HeadersOnly).unwrap();
     assert_eq!(req.header("x-req").as_deref(), Some("r"));
     let mut resp = MemoryMessage::new(&[("x-smart-header", "upstream")], "");
     t.apply_response(
@@ -993,12 +927,7 @@ fn truncation_length_at_usize_max_keeps_the_whole_value() {
     );
     let t = Transformation::from_json(config.as_bytes()).unwrap();
     let mut request = MemoryMessage::new(&[("x-b", "value")], "");
-    t.apply_request(
-        &mut request,
-        BodyMode::HeadersOnly,
-        &mut MemoryStreamInfo::default(),
-    )
-    .unwrap();
+    apply(&t, &mut request, BodyMode::HeadersOnly).unwrap();
     assert_eq!(request.header("x-a").as_deref(), Some("pvalue"));
 }
 
@@ -1140,12 +1069,7 @@ fn regex_extract_in_values() {
         r#"{"request":{"body":{"parseAs":"AsJson","value":"{{ regex_extract(n, \"^[0-9]\") }}"}}}"#,
     );
     let mut msg = MemoryMessage::new(&[], r#"{"n": 42}"#);
-    t.apply_request(
-        &mut msg,
-        BodyMode::Buffered,
-        &mut MemoryStreamInfo::default(),
-    )
-    .unwrap();
+    apply(&t, &mut msg, BodyMode::Buffered).unwrap();
     assert_eq!(msg.body_str(), "4");
 }
 
@@ -1362,12 +1286,7 @@ fn new_functions_are_never_undeclared_and_header_lowering_still_works() {
          {{ metadata('n', 'k') }}",
     ));
     let mut msg = MemoryMessage::new(&[], "");
-    let w = t
-        .apply_request(
-            &mut msg,
-            BodyMode::HeadersOnly,
-            &mut MemoryStreamInfo::default(),
-        )
+    let w = apply(&t, &mut msg, BodyMode::HeadersOnly)
         .expect("no 400: every new function is a registered global");
     assert!(w.is_empty(), "{w:?}");
     assert_eq!(
