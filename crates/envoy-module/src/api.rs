@@ -170,6 +170,48 @@ pub trait EnvoyFilterConfig {
 /// Creates one filter per HTTP stream. Built once per filter config, shared across worker threads.
 pub trait HttpFilterConfig: Send + Sync {
     fn new_filter(&self) -> Box<dyn HttpFilter>;
+
+    /// Whether a stream starting now has nothing to do in any hook. Asked when Envoy creates
+    /// each stream; when true, no filter is created and every hook of the stream passes at once
+    /// (Continue), which is what a dynamic-module filter with no work can cost at the least.
+    fn stream_is_idle(&self) -> bool {
+        false
+    }
+}
+
+/// A set of per-stream hooks: what [`HttpFilter::hooks`] still needs to be called for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Hooks(u8);
+
+impl Hooks {
+    pub const NONE: Hooks = Hooks(0);
+    pub const REQUEST_HEADERS: Hooks = Hooks(1);
+    pub const REQUEST_BODY: Hooks = Hooks(1 << 1);
+    pub const REQUEST_TRAILERS: Hooks = Hooks(1 << 2);
+    pub const RESPONSE_HEADERS: Hooks = Hooks(1 << 3);
+    pub const RESPONSE_BODY: Hooks = Hooks(1 << 4);
+    pub const RESPONSE_TRAILERS: Hooks = Hooks(1 << 5);
+    pub const STREAM_COMPLETE: Hooks = Hooks(1 << 6);
+    pub const ALL: Hooks = Hooks((1 << 7) - 1);
+
+    pub const fn union(self, other: Hooks) -> Hooks {
+        Hooks(self.0 | other.0)
+    }
+
+    pub const fn contains(self, other: Hooks) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    pub(crate) const fn bits(self) -> u8 {
+        self.0
+    }
+}
+
+impl std::ops::BitOr for Hooks {
+    type Output = Hooks;
+    fn bitor(self, other: Hooks) -> Hooks {
+        self.union(other)
+    }
 }
 
 /// Per-stream filter callbacks. Every method has a pass-through default.
@@ -210,6 +252,14 @@ pub trait HttpFilter {
         TrailersStatus::Continue
     }
     fn on_stream_complete(&mut self, envoy: &mut dyn EnvoyHttpFilter) {}
+
+    /// The hooks this filter still has work in. Asked once the filter is created and after each
+    /// hook it ran; a hook outside the set is answered as its default above (Continue) without
+    /// reaching the filter. Every hook must still behave correctly when called anyway (unit
+    /// tests call them directly).
+    fn hooks(&self) -> Hooks {
+        Hooks::ALL
+    }
 }
 
 /// Builds a filter config from `(filter_name, config bytes)`.

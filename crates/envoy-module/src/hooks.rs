@@ -135,6 +135,9 @@ pub unsafe fn filter_new(
         }
         // SAFETY: Envoy keeps the config alive while streams use it.
         let config = unsafe { &*(config_ptr as *const ConfigInstance) };
+        if config.stream_is_idle() {
+            return (&raw const runtime::IDLE_STREAM).cast();
+        }
         Box::into_raw(runtime::new_filter(config)) as *const c_void
     })
 }
@@ -144,8 +147,11 @@ pub unsafe fn filter_new(
 /// # Safety
 /// `ptr` is what `filter_new` returned, destroyed once, no hook running.
 pub unsafe fn filter_destroy(ptr: *const c_void) {
-    runtime::barrier("filter_destroy", (), || {
-        if !ptr.is_null() {
+    if ptr.is_null() || ptr == (&raw const runtime::IDLE_STREAM).cast() {
+        return;
+    }
+    runtime::stream_barrier("filter_destroy", (), || {
+        {
             // SAFETY: created by Box::into_raw in filter_new; destroyed once.
             drop(unsafe { Box::from_raw(ptr as *mut FilterInstance) });
         }
@@ -164,10 +170,11 @@ unsafe fn stream_hook<R: Copy>(
     fail: R,
     call: impl FnOnce(&mut dyn HttpFilter, &mut dyn EnvoyHttpFilter) -> R,
 ) -> R {
-    runtime::barrier("stream hook", pass, || {
-        if module_ptr.is_null() {
-            return pass;
-        }
+    // SAFETY: non-null, so what filter_new returned, live until filter_destroy.
+    if module_ptr.is_null() || !unsafe { runtime::wants(module_ptr, hook) } {
+        return pass;
+    }
+    runtime::stream_barrier("stream hook", pass, || {
         // SAFETY: live until filter_destroy; only shared references are formed here.
         let instance = unsafe { &*(module_ptr as *const FilterInstance) };
         abi::with_filter(envoy_ptr, |envoy| {

@@ -41,6 +41,12 @@ pub fn exported_hooks() -> &'static [&'static str] {
     abi::EXPORTED_HOOKS
 }
 
+/// Whether Envoy holds any per-route config of this module now. While it holds none, no route
+/// can carry one, and [`EnvoyHttpFilter::per_route_config`] answers None on every stream.
+pub fn per_route_configs_present() -> bool {
+    runtime::any_per_route_config()
+}
+
 /// Name of the counter, defined in every filter config, that counts caught panics. Envoy shows it
 /// as `dynamicmodulescustom.rust_module_panics`.
 pub const PANIC_COUNTER: &str = "rust_module_panics";

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Once};
 
 use crate::api::{
-    CounterId, EnvoyFilterConfig, EnvoyHttpFilter, HttpFilter, HttpFilterConfig, LogLevel, Module,
-    PerRouteConfig,
+    CounterId, EnvoyFilterConfig, EnvoyHttpFilter, Hooks, HttpFilter, HttpFilterConfig, LogLevel,
+    Module, PerRouteConfig,
 };
 use crate::{PANIC_COUNTER, PANIC_DETAILS, log};
 
@@ -41,15 +41,44 @@ pub(crate) struct ConfigInstance {
     shared: Arc<ConfigShared>,
 }
 
+impl ConfigInstance {
+    /// The module's [`HttpFilterConfig::stream_is_idle`]; a panic counts as "not idle", so the
+    /// stream gets a filter (whose creation is guarded and answers 500 if it panics too).
+    pub(crate) fn stream_is_idle(&self) -> bool {
+        caught(|| self.factory.stream_is_idle()).unwrap_or(false)
+    }
+}
+
 /// The module side of one HTTP stream (what `filter_new` returns to Envoy).
 ///
 /// Envoy may re-enter the hooks of a stream while one of them runs: a local reply sent from a
 /// request hook runs the encoder chain synchronously, calling our response hooks. A `&mut` to the
 /// filter is then already live, so re-entrant hooks pass through without reaching the filter;
 /// `busy` detects them and `state` is only borrowed mutably while `busy` is held.
+///
+/// `hooks` comes first (`repr(C)`): every stream hook reads that byte before anything else and
+/// returns at once when its bit is clear, without a panic barrier or a call into the filter.
+#[repr(C)]
 pub(crate) struct FilterInstance {
+    hooks: Cell<u8>,
     busy: Cell<bool>,
     state: UnsafeCell<FilterState>,
+}
+
+/// What `filter_new` hands Envoy for a stream with nothing to do ([`HttpFilterConfig::stream_is_idle`]):
+/// a hook mask with no bit set, read like the first byte of a [`FilterInstance`], never freed.
+pub(crate) static IDLE_STREAM: u8 = 0;
+
+/// Whether a hook in `hook` should reach the stream behind `ptr` (a [`FilterInstance`] or
+/// [`IDLE_STREAM`]).
+///
+/// # Safety
+/// `ptr` is non-null and what `filter_new` returned, not yet destroyed.
+pub(crate) unsafe fn wants(ptr: *const std::ffi::c_void, hook: Hook) -> bool {
+    // SAFETY: both kinds of stream pointer start with the hook mask byte (the contract above);
+    // the byte is only written through `Cell::set` on this thread, never while this reads it.
+    let mask = unsafe { *ptr.cast::<u8>() };
+    mask & hook.bit() != 0
 }
 
 struct FilterState {
@@ -73,6 +102,19 @@ pub(crate) enum Hook {
 }
 
 impl Hook {
+    fn bit(self) -> u8 {
+        match self {
+            Hook::RequestHeaders => Hooks::REQUEST_HEADERS,
+            Hook::RequestBody => Hooks::REQUEST_BODY,
+            Hook::RequestTrailers => Hooks::REQUEST_TRAILERS,
+            Hook::ResponseHeaders => Hooks::RESPONSE_HEADERS,
+            Hook::ResponseBody => Hooks::RESPONSE_BODY,
+            Hook::ResponseTrailers => Hooks::RESPONSE_TRAILERS,
+            Hook::StreamComplete => Hooks::STREAM_COMPLETE,
+        }
+        .bits()
+    }
+
     fn name(self) -> &'static str {
         match self {
             Hook::RequestHeaders => "on_request_headers",
@@ -89,18 +131,22 @@ impl Hook {
 thread_local! {
     /// Message and location of the last panic caught on this thread, recorded by the panic hook.
     static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
-    /// Depth of guarded calls on this thread; the panic hook stays quiet inside them.
-    static GUARDED: Cell<u32> = const { Cell::new(0) };
+    /// Whether this thread entered the module through one of Envoy's hooks. Every hook runs its
+    /// work behind a barrier, so on such a thread every panic is caught: the panic hook records it
+    /// quietly. Set by [`guarded`] (config hooks, `filter_new`), which a worker passes through
+    /// before any hook of a stream, so the stream hooks never touch the thread-local.
+    static ENTERED: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Route panic messages caught at the boundary into Envoy's log instead of raw stderr. Panics
-/// outside a guarded call (threads the module spawned) still reach the previous hook.
+/// Route panic messages caught at the boundary into Envoy's log instead of raw stderr. Panics on
+/// threads that never entered through a hook (threads the module spawned) still reach the previous
+/// hook.
 pub(crate) fn install_panic_hook() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            if GUARDED.with(Cell::get) > 0 {
+            if ENTERED.with(Cell::get) {
                 let text = match info.location() {
                     Some(loc) => format!(
                         "{} at {}:{}",
@@ -129,22 +175,15 @@ fn payload_text(payload: &(dyn Any + Send)) -> String {
 }
 
 /// Run `f`, catching a panic; the error is the panic's message (with location when known).
+/// Marks the thread as entered through a hook, so the panic hook records quietly.
 pub(crate) fn guarded<R>(f: impl FnOnce() -> R) -> Result<R, String> {
-    GUARDED.with(|g| g.set(g.get() + 1));
-    let result = catch_unwind(AssertUnwindSafe(f));
-    GUARDED.with(|g| g.set(g.get() - 1));
-    result.map_err(|payload| {
-        LAST_PANIC
-            .with(|p| p.borrow_mut().take())
-            .unwrap_or_else(|| payload_text(payload.as_ref()))
-    })
+    ENTERED.with(|g| g.set(true));
+    caught(f)
 }
 
-/// [`guarded`] for a call already inside one (the hooks' [`barrier`]): catches the panic the
-/// same way but leaves the thread's guard count alone, so the stream path touches the
-/// thread-local only in the barrier (the count is what keeps the panic hook quiet, and it is
-/// already held). Outside a barrier (unit tests), a panic is still caught; the previous panic
-/// hook also reports it.
+/// [`guarded`] for a thread already marked (the stream hooks, which only run on a worker after
+/// `filter_new`): the same catch without touching the thread-local. Outside Envoy (unit tests),
+/// a panic is still caught; the previous panic hook also reports it.
 pub(crate) fn caught<R>(f: impl FnOnce() -> R) -> Result<R, String> {
     catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
         LAST_PANIC
@@ -169,7 +208,16 @@ pub(crate) fn counter_defined(name: &str, result: u32, id: usize) -> Result<Coun
 /// Last-resort barrier for the SDK's own code in a hook: a panic here is logged and `default`
 /// returned, so nothing ever unwinds into Envoy.
 pub(crate) fn barrier<R>(hook: &str, default: R, f: impl FnOnce() -> R) -> R {
-    match guarded(f) {
+    answer(hook, default, guarded(f))
+}
+
+/// [`barrier`] for the stream hooks and `filter_destroy`, on a thread `filter_new` marked.
+pub(crate) fn stream_barrier<R>(hook: &str, default: R, f: impl FnOnce() -> R) -> R {
+    answer(hook, default, caught(f))
+}
+
+fn answer<R>(hook: &str, default: R, result: Result<R, String>) -> R {
+    match result {
         Ok(r) => r,
         Err(msg) => {
             log(
@@ -289,7 +337,10 @@ pub(crate) fn new_filter(config: &ConfigInstance) -> Box<FilterInstance> {
             None
         }
     };
+    // A filter that failed to be created answers 500 at whichever hook comes first.
+    let hooks = filter.as_ref().map_or(Hooks::ALL, |f| f.hooks());
     Box::new(FilterInstance {
+        hooks: Cell::new(hooks.bits()),
         busy: Cell::new(false),
         state: UnsafeCell::new(FilterState {
             filter,
@@ -325,12 +376,14 @@ pub(crate) fn run<R>(
     let _release = Release(&instance.busy);
     // SAFETY: `busy` was false and is now held until `_release` drops, so no other reference to
     // the state exists; Envoy drives one stream from one thread, and `FilterInstance` is !Sync.
+    let hooks = &instance.hooks;
     let instance = unsafe { &mut *instance.state.get() };
     if instance.poisoned {
         return pass;
     }
     let Some(filter) = instance.filter.as_mut() else {
         instance.poisoned = true;
+        hooks.set(Hooks::NONE.bits());
         // The panic in `new_filter` was logged there; count it once the stream can be reached.
         if let Some(counter) = instance.shared.panic_counter {
             envoy.increment_counter(counter, 1);
@@ -341,10 +394,15 @@ pub(crate) fn run<R>(
         fail_closed(envoy);
         return fail;
     };
-    match caught(|| call(filter.as_mut(), &mut *envoy)) {
+    match caught(|| {
+        let r = call(filter.as_mut(), &mut *envoy);
+        hooks.set(filter.hooks().bits());
+        r
+    }) {
         Ok(r) => r,
         Err(msg) => {
             instance.poisoned = true;
+            hooks.set(Hooks::NONE.bits());
             let shared = &instance.shared;
             if let Some(counter) = shared.panic_counter {
                 envoy.increment_counter(counter, 1);

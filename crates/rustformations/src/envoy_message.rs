@@ -43,7 +43,10 @@ impl HeaderMap for EnvoyMessage<'_, '_> {
         let envoy = self.envoy.borrow();
         match envoy.last_header(self.kind(), name) {
             Some(v) => {
-                out.push_str(&String::from_utf8_lossy(v));
+                match std::str::from_utf8(v) {
+                    Ok(text) => out.push_str(text),
+                    Err(_) => out.push_str(&String::from_utf8_lossy(v)),
+                }
                 true
             }
             None => false,

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use acl::{AclPolicy, Decision};
 use envoy_module::{
-    Attribute, CounterId, EnvoyHttpFilter, HeadersStatus, HttpFilter, HttpFilterConfig,
+    Attribute, CounterId, EnvoyHttpFilter, HeadersStatus, Hooks, HttpFilter, HttpFilterConfig,
 };
 
 /// A listener-level `http-acl` config. A per-route config replaces its policy.
@@ -28,6 +28,11 @@ struct AclFilter {
 }
 
 impl HttpFilter for AclFilter {
+    /// The decision is made on the request headers; nothing else of the stream is needed.
+    fn hooks(&self) -> Hooks {
+        Hooks::REQUEST_HEADERS
+    }
+
     fn on_request_headers(
         &mut self,
         envoy: &mut dyn EnvoyHttpFilter,

@@ -59,6 +59,10 @@ impl HttpFilterConfig for Counted {
     fn new_filter(&self) -> Box<dyn HttpFilter> {
         self.0.new_filter()
     }
+
+    fn stream_is_idle(&self) -> bool {
+        self.0.stream_is_idle()
+    }
 }
 
 impl Drop for Counted {

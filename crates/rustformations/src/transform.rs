@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use envoy_module::{
-    BodyStatus, CounterId, Direction, EnvoyHttpFilter, HeaderKind, HeadersStatus, HttpFilter,
-    HttpFilterConfig, TrailersStatus, log_debug, log_warn,
+    BodyStatus, CounterId, Direction, EnvoyHttpFilter, HeaderKind, HeadersStatus, Hooks,
+    HttpFilter, HttpFilterConfig, TrailersStatus, log_debug, log_warn,
 };
 use transformations::{
     ApplyError, BodyMode, HeaderSnapshot, LocalReply, Side, SideAction, Transformation, Warning,
@@ -52,6 +52,16 @@ impl HttpFilterConfig for TransformFilterConfig {
             request: Phase::Idle,
             response: Phase::Idle,
         })
+    }
+
+    /// Nothing can happen on a stream when the listener-level transformation has no work, no
+    /// marker is sent, and Envoy holds no per-route config of this module (so no route can carry
+    /// one).
+    fn stream_is_idle(&self) -> bool {
+        self.marker.is_none()
+            && !self.listener.request().has_work()
+            && !self.listener.response().has_work()
+            && !envoy_module::per_route_configs_present()
     }
 }
 
@@ -143,9 +153,15 @@ impl TransformFilter {
         }
     }
 
-    /// Adds the marker header (`rustformation` only) to the response.
+    /// Adds the marker header (`rustformation` only) to the response, unless the response side
+    /// has just set it to the same literal (as the lab's policy does).
     fn mark(&self, envoy: &mut dyn EnvoyHttpFilter) {
-        if let Some(marker) = &self.marker {
+        if let Some(marker) = &self.marker
+            && !self
+                .transformation
+                .response()
+                .always_sets(&marker.name, &marker.value)
+        {
             envoy.set_header(
                 HeaderKind::ResponseHeaders,
                 &marker.name,
@@ -284,6 +300,30 @@ impl TransformFilter {
 }
 
 impl HttpFilter for TransformFilter {
+    /// Until the route is known, both headers hooks (a local reply made before the request hook
+    /// reaches the response side first); then only what the chosen transformation needs.
+    fn hooks(&self) -> Hooks {
+        if !self.route_resolved {
+            return Hooks::REQUEST_HEADERS | Hooks::RESPONSE_HEADERS;
+        }
+        let mut hooks = Hooks::NONE;
+        if self.request == Phase::Buffering {
+            hooks = hooks | Hooks::REQUEST_BODY | Hooks::REQUEST_TRAILERS;
+        }
+        match self.response {
+            Phase::Idle
+                if self.marker.is_some()
+                    || self.side(Direction::Response).action(self.headers_only)
+                        != SideAction::PassThrough =>
+            {
+                hooks = hooks | Hooks::RESPONSE_HEADERS;
+            }
+            Phase::Buffering => hooks = hooks | Hooks::RESPONSE_BODY | Hooks::RESPONSE_TRAILERS,
+            _ => {}
+        }
+        hooks
+    }
+
     fn on_request_headers(
         &mut self,
         envoy: &mut dyn EnvoyHttpFilter,

@@ -195,6 +195,20 @@ impl Side {
     pub fn parse_as(&self) -> ParseAs {
         self.parse_as
     }
+
+    /// Whether a successful application always leaves header `name` (any case) with exactly
+    /// `value`: its last `set` of that name is that literal, and no `add` or `remove` names it.
+    /// The glue then skips setting the same header again.
+    pub fn always_sets(&self, name: &str, value: &str) -> bool {
+        let names = |n: &str| n.eq_ignore_ascii_case(name);
+        self.set
+            .iter()
+            .rev()
+            .find(|op| names(&op.name))
+            .is_some_and(|op| matches!(&op.value, Compiled::Literal(v) if **v == *value))
+            && !self.add.iter().any(|op| names(&op.name))
+            && !self.remove.iter().any(|n| names(n))
+    }
 }
 
 /// A compiled transformation: immutable, shared by all streams (it is `Send + Sync`).
@@ -410,14 +424,16 @@ impl Transformation {
             })
         };
 
+        // One output buffer for every rendered value of this side.
+        let mut out = String::new();
         if let (true, Some((value, field))) = (body_active, &side.body) {
             let rendered = self
                 .engine
-                .render(value, &scope, limits.max_body_bytes)
+                .render(value, &scope, limits.max_body_bytes, &mut out)
                 .unwrap_or_else(|e| {
                     // As kgateway: a body that fails to render is replaced by an empty body.
                     warn(&mut warnings, e.kind, field, e.message);
-                    Cow::Borrowed("")
+                    ""
                 });
             msg.set_body(rendered.as_bytes());
             if rendered.is_empty() {
@@ -432,10 +448,10 @@ impl Transformation {
             undeclared(&op.field, &op.value)?;
             match self
                 .engine
-                .render(&op.value, &scope, limits.max_header_value_bytes)
+                .render(&op.value, &scope, limits.max_header_value_bytes, &mut out)
             {
                 Ok(v) if v.is_empty() => msg.remove(&op.name),
-                Ok(v) if is_invalid_header_value(&v) => {
+                Ok(v) if is_invalid_header_value(v) => {
                     msg.remove(&op.name);
                     warn(
                         &mut warnings,
@@ -455,10 +471,10 @@ impl Transformation {
             undeclared(&op.field, &op.value)?;
             match self
                 .engine
-                .render(&op.value, &scope, limits.max_header_value_bytes)
+                .render(&op.value, &scope, limits.max_header_value_bytes, &mut out)
             {
                 Ok(v) if v.is_empty() => {}
-                Ok(v) if is_invalid_header_value(&v) => {
+                Ok(v) if is_invalid_header_value(v) => {
                     warn(
                         &mut warnings,
                         WarningKind::InvalidHeaderValue,
@@ -477,10 +493,10 @@ impl Transformation {
             undeclared(&op.field, &op.value)?;
             match self
                 .engine
-                .render(&op.value, &scope, limits.max_header_value_bytes)
+                .render(&op.value, &scope, limits.max_header_value_bytes, &mut out)
             {
                 Ok(v) if v.is_empty() => {}
-                Ok(v) => info.set_dynamic_metadata(&op.namespace, &op.key, &v),
+                Ok(v) => info.set_dynamic_metadata(&op.namespace, &op.key, v),
                 Err(e) => warn(&mut warnings, e.kind, &op.field, e.message),
             }
         }

@@ -676,12 +676,16 @@ impl HeaderSnapshot {
     /// The last value of `name` (case-insensitive).
     pub fn get(&self, name: &str) -> Option<&str> {
         let text = &self.data.text;
+        let bytes = text.as_bytes();
         self.data
             .spans
             .iter()
             .rev()
-            .find(|(start, value_start, _)| text[*start..*value_start].eq_ignore_ascii_case(name))
-            .map(|(_, value_start, end)| &text[*value_start..*end])
+            .find(|&&(start, value_start, _)| {
+                value_start - start == name.len()
+                    && bytes[start..value_start].eq_ignore_ascii_case(name.as_bytes())
+            })
+            .map(|&(_, value_start, end)| &text[value_start..end])
     }
 
     pub fn len(&self) -> usize {
@@ -694,7 +698,7 @@ impl HeaderSnapshot {
 }
 
 /// Everything one side's renders read; built once per side application.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct RenderData {
     pub headers: HeaderSnapshot,
     pub request_headers: HeaderSnapshot,
@@ -808,10 +812,10 @@ pub(crate) struct RenderError {
 
 /// Per-render state shared by all values of one side.
 pub(crate) struct Scope {
-    data: Arc<RenderData>,
+    data: RenderData,
     vars: Option<Value>,
     /// MiniJinja's context, built on the first template render: values made only of text and
-    /// command operators never need it, and it costs two allocations per side.
+    /// command operators never need it (nor the shared copy of the render data it holds).
     ctx: std::cell::OnceCell<Value>,
 }
 
@@ -819,7 +823,7 @@ impl Scope {
     fn ctx(&self, config: &Arc<ConfigState>) -> &Value {
         self.ctx.get_or_init(|| {
             Value::from_object(Root {
-                data: Value::from_dyn_object(self.data.clone()),
+                data: Value::from_object(self.data.clone()),
                 config: Value::from_dyn_object(config.clone()),
                 vars: self.vars.clone().unwrap_or_default(),
             })
@@ -843,38 +847,43 @@ impl Engine {
 
     pub fn scope(&self, data: RenderData, json: Option<&Value>) -> Scope {
         Scope {
-            data: Arc::new(data),
+            data,
             vars: json.cloned(),
             ctx: std::cell::OnceCell::new(),
         }
     }
 
-    /// Renders one value. Literals are borrowed, not rendered.
+    /// Renders one value into `out` (reused between values, so a side's renders allocate
+    /// once). Literals are borrowed, not copied.
     pub fn render<'a>(
         &self,
         value: &'a Compiled,
         scope: &Scope,
         cap: usize,
-    ) -> Result<Cow<'a, str>, RenderError> {
-        let out = match value {
-            Compiled::Empty => return Ok(Cow::Borrowed("")),
-            Compiled::Literal(s) => return Ok(Cow::Borrowed(s)),
+        out: &'a mut String,
+    ) -> Result<&'a str, RenderError> {
+        match value {
+            Compiled::Empty => Ok(""),
+            Compiled::Literal(s) => Ok(s),
             Compiled::Ops { segments, capacity } => {
-                let mut out = String::with_capacity((*capacity).min(cap));
+                out.clear();
+                out.reserve((*capacity).min(cap));
                 for s in segments.iter() {
                     match s {
                         Segment::Literal(l) => out.push_str(l),
-                        Segment::Op(op) => op.eval(&*scope.data, &mut out),
+                        Segment::Op(op) => op.eval(&scope.data, out),
                     }
                     if out.len() > cap {
                         return Err(too_large(cap));
                     }
                 }
-                out
+                Ok(out)
             }
             Compiled::Template { template, .. } => {
+                let mut buf = std::mem::take(out).into_bytes();
+                buf.clear();
                 let mut w = CappedWriter {
-                    buf: Vec::new(),
+                    buf,
                     cap,
                     overflow: false,
                 };
@@ -895,10 +904,10 @@ impl Engine {
                     return Err(too_large(cap));
                 }
                 result.map_err(render_error)?;
-                lossy_string(Cow::Owned(w.buf))
+                *out = lossy_string(Cow::Owned(w.buf));
+                Ok(out)
             }
-        };
-        Ok(Cow::Owned(out))
+        }
     }
 }
 
