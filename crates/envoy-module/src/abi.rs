@@ -59,6 +59,56 @@ impl EnvoyHttpHeader {
     };
 }
 
+/// Headers read from Envoy in one call without allocating: more spill to the heap.
+const STACK_HEADERS: usize = 32;
+
+/// Reads a whole header map with one call into Envoy: `fill` writes `n` entries into the array it
+/// is given (false: Envoy refused), then `f` sees each `(name, value)` in order. Up to
+/// [`STACK_HEADERS`] entries live on the stack, so a typical request is read without allocating.
+///
+/// # Safety
+/// `fill` must write `n` entries when it returns true, whose bytes stay valid for `'a`.
+pub(crate) unsafe fn each_header<'a>(
+    n: usize,
+    fill: impl FnOnce(*mut EnvoyHttpHeader) -> bool,
+    f: &mut dyn FnMut(&'a [u8], &'a [u8]),
+) {
+    if n == 0 {
+        return;
+    }
+    let mut stack = [const { std::mem::MaybeUninit::<EnvoyHttpHeader>::uninit() }; STACK_HEADERS];
+    let mut heap = Vec::new();
+    let array: *mut EnvoyHttpHeader = if n <= STACK_HEADERS {
+        stack.as_mut_ptr().cast()
+    } else {
+        heap.resize(n, EnvoyHttpHeader::NULL);
+        heap.as_mut_ptr()
+    };
+    if !fill(array) {
+        return;
+    }
+    // SAFETY: `fill` wrote `n` initialized entries into `array` (this function's contract).
+    let entries = unsafe { std::slice::from_raw_parts(array, n) };
+    for h in entries {
+        // SAFETY: Envoy-owned bytes valid for `'a` (this function's contract).
+        let (name, value) = unsafe {
+            (
+                EnvoyBuffer {
+                    ptr: h.key_ptr,
+                    length: h.key_length,
+                }
+                .as_slice(),
+                EnvoyBuffer {
+                    ptr: h.value_ptr,
+                    length: h.value_length,
+                }
+                .as_slice(),
+            )
+        };
+        f(name, value);
+    }
+}
+
 /// The callback table of the running Envoy's family.
 pub(crate) enum Callbacks {
     PerDirection(abi_1_36::Callbacks),

@@ -7,7 +7,7 @@
 
 use std::ffi::{c_char, c_void};
 
-use crate::abi::{EnvoyBuffer, EnvoyHttpHeader};
+use crate::abi::{EnvoyBuffer, EnvoyHttpHeader, each_header};
 use crate::api::{
     Attribute, CounterId, Direction, EnvoyFilterConfig, EnvoyHttpFilter, HeaderKind, LogLevel,
     MetadataSource, PerRouteConfig,
@@ -205,36 +205,16 @@ impl EnvoyHttpFilter for FfiFilter {
         Some(unsafe { value.as_slice() })
     }
 
-    fn headers(&self, kind: HeaderKind) -> Vec<(&[u8], &[u8])> {
+    fn for_each_header<'a>(&'a self, kind: HeaderKind, f: &mut dyn FnMut(&'a [u8], &'a [u8])) {
         // SAFETY: valid filter pointer during the hook.
         let n = unsafe { (self.cb.http_get_headers_size)(self.ptr, header_type(kind)) };
-        if n == 0 {
-            return Vec::new();
-        }
-        let mut raw = vec![EnvoyHttpHeader::NULL; n];
-        // SAFETY: `raw` has room for the `n` headers Envoy reported.
-        if !unsafe { (self.cb.http_get_headers)(self.ptr, header_type(kind), raw.as_mut_ptr()) } {
-            return Vec::new();
-        }
-        raw.iter()
-            .map(|h| {
-                // SAFETY: Envoy-owned header bytes, valid until the map is mutated (needs `&mut self`).
-                unsafe {
-                    (
-                        EnvoyBuffer {
-                            ptr: h.key_ptr,
-                            length: h.key_length,
-                        }
-                        .as_slice(),
-                        EnvoyBuffer {
-                            ptr: h.value_ptr,
-                            length: h.value_length,
-                        }
-                        .as_slice(),
-                    )
-                }
-            })
-            .collect()
+        let fill = |array| {
+            // SAFETY: `array` has room for the `n` headers Envoy reported.
+            unsafe { (self.cb.http_get_headers)(self.ptr, header_type(kind), array) }
+        };
+        // SAFETY: Envoy fills the `n` headers it reported; their bytes stay valid until the map is
+        // mutated, which needs `&mut self`.
+        unsafe { each_header(n, fill, f) }
     }
 
     fn set_header(&mut self, kind: HeaderKind, name: &str, value: &[u8]) -> bool {

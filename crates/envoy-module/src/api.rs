@@ -108,7 +108,14 @@ pub trait EnvoyHttpFilter {
         self.header(kind, name, last)
     }
     /// Every header as (name, value), in Envoy's order.
-    fn headers(&self, kind: HeaderKind) -> Vec<(&[u8], &[u8])>;
+    fn headers(&self, kind: HeaderKind) -> Vec<(&[u8], &[u8])> {
+        let mut all = Vec::new();
+        self.for_each_header(kind, &mut |name, value| all.push((name, value)));
+        all
+    }
+    /// Calls `f` with every header as (name, value), in Envoy's order: one call into Envoy, and
+    /// no allocation for a map of up to 32 headers.
+    fn for_each_header<'a>(&'a self, kind: HeaderKind, f: &mut dyn FnMut(&'a [u8], &'a [u8]));
     /// Replace all values of `name` with one value. Returns false if Envoy refused.
     fn set_header(&mut self, kind: HeaderKind, name: &str, value: &[u8]) -> bool;
     /// Append a value to `name`, keeping existing values.

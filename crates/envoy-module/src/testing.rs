@@ -193,11 +193,10 @@ impl EnvoyHttpFilter for FakeEnvoy {
         self.map(kind).count(name)
     }
 
-    fn headers(&self, kind: HeaderKind) -> Vec<(&[u8], &[u8])> {
-        self.map(kind)
-            .iter()
-            .map(|(k, v)| (k.as_bytes(), v))
-            .collect()
+    fn for_each_header<'a>(&'a self, kind: HeaderKind, f: &mut dyn FnMut(&'a [u8], &'a [u8])) {
+        for (name, value) in self.map(kind).iter() {
+            f(name.as_bytes(), value);
+        }
     }
 
     fn set_header(&mut self, kind: HeaderKind, name: &str, value: &[u8]) -> bool {

@@ -43,10 +43,7 @@ impl HeaderMap for EnvoyMessage<'_, '_> {
         let envoy = self.envoy.borrow();
         match envoy.last_header(self.kind(), name) {
             Some(v) => {
-                match std::str::from_utf8(v) {
-                    Ok(text) => out.push_str(text),
-                    Err(_) => out.push_str(&String::from_utf8_lossy(v)),
-                }
+                transformations::push_lossy(out, v);
                 true
             }
             None => false,
@@ -54,10 +51,7 @@ impl HeaderMap for EnvoyMessage<'_, '_> {
     }
 
     fn for_each(&self, f: &mut dyn FnMut(&[u8], &[u8])) {
-        let envoy = self.envoy.borrow();
-        for (name, value) in envoy.headers(self.kind()) {
-            f(name, value);
-        }
+        self.envoy.borrow().for_each_header(self.kind(), f);
     }
 
     fn set(&mut self, name: &str, value: &[u8]) {

@@ -24,7 +24,7 @@ pub trait HeaderMap {
     fn append_last(&self, name: &str, out: &mut String) -> bool {
         match self.get(name) {
             Some(v) => {
-                out.push_str(&String::from_utf8_lossy(&v));
+                push_lossy(out, &v);
                 true
             }
             None => false,
@@ -38,6 +38,14 @@ pub trait HeaderMap {
     fn add(&mut self, name: &str, value: &[u8]);
     /// Removes every value of `name`.
     fn remove(&mut self, name: &str);
+}
+
+/// Appends `bytes` to `out` as UTF-8, invalid sequences replaced.
+pub fn push_lossy(out: &mut String, bytes: &[u8]) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => out.push_str(text),
+        Err(_) => out.push_str(&String::from_utf8_lossy(bytes)),
+    }
 }
 
 /// A request or a response: headers plus the whole (buffered) body.
@@ -126,7 +134,7 @@ impl HeaderSnapshot {
             let mut data = SnapshotData::with_capacity(16, 1024);
             headers.for_each(&mut |n, v| {
                 data.push_with(&String::from_utf8_lossy(n).to_ascii_lowercase(), |out| {
-                    out.push_str(&String::from_utf8_lossy(v));
+                    push_lossy(out, v);
                     true
                 });
             });
@@ -147,6 +155,8 @@ pub(crate) struct HeaderOp {
     pub(crate) name: String,
     pub(crate) value: Compiled,
     pub(crate) field: String,
+    /// A literal value with no CR, LF or NUL: sent as it is, without the per-request check.
+    pub(crate) checked_literal: bool,
 }
 
 #[derive(Debug)]
@@ -451,7 +461,7 @@ impl Transformation {
                 .render(&op.value, &scope, limits.max_header_value_bytes, &mut out)
             {
                 Ok(v) if v.is_empty() => msg.remove(&op.name),
-                Ok(v) if is_invalid_header_value(v) => {
+                Ok(v) if !op.checked_literal && is_invalid_header_value(v) => {
                     msg.remove(&op.name);
                     warn(
                         &mut warnings,
@@ -474,7 +484,7 @@ impl Transformation {
                 .render(&op.value, &scope, limits.max_header_value_bytes, &mut out)
             {
                 Ok(v) if v.is_empty() => {}
-                Ok(v) if is_invalid_header_value(v) => {
+                Ok(v) if !op.checked_literal && is_invalid_header_value(v) => {
                     warn(
                         &mut warnings,
                         WarningKind::InvalidHeaderValue,
@@ -505,7 +515,7 @@ impl Transformation {
 }
 
 fn is_invalid_header_value(v: &str) -> bool {
-    v.bytes().any(|b| matches!(b, b'\r' | b'\n' | b'\0'))
+    memchr::memchr3(b'\r', b'\n', b'\0', v.as_bytes()).is_some()
 }
 
 fn invalid_value_message() -> String {
@@ -562,7 +572,14 @@ fn compile_side(
                 )
                 .at(field));
             }
-            out.push(HeaderOp { name, value, field });
+            let checked_literal =
+                matches!(&value, Compiled::Literal(v) if !is_invalid_header_value(v));
+            out.push(HeaderOp {
+                name,
+                value,
+                field,
+                checked_literal,
+            });
         }
     }
     // No header can carry an invalid name, so removing one is harmless: kept as given.

@@ -11,6 +11,8 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use smallvec::SmallVec;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -92,7 +94,8 @@ const OP_FN: &str = "__tx_op";
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HeaderNeeds {
     all: bool,
-    names: BTreeSet<String>,
+    /// Sorted and unique; a list rather than a set because it is scanned per request.
+    names: Vec<String>,
 }
 
 impl HeaderNeeds {
@@ -117,7 +120,10 @@ impl HeaderNeeds {
 
     pub(crate) fn add(&mut self, name: &str) {
         if !self.all {
-            self.names.insert(name.to_ascii_lowercase());
+            let name = name.to_ascii_lowercase();
+            if let Err(at) = self.names.binary_search(&name) {
+                self.names.insert(at, name);
+            }
         }
     }
 
@@ -622,14 +628,15 @@ pub struct HeaderSnapshot {
 pub(crate) struct SnapshotData {
     text: String,
     /// Per entry, in capture order: where its name starts, where its value starts and ends.
-    spans: Vec<(usize, usize, usize)>,
+    /// The few entries a policy names stay inline (no allocation of their own).
+    spans: SmallVec<[(usize, usize, usize); 4]>,
 }
 
 impl SnapshotData {
     pub(crate) fn with_capacity(entries: usize, text: usize) -> SnapshotData {
         SnapshotData {
             text: String::with_capacity(text),
-            spans: Vec::with_capacity(entries),
+            spans: SmallVec::with_capacity(entries),
         }
     }
 
@@ -682,8 +689,10 @@ impl HeaderSnapshot {
             .iter()
             .rev()
             .find(|&&(start, value_start, _)| {
-                value_start - start == name.len()
-                    && bytes[start..value_start].eq_ignore_ascii_case(name.as_bytes())
+                // Stored names are lowercase, as are the operators' names: compare bytes first.
+                let stored = &bytes[start..value_start];
+                stored.len() == name.len()
+                    && (stored == name.as_bytes() || stored.eq_ignore_ascii_case(name.as_bytes()))
             })
             .map(|&(_, value_start, end)| &text[value_start..end])
     }
