@@ -460,7 +460,7 @@ impl Transformation {
                 .engine
                 .render(&op.value, &scope, limits.max_header_value_bytes, &mut out)
             {
-                Ok(v) if v.is_empty() => msg.remove(&op.name),
+                Ok("") => msg.remove(&op.name),
                 Ok(v) if !op.checked_literal && is_invalid_header_value(v) => {
                     msg.remove(&op.name);
                     warn(
@@ -483,7 +483,7 @@ impl Transformation {
                 .engine
                 .render(&op.value, &scope, limits.max_header_value_bytes, &mut out)
             {
-                Ok(v) if v.is_empty() => {}
+                Ok("") => {}
                 Ok(v) if !op.checked_literal && is_invalid_header_value(v) => {
                     warn(
                         &mut warnings,
@@ -505,7 +505,7 @@ impl Transformation {
                 .engine
                 .render(&op.value, &scope, limits.max_header_value_bytes, &mut out)
             {
-                Ok(v) if v.is_empty() => {}
+                Ok("") => {}
                 Ok(v) => info.set_dynamic_metadata(&op.namespace, &op.key, v),
                 Err(e) => warn(&mut warnings, e.kind, &op.field, e.message),
             }
