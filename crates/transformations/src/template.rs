@@ -617,9 +617,10 @@ pub(crate) fn data(state: &State) -> Option<Arc<RenderData>> {
 
 /// Header values a render can see: lowercased names, lossy UTF-8 values, the last value of
 /// a repeated name wins. Cheap to clone.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct HeaderSnapshot {
-    data: Arc<SnapshotData>,
+    /// None when nothing was captured: the empty snapshot costs nothing to make, copy or drop.
+    data: Option<Arc<SnapshotData>>,
 }
 
 /// Every captured name and value back to back in one buffer, so a snapshot of any number of
@@ -659,33 +660,19 @@ impl SnapshotData {
     }
 }
 
-impl Default for HeaderSnapshot {
-    /// The empty snapshot, shared: a side that reads none of its own headers allocates nothing.
-    fn default() -> HeaderSnapshot {
-        static EMPTY: std::sync::LazyLock<Arc<SnapshotData>> =
-            std::sync::LazyLock::new(|| Arc::new(SnapshotData::default()));
-        HeaderSnapshot {
-            data: EMPTY.clone(),
-        }
-    }
-}
-
 impl HeaderSnapshot {
     pub(crate) fn from_data(data: SnapshotData) -> HeaderSnapshot {
-        if data.spans.is_empty() {
-            return HeaderSnapshot::default();
-        }
         HeaderSnapshot {
-            data: Arc::new(data),
+            data: (!data.spans.is_empty()).then(|| Arc::new(data)),
         }
     }
 
     /// The last value of `name` (case-insensitive).
     pub fn get(&self, name: &str) -> Option<&str> {
-        let text = &self.data.text;
+        let data = self.data.as_deref()?;
+        let text = &data.text;
         let bytes = text.as_bytes();
-        self.data
-            .spans
+        data.spans
             .iter()
             .rev()
             .find(|&&(start, value_start, _)| {
@@ -698,11 +685,11 @@ impl HeaderSnapshot {
     }
 
     pub fn len(&self) -> usize {
-        self.data.spans.len()
+        self.data.as_ref().map_or(0, |d| d.spans.len())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.data.spans.is_empty()
+        self.data.is_none()
     }
 }
 
