@@ -324,6 +324,62 @@ mod tests {
         }
     }
 
+    /// A config whose streams are idle gets the idle stream's address from `filter_new`: no
+    /// filter is made, every hook passes without touching Envoy (the Envoy pointer here is null
+    /// and never read), and destroying it frees nothing.
+    #[test]
+    fn idle_streams_have_no_filter_and_pass_every_hook() {
+        struct Idle;
+        impl HttpFilterConfig for Idle {
+            fn new_filter(&self) -> Box<dyn crate::api::HttpFilter> {
+                unreachable!("an idle stream creates no filter")
+            }
+            fn stream_is_idle(&self) -> bool {
+                true
+            }
+        }
+        fn idle(
+            _: &mut dyn EnvoyFilterConfig,
+            _: &str,
+            _: &[u8],
+        ) -> Result<Box<dyn HttpFilterConfig>, String> {
+            Ok(Box::new(Idle))
+        }
+        let module = Module {
+            new_filter_config: idle,
+            new_per_route_config: per_route,
+        };
+        let mut envoy = crate::testing::FakeFilterConfigEnvoy::new();
+        let config = runtime::new_config(&module, &mut envoy, b"idle", b"{}").unwrap();
+        let config = Box::into_raw(config) as *const c_void;
+        // SAFETY: `config` is live until destroyed below; the stream pointer is what
+        // `filter_new` returned, and an idle stream never reads its Envoy pointer.
+        unsafe {
+            let stream = filter_new(config, std::ptr::null_mut());
+            assert_eq!(stream, (&raw const runtime::IDLE_STREAM).cast());
+            let none = std::ptr::null_mut();
+            assert_eq!(
+                request_headers(none, stream, false),
+                HeadersStatus::Continue as u32
+            );
+            assert_eq!(
+                request_body(none, stream, true),
+                BodyStatus::Continue as u32
+            );
+            assert_eq!(
+                response_headers(none, stream, false),
+                HeadersStatus::Continue as u32
+            );
+            assert_eq!(
+                response_trailers(none, stream),
+                TrailersStatus::Continue as u32
+            );
+            stream_complete(none, stream);
+            filter_destroy(stream);
+            config_destroy(config);
+        }
+    }
+
     /// The per-route lookup is skipped only while Envoy holds none of our per-route configs:
     /// each config Envoy receives counts until Envoy destroys it; a rejected one never counts.
     /// (The only test that creates per-route configs through the hooks, so the count is its own.)

@@ -562,6 +562,83 @@ mod tests {
         assert_eq!(envoy.counter(cfg.counter_id(PANIC_COUNTER).unwrap()), 1);
     }
 
+    /// The hook mask follows the filter's answer after creation and after each hook it ran, and
+    /// a panic clears it, so Envoy's later hooks return before the barrier.
+    #[test]
+    fn the_hook_mask_follows_the_filter_and_a_panic_clears_it() {
+        struct OneShot {
+            done: bool,
+        }
+        impl HttpFilter for OneShot {
+            fn on_request_headers(
+                &mut self,
+                _e: &mut dyn EnvoyHttpFilter,
+                _eos: bool,
+            ) -> HeadersStatus {
+                self.done = true;
+                HeadersStatus::Continue
+            }
+            fn hooks(&self) -> Hooks {
+                if self.done {
+                    Hooks::RESPONSE_HEADERS
+                } else {
+                    Hooks::REQUEST_HEADERS
+                }
+            }
+        }
+        struct OneShotFactory;
+        impl HttpFilterConfig for OneShotFactory {
+            fn new_filter(&self) -> Box<dyn HttpFilter> {
+                Box::new(OneShot { done: false })
+            }
+        }
+        let config = ConfigInstance {
+            factory: Box::new(OneShotFactory),
+            shared: Arc::new(ConfigShared {
+                name: "one-shot".into(),
+                panic_counter: None,
+            }),
+        };
+        let instance = new_filter(&config);
+        let ptr = (&*instance as *const FilterInstance).cast();
+        // SAFETY: `ptr` points at the live instance above.
+        let wants = |hook| unsafe { super::wants(ptr, hook) };
+        assert!(wants(Hook::RequestHeaders) && !wants(Hook::ResponseHeaders));
+        let mut envoy = FakeEnvoy::new();
+        run(
+            &instance,
+            &mut envoy,
+            Hook::RequestHeaders,
+            (),
+            (),
+            |f, e| {
+                f.on_request_headers(e, true);
+            },
+        );
+        assert!(!wants(Hook::RequestHeaders) && wants(Hook::ResponseHeaders));
+        assert!(!wants(Hook::RequestBody) && !wants(Hook::StreamComplete));
+
+        // A panicking filter: every hook wanted at first, none after the panic.
+        let mut cfg = FakeFilterConfigEnvoy::new();
+        let panicky = new_config(&MODULE, &mut cfg, b"good", b"").unwrap();
+        let instance = new_filter(&panicky);
+        let ptr = (&*instance as *const FilterInstance).cast();
+        // SAFETY: `ptr` points at the live instance above.
+        let wants = |hook| unsafe { super::wants(ptr, hook) };
+        assert!(wants(Hook::RequestHeaders) && wants(Hook::StreamComplete));
+        run(
+            &instance,
+            &mut envoy,
+            Hook::RequestHeaders,
+            HeadersStatus::Continue,
+            HeadersStatus::StopIteration,
+            |f, e| f.on_request_headers(e, true),
+        );
+        assert!(!wants(Hook::ResponseHeaders) && !wants(Hook::StreamComplete));
+        // SAFETY: the idle stream's mask byte is a static.
+        assert!(!unsafe { super::wants((&raw const IDLE_STREAM).cast(), Hook::RequestHeaders) });
+    }
+
     #[test]
     fn reentrant_hooks_pass_through() {
         let mut cfg = FakeFilterConfigEnvoy::new();

@@ -378,8 +378,8 @@ mod tests {
 
     use envoy_module::testing::FakeEnvoy;
     use envoy_module::{
-        Attribute, BodyStatus, CounterId, HeaderKind, HeadersStatus, HttpFilter, HttpFilterConfig,
-        TrailersStatus,
+        Attribute, BodyStatus, CounterId, HeaderKind, HeadersStatus, Hooks, HttpFilter,
+        HttpFilterConfig, TrailersStatus,
     };
     use transformations::Transformation;
 
@@ -445,6 +445,73 @@ mod tests {
         assert_eq!(req(&e, "x-a").as_deref(), Some("1"));
         assert_eq!(resp(&e, "x-custom-transformed").as_deref(), Some("true"));
         assert_eq!(e.response_headers.len(), 2);
+    }
+
+    /// The hooks the filter asks the SDK for follow what the stream still needs: both headers
+    /// hooks until the route is known, the body hooks only while buffering, nothing after.
+    #[test]
+    fn the_filter_asks_only_for_the_hooks_it_still_needs() {
+        let mut f = filter(r#"{"request":{"body":{"value":"{{ body() }}"}}}"#);
+        assert_eq!(f.hooks(), Hooks::REQUEST_HEADERS | Hooks::RESPONSE_HEADERS);
+        let mut e = post(&[("content-length", "2")]);
+        f.on_request_headers(&mut e, false);
+        assert_eq!(
+            f.hooks(),
+            Hooks::REQUEST_BODY | Hooks::REQUEST_TRAILERS | Hooks::RESPONSE_HEADERS
+        );
+        e.request_body = b"ab".to_vec();
+        f.on_request_body(&mut e, true);
+        // The marker still has to be added to the response.
+        assert_eq!(f.hooks(), Hooks::RESPONSE_HEADERS);
+        e.response_headers.add(":status", b"200");
+        f.on_response_headers(&mut e, false);
+        assert_eq!(f.hooks(), Hooks::NONE);
+
+        // No marker and nothing for the response: done once the request side ran.
+        let mut quiet = config(r#"{"request":{"set":[{"name":"x-a","value":"1"}]}}"#);
+        quiet.marker = None;
+        let mut f = quiet.new_filter();
+        let mut e = post(&[]);
+        f.on_request_headers(&mut e, true);
+        assert_eq!(f.hooks(), Hooks::NONE);
+        assert_eq!(req(&e, "x-a").as_deref(), Some("1"));
+    }
+
+    /// A stream is idle (no filter at all) only when nothing could happen on it: no listener
+    /// work, no marker, and no per-route config of the module anywhere.
+    #[test]
+    fn only_a_config_with_nothing_to_do_makes_idle_streams() {
+        let mut empty = config("{}");
+        assert!(!empty.stream_is_idle(), "the marker is work");
+        empty.marker = None;
+        assert!(empty.stream_is_idle());
+        let mut work = config(r#"{"response":{"set":[{"name":"x-a","value":"1"}]}}"#);
+        work.marker = None;
+        assert!(!work.stream_is_idle());
+    }
+
+    /// A policy that sets the marker header to the marker's own value leaves nothing for the
+    /// marker to do; the header is still there once, with that value.
+    #[test]
+    fn a_policy_that_sets_the_marker_itself_gets_it_once() {
+        for policy in [
+            r#"{"response":{"set":[{"name":"X-Custom-Transformed","value":"true"}]}}"#,
+            r#"{"response":{"set":[{"name":"x-custom-transformed","value":"no"}]}}"#,
+            r#"{"response":{"set":[{"name":"x-custom-transformed","value":"true"}],"remove":["x-custom-transformed"]}}"#,
+        ] {
+            let mut f = filter(policy);
+            let mut e = post(&[]);
+            f.on_request_headers(&mut e, true);
+            e.response_headers.add(":status", b"200");
+            f.on_response_headers(&mut e, true);
+            assert_eq!(
+                e.response_headers
+                    .values("x-custom-transformed")
+                    .collect::<Vec<_>>(),
+                vec![&b"true"[..]],
+                "{policy}"
+            );
+        }
     }
 
     #[test]

@@ -1320,3 +1320,24 @@ fn my_smart_header_values_have_the_new_functions() {
         .unwrap();
     assert_eq!(response.header("x-id").as_deref(), Some("77"));
 }
+
+#[test]
+fn always_sets_only_a_last_literal_set_that_nothing_undoes() {
+    let side = |json: &str| compile(json);
+    let t =
+        side(r#"{"response":{"set":[{"name":"X-M","value":"true"},{"name":"x-o","value":"1"}]}}"#);
+    assert!(t.response().always_sets("x-m", "true"));
+    assert!(!t.response().always_sets("x-m", "false"));
+    assert!(!t.request().always_sets("x-m", "true"));
+    for undone in [
+        r#"{"response":{"set":[{"name":"x-m","value":"true"},{"name":"x-m","value":"no"}]}}"#,
+        r#"{"response":{"set":[{"name":"x-m","value":"true"}],"add":[{"name":"x-m","value":"2"}]}}"#,
+        r#"{"response":{"set":[{"name":"x-m","value":"true"}],"remove":["X-M"]}}"#,
+        r#"{"response":{"set":[{"name":"x-m","value":"{{ 'true' }}"}]}}"#,
+    ] {
+        assert!(
+            !side(undone).response().always_sets("x-m", "true"),
+            "{undone}"
+        );
+    }
+}
