@@ -151,8 +151,10 @@ pub unsafe fn filter_destroy(ptr: *const c_void) {
         return;
     }
     runtime::stream_barrier("filter_destroy", (), || {
-        {
-            // SAFETY: created by Box::into_raw in filter_new; destroyed once.
+        // SAFETY: created by Box::into_raw in filter_new, not yet freed: Envoy destroys it once,
+        // and a hook that was running then frees it itself (below, in `stream_hook`).
+        if unsafe { &*(ptr as *const FilterInstance) }.destroy_now() {
+            // SAFETY: as above; no hook of this stream is running.
             drop(unsafe { Box::from_raw(ptr as *mut FilterInstance) });
         }
     })
@@ -175,12 +177,20 @@ unsafe fn stream_hook<R: Copy>(
         return pass;
     }
     runtime::stream_barrier("stream hook", pass, || {
-        // SAFETY: live until filter_destroy; only shared references are formed here.
+        // SAFETY: live until filter_destroy (deferred to here while this hook runs); only
+        // shared references are formed here.
         let instance = unsafe { &*(module_ptr as *const FilterInstance) };
-        abi::with_filter(envoy_ptr, |envoy| {
+        let answer = abi::with_filter(envoy_ptr, |envoy| {
             runtime::run(instance, envoy, hook, pass, fail, call)
         })
-        .unwrap_or(pass)
+        .unwrap_or(pass);
+        // Envoy destroyed the stream while the filter ran (a re-entrant hook of the same stream
+        // never gets here with the flag set: only the outermost run holds `busy`).
+        if instance.destroyed_during_hook() && !instance.is_busy() {
+            // SAFETY: filter_destroy left the instance to us; nothing refers to it any more.
+            drop(unsafe { Box::from_raw(module_ptr as *mut FilterInstance) });
+        }
+        answer
     })
 }
 

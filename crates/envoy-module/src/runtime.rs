@@ -58,11 +58,40 @@ impl ConfigInstance {
 ///
 /// `hooks` comes first (`repr(C)`): every stream hook reads that byte before anything else and
 /// returns at once when its bit is clear, without a panic barrier or a call into the filter.
+///
+/// Envoy may also destroy the stream from inside a hook (a local reply sent while the response is
+/// being encoded resets it): `filter_destroy` then only sets `destroy_pending`, and the hook frees
+/// the instance once it has returned from the filter.
 #[repr(C)]
 pub(crate) struct FilterInstance {
     hooks: Cell<u8>,
     busy: Cell<bool>,
+    destroy_pending: Cell<bool>,
     state: UnsafeCell<FilterState>,
+}
+
+impl FilterInstance {
+    /// Called by `filter_destroy`: true when the instance may be freed now, false when a hook of
+    /// this stream is running and will free it on its way out.
+    pub(crate) fn destroy_now(&self) -> bool {
+        if self.busy.get() {
+            self.destroy_pending.set(true);
+            self.hooks.set(Hooks::NONE.bits());
+            false
+        } else {
+            true
+        }
+    }
+
+    /// Whether Envoy destroyed the stream while a hook ran: the hook must free the instance.
+    pub(crate) fn destroyed_during_hook(&self) -> bool {
+        self.destroy_pending.get()
+    }
+
+    /// Whether a hook of this stream is running (the outermost one holds it).
+    pub(crate) fn is_busy(&self) -> bool {
+        self.busy.get()
+    }
 }
 
 /// What `filter_new` hands Envoy for a stream with nothing to do ([`HttpFilterConfig::stream_is_idle`]):
@@ -342,6 +371,7 @@ pub(crate) fn new_filter(config: &ConfigInstance) -> Box<FilterInstance> {
     Box::new(FilterInstance {
         hooks: Cell::new(hooks.bits()),
         busy: Cell::new(false),
+        destroy_pending: Cell::new(false),
         state: UnsafeCell::new(FilterState {
             filter,
             shared: config.shared.clone(),
@@ -374,6 +404,7 @@ pub(crate) fn run<R>(
         }
     }
     let _release = Release(&instance.busy);
+    let destroy_pending = &instance.destroy_pending;
     // SAFETY: `busy` was false and is now held until `_release` drops, so no other reference to
     // the state exists; Envoy drives one stream from one thread, and `FilterInstance` is !Sync.
     let hooks = &instance.hooks;
@@ -396,7 +427,9 @@ pub(crate) fn run<R>(
     };
     match caught(|| {
         let r = call(filter.as_mut(), &mut *envoy);
-        hooks.set(filter.hooks().bits());
+        if !destroy_pending.get() {
+            hooks.set(filter.hooks().bits());
+        }
         r
     }) {
         Ok(r) => r,
@@ -637,6 +670,36 @@ mod tests {
         assert!(!wants(Hook::ResponseHeaders) && !wants(Hook::StreamComplete));
         // SAFETY: the idle stream's mask byte is a static.
         assert!(!unsafe { super::wants((&raw const IDLE_STREAM).cast(), Hook::RequestHeaders) });
+    }
+
+    /// Envoy destroying the stream from inside one of its hooks (a local reply that resets it)
+    /// must not free the instance under the running hook: the destroy is left to the hook, and
+    /// no later hook of the stream reaches the filter.
+    #[test]
+    fn a_destroy_during_a_hook_is_deferred_to_the_hook() {
+        let mut cfg = FakeFilterConfigEnvoy::new();
+        let config = new_config(&MODULE, &mut cfg, b"good", b"").unwrap();
+        let instance = new_filter(&config);
+        let mut envoy = FakeEnvoy::new();
+        let status = run(
+            &instance,
+            &mut envoy,
+            Hook::ResponseHeaders,
+            HeadersStatus::Continue,
+            HeadersStatus::StopIteration,
+            |_, _| {
+                assert!(!instance.destroy_now(), "a hook is running");
+                HeadersStatus::StopIteration
+            },
+        );
+        assert_eq!(status, HeadersStatus::StopIteration);
+        assert!(instance.destroyed_during_hook() && !instance.is_busy());
+        let ptr = (&*instance as *const FilterInstance).cast();
+        // SAFETY: `ptr` points at the live instance above.
+        assert!(!unsafe { wants(ptr, Hook::ResponseBody) });
+        // Outside a hook, a destroy frees at once.
+        let idle = new_filter(&config);
+        assert!(idle.destroy_now());
     }
 
     #[test]

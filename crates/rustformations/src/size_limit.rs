@@ -7,7 +7,7 @@
 
 use envoy_module::{
     BodyStatus, CounterId, Direction, EnvoyFilterConfig, EnvoyHttpFilter, HeaderKind,
-    HeadersStatus, HttpFilter, HttpFilterConfig,
+    HeadersStatus, Hooks, HttpFilter, HttpFilterConfig,
 };
 use serde::Deserialize;
 
@@ -72,6 +72,11 @@ impl SizeLimit {
 }
 
 impl HttpFilter for SizeLimit {
+    fn hooks(&self) -> Hooks {
+        // Only the request matters: Envoy's response hooks return before reaching the filter.
+        Hooks::REQUEST_HEADERS | Hooks::REQUEST_BODY
+    }
+
     fn on_request_headers(
         &mut self,
         envoy: &mut dyn EnvoyHttpFilter,
