@@ -44,6 +44,9 @@ def config(upstream_port: int) -> dict:
         {"match": {"prefix": "/anything/deny"}, "route": {"cluster": "httpbun"},
          "typed_per_filter_config": {ACL: per_route("http-acl", json.dumps(
              {"defaultAction": "deny", "denyResponse": {"blockedByHeaderName": "x-blocked-by"}}))}},
+        # A local reply from the response headers hook: Envoy destroys the stream inside that hook.
+        {"match": {"prefix": "/anything/reply-in-response"}, "route": {"cluster": "httpbun"},
+         "typed_per_filter_config": tx({"response": {"set": [{"name": "x", "value": "{{ model }}"}]}})},
         {"match": {"prefix": "/"}, "route": {"cluster": "httpbun"}},
     ]
     filters = [
@@ -75,6 +78,7 @@ def scenario(port: int) -> list[str]:
     expect(400, "POST", "/anything/json/bad", body="{nope")
     expect(400, "POST", "/anything/json/deep", body="[" * 5000 + "]" * 5000)
     expect(403, "GET", "/anything/deny")
+    expect(400, "POST", "/anything/reply-in-response", body="{}")
     expect(500, "POST", "/post", body="x", headers={"x-panic": "1"})
     expect(200, "GET", "/get")
     return problems
