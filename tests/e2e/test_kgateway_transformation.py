@@ -117,6 +117,10 @@ CHAT_JSON_REQUEST = r'''{"request":{"body":{"parseAs":"AsJson",
 CHAT_JSON_RESPONSE = r'''{"response":{"body":{"parseAs":"AsJson","value":"{{ choices[0].message.role }}|{{ model }}"},
 "set":[{"name":"content-type","value":"text/plain"}]}}'''
 
+# A header name computed in the template: the filter reads every request header at once (one call
+# into Envoy; up to 32 headers without allocating, more on the heap).
+COMPUTED_NAME = r'''{"response":{"set":[{"name":"x-picked","value":"{% set n = 'x-h' ~ request_header('x-pick') %}{{ request_header(n) }}"}]}}'''
+
 JSON_ARRAY = r'''{"request":{"body":{"parseAs":"AsJson","value":"{{ context()|length }}:{{ context()[1].name }}"}}}'''
 
 NONE_BODY = r'''{"request":{"body":{"parseAs":"None","value":"{{ this would not even compile"},
@@ -239,6 +243,7 @@ def kgateway_config(upstream_port: int, echo_port: int, access_log: str | None =
         route("/t/order", ORDER),
         route("/t/status", STATUS),
         route("/t/json-array", JSON_ARRAY),
+        route("/t/computed-name", COMPUTED_NAME),
         route("/t/json-request", CHAT_JSON_REQUEST),
         route("/t/json-response", CHAT_JSON_RESPONSE, rewrite="/llm/chat/completions"),
         route("/t/none", NONE_BODY),
@@ -377,6 +382,17 @@ def test_request_and_response_set_add_remove(gw):
     assert values(resp, "x-resp-add") == ["a1", "a2"]
     assert resp.header("x-powered-by") is None  # response remove
     assert resp.header(MARKER) == "true"
+
+
+@pytest.mark.parametrize("count", [3, 31, 32, 33, 90])
+def test_a_computed_header_name_reads_the_whole_request_map(gw, count):
+    """Fewer and more request headers than the SDK reads on the stack: the last one, a repeated
+    one (the last value wins) and a missing one all answer as from a lookup by name."""
+    headers = [(f"x-h{i}", f"v{i}") for i in range(count)] + [("x-h0", "v0-again")]
+    for pick, want in [(str(count - 1), f"v{count - 1}"), ("0", "v0-again"), ("missing", None)]:
+        resp = gw.request("GET", "/t/computed-name", headers=headers + [("x-pick", pick)])
+        assert resp.status == 200
+        assert resp.header("x-picked") == want, (count, pick)
 
 
 def test_order_body_then_set_then_add_then_remove(gw):

@@ -145,7 +145,9 @@ pub unsafe fn filter_new(
 /// `on_http_filter_destroy`.
 ///
 /// # Safety
-/// `ptr` is what `filter_new` returned, destroyed once, no hook running.
+/// `ptr` is what `filter_new` returned, destroyed once. A hook of the same stream may be running
+/// (Envoy ends a stream from inside a hook when a local reply resets it); it then frees the
+/// instance itself when it returns.
 pub unsafe fn filter_destroy(ptr: *const c_void) {
     if ptr.is_null() || ptr == (&raw const runtime::IDLE_STREAM).cast() {
         return;
