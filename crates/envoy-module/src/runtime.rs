@@ -366,8 +366,11 @@ pub(crate) fn new_filter(config: &ConfigInstance) -> Box<FilterInstance> {
             None
         }
     };
-    // A filter that failed to be created answers 500 at whichever hook comes first.
-    let hooks = filter.as_ref().map_or(Hooks::ALL, |f| f.hooks());
+    // A filter that failed to be created (or to say what it needs) answers 500 at whichever
+    // hook comes first, or is simply asked every hook.
+    let hooks = filter
+        .as_ref()
+        .map_or(Hooks::ALL, |f| caught(|| f.hooks()).unwrap_or(Hooks::ALL));
     Box::new(FilterInstance {
         hooks: Cell::new(hooks.bits()),
         busy: Cell::new(false),
