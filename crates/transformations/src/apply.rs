@@ -130,6 +130,9 @@ pub fn is_upgrade_or_connect<H: HeaderMap + ?Sized>(request_headers: &H) -> bool
 impl HeaderSnapshot {
     /// Copies the headers `needs` asks for (names lowercased, values lossily UTF-8).
     pub fn capture<H: HeaderMap + ?Sized>(headers: &H, needs: &HeaderNeeds) -> HeaderSnapshot {
+        if needs.is_empty() {
+            return HeaderSnapshot::default();
+        }
         if needs.all() {
             let mut data = SnapshotData::with_capacity(16, 1024);
             headers.for_each(&mut |n, v| {
@@ -414,14 +417,17 @@ impl Transformation {
             body: body_value,
             context: json.clone().unwrap_or_default(),
             ops: self.engine.ops(),
-            metadata: u
-                .metadata
-                .iter()
-                .filter_map(|&i| {
-                    let m = self.engine.metadata_keys().get(i)?;
-                    Some((i, info.metadata(m.source, &m.namespace, &m.key)?))
-                })
-                .collect(),
+            metadata: if u.metadata.is_empty() {
+                Vec::new()
+            } else {
+                u.metadata
+                    .iter()
+                    .filter_map(|&i| {
+                        let m = self.engine.metadata_keys().get(i)?;
+                        Some((i, info.metadata(m.source, &m.namespace, &m.key)?))
+                    })
+                    .collect()
+            },
             metadata_keys: self.engine.metadata_keys().clone(),
         };
         let scope = self.engine.scope(data, json.as_ref());
