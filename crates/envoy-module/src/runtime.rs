@@ -528,6 +528,23 @@ mod tests {
         new_per_route_config: per_route,
     };
 
+    /// A headers hook through the barrier: Continue to pass, StopIteration to fail closed.
+    fn headers_hook(
+        instance: &FilterInstance,
+        envoy: &mut FakeEnvoy,
+        hook: Hook,
+        call: impl FnOnce(&mut dyn HttpFilter, &mut dyn EnvoyHttpFilter) -> HeadersStatus,
+    ) -> HeadersStatus {
+        run(
+            instance,
+            envoy,
+            hook,
+            HeadersStatus::Continue,
+            HeadersStatus::StopIteration,
+            call,
+        )
+    }
+
     #[test]
     fn config_errors_panics_and_bad_names_reject() {
         let mut cfg = FakeFilterConfigEnvoy::new();
@@ -549,31 +566,19 @@ mod tests {
         let panics = cfg.counter_id(PANIC_COUNTER).unwrap();
         let instance = new_filter(&config);
         let mut envoy = FakeEnvoy::new();
-        let status = run(
-            &instance,
-            &mut envoy,
-            Hook::RequestHeaders,
-            HeadersStatus::Continue,
-            HeadersStatus::StopIteration,
-            |f, e| f.on_request_headers(e, true),
-        );
+        let status = headers_hook(&instance, &mut envoy, Hook::RequestHeaders, |f, e| {
+            f.on_request_headers(e, true)
+        });
         assert_eq!(status, HeadersStatus::StopIteration);
         let reply = envoy.local_reply.clone().unwrap();
         assert_eq!((reply.status, reply.details.as_str()), (500, PANIC_DETAILS));
         assert_eq!(envoy.counter(panics), 1);
         // Poisoned: the filter is not called again and the hook passes.
         let mut called = false;
-        let status = run(
-            &instance,
-            &mut envoy,
-            Hook::ResponseHeaders,
-            HeadersStatus::Continue,
-            HeadersStatus::StopIteration,
-            |_, _| {
-                called = true;
-                HeadersStatus::StopIteration
-            },
-        );
+        let status = headers_hook(&instance, &mut envoy, Hook::ResponseHeaders, |_, _| {
+            called = true;
+            HeadersStatus::StopIteration
+        });
         assert_eq!(status, HeadersStatus::Continue);
         assert!(!called);
         assert_eq!(envoy.counter(panics), 1);
@@ -585,14 +590,9 @@ mod tests {
         let config = new_config(&MODULE, &mut cfg, b"good", b"factory-panics").unwrap();
         let instance = new_filter(&config);
         let mut envoy = FakeEnvoy::new();
-        let status = run(
-            &instance,
-            &mut envoy,
-            Hook::RequestHeaders,
-            HeadersStatus::Continue,
-            HeadersStatus::StopIteration,
-            |f, e| f.on_request_headers(e, false),
-        );
+        let status = headers_hook(&instance, &mut envoy, Hook::RequestHeaders, |f, e| {
+            f.on_request_headers(e, false)
+        });
         assert_eq!(status, HeadersStatus::StopIteration);
         assert_eq!(envoy.local_reply.as_ref().unwrap().status, 500);
         assert_eq!(envoy.counter(cfg.counter_id(PANIC_COUNTER).unwrap()), 1);
@@ -662,14 +662,9 @@ mod tests {
         // SAFETY: `ptr` points at the live instance above.
         let wants = |hook| unsafe { super::wants(ptr, hook) };
         assert!(wants(Hook::RequestHeaders) && wants(Hook::StreamComplete));
-        run(
-            &instance,
-            &mut envoy,
-            Hook::RequestHeaders,
-            HeadersStatus::Continue,
-            HeadersStatus::StopIteration,
-            |f, e| f.on_request_headers(e, true),
-        );
+        headers_hook(&instance, &mut envoy, Hook::RequestHeaders, |f, e| {
+            f.on_request_headers(e, true)
+        });
         assert!(!wants(Hook::ResponseHeaders) && !wants(Hook::StreamComplete));
         // SAFETY: the idle stream's mask byte is a static.
         assert!(!unsafe { super::wants((&raw const IDLE_STREAM).cast(), Hook::RequestHeaders) });
@@ -684,17 +679,10 @@ mod tests {
         let config = new_config(&MODULE, &mut cfg, b"good", b"").unwrap();
         let instance = new_filter(&config);
         let mut envoy = FakeEnvoy::new();
-        let status = run(
-            &instance,
-            &mut envoy,
-            Hook::ResponseHeaders,
-            HeadersStatus::Continue,
-            HeadersStatus::StopIteration,
-            |_, _| {
-                assert!(!instance.destroy_now(), "a hook is running");
-                HeadersStatus::StopIteration
-            },
-        );
+        let status = headers_hook(&instance, &mut envoy, Hook::ResponseHeaders, |_, _| {
+            assert!(!instance.destroy_now(), "a hook is running");
+            HeadersStatus::StopIteration
+        });
         assert_eq!(status, HeadersStatus::StopIteration);
         assert!(instance.destroyed_during_hook() && !instance.is_busy());
         let ptr = (&*instance as *const FilterInstance).cast();
