@@ -572,6 +572,15 @@ def load_line(before: tuple, after: tuple) -> str:
 # ---------------------------------------------------------------- commands
 
 
+def report(md: list[str], out: str | None) -> None:
+    """Prints a result table, and writes it to `out` when given."""
+    text = "\n".join(md)
+    if out:
+        pathlib.Path(out).write_text(text)
+        print(f"wrote {out}")
+    print(text)
+
+
 def cmd_run(args):
     selected = [s for s in scenarios() if not args.only or any(s.key.startswith(o) for o in args.only)]
     load_before = os.getloadavg()
@@ -614,10 +623,7 @@ def cmd_run(args):
         "- " + load_line(load_before, load_after),
         "",
     ]
-    if args.out:
-        pathlib.Path(args.out).write_text("\n".join(md))
-        print(f"wrote {args.out}")
-    print("\n".join(md))
+    report(md, args.out)
 
 
 def cmd_smoke(args):
@@ -677,10 +683,7 @@ def cmd_memory(args):
     md = ["## Memory", "", "\n".join(rows), "",
           f"Envoy `VmRSS` from /proc after the first ~10,000 requests and after {args.requests:,}; "
           "requests counted by Envoy's `downstream_rq_total`.", ""]
-    if args.out:
-        pathlib.Path(args.out).write_text("\n".join(md))
-        print(f"wrote {args.out}")
-    print("\n".join(md))
+    report(md, args.out)
     if worst > 0.05:
         raise SystemExit(f"RSS grew by {worst * 100:.1f}% (more than 5%)")
 
@@ -771,10 +774,7 @@ def cmd_callgrind(args):
           "scenario 6 rows the same POST without a filter. x native: the scenario's instructions over the "
           "baseline divided by native `header_mutation`'s (2); over the do-nothing module: against scenario 1c "
           "(GET scenarios, when 2 and 1c are in the run).", ""]
-    if args.out:
-        pathlib.Path(args.out).write_text("\n".join(md))
-        print(f"wrote {args.out}")
-    print("\n".join(md))
+    report(md, args.out)
 
 
 ROUTE_POLICY = json.dumps({
@@ -846,10 +846,7 @@ def cmd_routes(args):
           "(ours: `rustformation` with `" + ROUTE_POLICY.replace("|", "\\|") + "`); `VmRSS` one second after "
           "the admin `/ready` answers, and the time from starting Envoy to that answer (polled every 50 ms). "
           "The do-nothing module is crates/envoy-module/examples/bare_module.rs.", ""]
-    if args.out:
-        pathlib.Path(args.out).write_text("\n".join(md))
-        print(f"wrote {args.out}")
-    print("\n".join(md))
+    report(md, args.out)
 
 
 def main():
