@@ -241,6 +241,10 @@ impl EnvoyHttpFilter for FfiFilter {
         }
     }
 
+    fn add_is_direct(&self) -> bool {
+        true
+    }
+
     fn remove_header(&mut self, kind: HeaderKind, name: &str) -> bool {
         // SAFETY: a null value asks Envoy to remove the header.
         unsafe {

@@ -120,6 +120,13 @@ pub trait EnvoyHttpFilter {
     fn set_header(&mut self, kind: HeaderKind, name: &str, value: &[u8]) -> bool;
     /// Append a value to `name`, keeping existing values.
     fn add_header(&mut self, kind: HeaderKind, name: &str, value: &[u8]) -> bool;
+    /// Whether [`EnvoyHttpFilter::add_header`] is one call into Envoy (1.37 and later). Envoy's
+    /// `set_header` searches the map to remove the old values before it adds, so adding a header
+    /// known to be absent is cheaper; 1.36 has no add call, and there `add_header` reads the
+    /// existing values and sets them all.
+    fn add_is_direct(&self) -> bool {
+        false
+    }
     /// Remove every value of `name`.
     fn remove_header(&mut self, kind: HeaderKind, name: &str) -> bool;
 

@@ -215,6 +215,11 @@ impl EnvoyHttpFilter for FakeEnvoy {
         true
     }
 
+    /// As Envoy 1.37 and later, so the callers' absent-header path is what unit tests exercise.
+    fn add_is_direct(&self) -> bool {
+        true
+    }
+
     fn remove_header(&mut self, kind: HeaderKind, name: &str) -> bool {
         if !self.writable(kind) {
             return false;

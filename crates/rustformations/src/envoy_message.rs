@@ -65,6 +65,10 @@ impl HeaderMap for EnvoyMessage<'_, '_> {
     fn remove(&mut self, name: &str) {
         self.envoy.borrow_mut().remove_header(self.kind(), name);
     }
+
+    fn adds_absent_cheaper(&self) -> bool {
+        self.envoy.borrow().add_is_direct()
+    }
 }
 
 impl Message for EnvoyMessage<'_, '_> {

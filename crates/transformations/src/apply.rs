@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use minijinja::value::Value;
+use smallvec::SmallVec;
 
 use crate::config::{ParseAs, SideConfig, TransformationConfig};
 use crate::error::{ApplyError, Error, ErrorKind, Warning, WarningKind};
@@ -36,6 +37,12 @@ pub trait HeaderMap {
     fn set(&mut self, name: &str, value: &[u8]);
     /// Appends a value.
     fn add(&mut self, name: &str, value: &[u8]);
+    /// Whether adding a header that is absent costs less than setting it. Then a side reads the
+    /// map's names once, and adds the headers it sets that are not there (Envoy's set searches
+    /// the whole map to remove before it adds).
+    fn adds_absent_cheaper(&self) -> bool {
+        false
+    }
     /// Removes every value of `name`.
     fn remove(&mut self, name: &str);
 }
@@ -160,6 +167,9 @@ pub(crate) struct HeaderOp {
     pub(crate) field: String,
     /// A literal value with no CR, LF or NUL: sent as it is, without the per-request check.
     pub(crate) checked_literal: bool,
+    /// A `set` whose name no earlier `set` of the side names: when the header was absent before
+    /// the side ran, it still is when this op's turn comes.
+    pub(crate) first_of_name: bool,
 }
 
 #[derive(Debug)]
@@ -460,7 +470,8 @@ impl Transformation {
             }
         }
 
-        for op in &side.set {
+        let absent = absent_set_headers(side, msg, body_active && side.body.is_some());
+        for (i, op) in side.set.iter().enumerate() {
             undeclared(&op.field, &op.value)?;
             match self
                 .engine
@@ -476,6 +487,7 @@ impl Transformation {
                         invalid_value_message(),
                     );
                 }
+                Ok(v) if absent.get(i) == Some(&true) => msg.add(&op.name, v.as_bytes()),
                 Ok(v) => msg.set(&op.name, v.as_bytes()),
                 Err(e) => {
                     msg.remove(&op.name);
@@ -518,6 +530,37 @@ impl Transformation {
         }
         Ok(warnings)
     }
+}
+
+/// Headers the body step writes (`content-length`) or removes (`content-type`).
+const BODY_HEADERS: [&str; 2] = ["content-length", "content-type"];
+
+/// Per `set` of the side, whether its header is absent from `msg` when its turn comes, so adding
+/// it is the same as setting it. Empty (every header may be present) when the map sets as
+/// cheaply as it adds, or no `set` can be added.
+fn absent_set_headers<M: HeaderMap + ?Sized>(
+    side: &Side,
+    msg: &M,
+    body_written: bool,
+) -> SmallVec<[bool; 8]> {
+    if !msg.adds_absent_cheaper() {
+        return SmallVec::new();
+    }
+    let mut absent: SmallVec<[bool; 8]> = side
+        .set
+        .iter()
+        .map(|op| op.first_of_name && !(body_written && BODY_HEADERS.contains(&op.name.as_str())))
+        .collect();
+    if absent.contains(&true) {
+        msg.for_each(&mut |name, _| {
+            for (op, absent) in side.set.iter().zip(absent.iter_mut()) {
+                if *absent && name.eq_ignore_ascii_case(op.name.as_bytes()) {
+                    *absent = false;
+                }
+            }
+        });
+    }
+    absent
 }
 
 fn is_invalid_header_value(v: &str) -> bool {
@@ -580,11 +623,13 @@ fn compile_side(
             }
             let checked_literal =
                 matches!(&value, Compiled::Literal(v) if !is_invalid_header_value(v));
+            let first_of_name = !out.iter().any(|op| op.name == name);
             out.push(HeaderOp {
                 name,
                 value,
                 field,
                 checked_literal,
+                first_of_name,
             });
         }
     }

@@ -229,6 +229,77 @@ fn body_replacement_and_content_length() {
     assert_eq!(msg.header("content-type"), None);
 }
 
+/// A map where adding an absent header is cheaper than setting it (as Envoy's), recording
+/// which of the two each header write used.
+struct AddsCheaply {
+    inner: MemoryMessage,
+    writes: Vec<String>,
+}
+
+impl HeaderMap for AddsCheaply {
+    fn get(&self, name: &str) -> Option<std::borrow::Cow<'_, [u8]>> {
+        self.inner.get(name)
+    }
+    fn for_each(&self, f: &mut dyn FnMut(&[u8], &[u8])) {
+        self.inner.for_each(f)
+    }
+    fn set(&mut self, name: &str, value: &[u8]) {
+        self.writes.push(format!("set {name}"));
+        self.inner.set(name, value)
+    }
+    fn add(&mut self, name: &str, value: &[u8]) {
+        self.writes.push(format!("add {name}"));
+        self.inner.add(name, value)
+    }
+    fn remove(&mut self, name: &str) {
+        self.inner.remove(name)
+    }
+    fn adds_absent_cheaper(&self) -> bool {
+        true
+    }
+}
+
+impl Message for AddsCheaply {
+    fn body(&self) -> std::borrow::Cow<'_, [u8]> {
+        self.inner.body()
+    }
+    fn set_body(&mut self, body: &[u8]) {
+        self.inner.set_body(body)
+    }
+}
+
+#[test]
+fn a_set_of_an_absent_header_is_an_add_with_the_same_result() {
+    let policy = r#"{"request":{"body":{"value":"abc"},"set":[
+        {"name":"x-new","value":"1"},{"name":"x-old","value":"2"},{"name":"X-New","value":"3"},
+        {"name":"content-type","value":"text/x"},{"name":"x-gone","value":""}]}}"#;
+    let t = compile(policy);
+    let headers = [("x-old", "0"), ("x-keep", "k")];
+    let mut cheap = AddsCheaply {
+        inner: MemoryMessage::new(&headers, "body"),
+        writes: Vec::new(),
+    };
+    t.apply_request(
+        &mut cheap,
+        BodyMode::Buffered,
+        &mut MemoryStreamInfo::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        cheap.writes,
+        [
+            "set content-length", // the body step
+            "add x-new",          // absent
+            "set x-old",          // present
+            "set x-new",          // added just before
+            "set content-type",   // written by the body step (absent here, but not assumed)
+        ]
+    );
+    let (plain, _) = request(policy, &headers, "body");
+    assert_eq!(cheap.inner, plain, "the same message as with set alone");
+    assert_eq!(plain.values("x-new"), ["3"]);
+}
+
 #[test]
 fn body_created_when_there_was_none() {
     let (msg, _) = request(r#"{"request":{"body":{"value":"hello"}}}"#, &[], "");
