@@ -38,12 +38,12 @@ impl HeaderMap for EnvoyMessage<'_, '_> {
             .map(|v| Cow::Owned(v.to_vec()))
     }
 
-    fn append_last(&self, name: &str, out: &mut String) -> bool {
+    fn with_last(&self, name: &str, f: &mut dyn FnMut(&[u8])) -> bool {
         // Straight from Envoy's buffer into the snapshot: no intermediate copy.
         let envoy = self.envoy.borrow();
         match envoy.last_header(self.kind(), name) {
             Some(v) => {
-                transformations::push_lossy(out, v);
+                f(v);
                 true
             }
             None => false,

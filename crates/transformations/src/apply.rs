@@ -20,12 +20,12 @@ use crate::template::{
 pub trait HeaderMap {
     /// The last value of `name`, if any.
     fn get(&self, name: &str) -> Option<Cow<'_, [u8]>>;
-    /// Appends the last value of `name` to `out` as UTF-8 (invalid sequences replaced); false
-    /// when absent. Snapshots read through this, so a map that can lend its value avoids a copy.
-    fn append_last(&self, name: &str, out: &mut String) -> bool {
+    /// Lends the last value of `name` to `f`; false when absent. Snapshots read through this, so
+    /// a map that can lend its value avoids a copy.
+    fn with_last(&self, name: &str, f: &mut dyn FnMut(&[u8])) -> bool {
         match self.get(name) {
             Some(v) => {
-                push_lossy(out, &v);
+                f(&v);
                 true
             }
             None => false,
@@ -142,19 +142,12 @@ impl HeaderSnapshot {
         }
         if needs.all() {
             let mut data = SnapshotData::with_capacity(16, 1024);
-            headers.for_each(&mut |n, v| {
-                data.push_with(&String::from_utf8_lossy(n).to_ascii_lowercase(), |out| {
-                    push_lossy(out, v);
-                    true
-                });
-            });
+            headers.for_each(&mut |n, v| data.push(&n.to_ascii_lowercase(), v));
             return HeaderSnapshot::from_data(data);
         }
-        // Room for the names and a typical value each, so the buffer is allocated once.
-        let text = needs.names().map(|n| n.len() + 48).sum();
-        let mut data = SnapshotData::with_capacity(needs.len(), text);
+        let mut data = SnapshotData::default();
         for name in needs.names() {
-            data.push_with(name, |out| headers.append_last(name, out));
+            headers.with_last(name, &mut |v| data.push(name.as_bytes(), v));
         }
         HeaderSnapshot::from_data(data)
     }
@@ -551,6 +544,8 @@ fn absent_set_headers<M: HeaderMap + ?Sized>(
         .iter()
         .map(|op| op.first_of_name && !(body_written && BODY_HEADERS.contains(&op.name.as_str())))
         .collect();
+    // One read of the whole map. Asking Envoy for each name costs more: a lookup in a map of a
+    // few headers builds Envoy's lazy name index, which every later add then updates.
     if absent.contains(&true) {
         msg.for_each(&mut |name, _| {
             for (op, absent) in side.set.iter().zip(absent.iter_mut()) {

@@ -102,7 +102,7 @@ pub(crate) fn register(env: &mut Environment<'static>) {
             .and_then(|d| {
                 d.request_headers
                     .get(":path")
-                    .map(|p| query::query_param(p, name))
+                    .map(|p| query::query_param(&p, name))
             })
             .unwrap_or_default()
     });

@@ -569,12 +569,12 @@ fn new_environment(fuel: u64) -> Environment<'static> {
 
     env.add_function("header", |state: &State, name: &str| -> String {
         data(state)
-            .and_then(|d| d.headers.get(name).map(str::to_owned))
+            .and_then(|d| d.headers.get(name).map(Cow::into_owned))
             .unwrap_or_default()
     });
     env.add_function("request_header", |state: &State, name: &str| -> String {
         data(state)
-            .and_then(|d| d.request_headers.get(name).map(str::to_owned))
+            .and_then(|d| d.request_headers.get(name).map(Cow::into_owned))
             .unwrap_or_default()
     });
     env.add_function("body", |state: &State| -> Value {
@@ -623,39 +623,42 @@ pub struct HeaderSnapshot {
     data: Option<Arc<SnapshotData>>,
 }
 
-/// Every captured name and value back to back in one buffer, so a snapshot of any number of
-/// headers is three allocations (this, the text, the spans), not two per header.
+/// Bytes of names and values a snapshot keeps inside its one allocation; longer text moves to a
+/// second one. A policy's few request headers (`:method`, `:path`, a host) fit.
+const SNAPSHOT_INLINE_TEXT: usize = 192;
+
+/// Every captured name and value back to back in one buffer, as received (values are made UTF-8
+/// when read). The few entries and the text a policy names stay inline: a snapshot is then one
+/// allocation, the `Arc` that shares it.
 #[derive(Debug, Default)]
 pub(crate) struct SnapshotData {
-    text: String,
+    text: SmallVec<[u8; SNAPSHOT_INLINE_TEXT]>,
     /// Per entry, in capture order: where its name starts, where its value starts and ends.
-    /// The few entries a policy names stay inline (no allocation of their own).
-    spans: SmallVec<[(usize, usize, usize); 4]>,
+    spans: SmallVec<[(u32, u32, u32); 4]>,
 }
 
 impl SnapshotData {
     pub(crate) fn with_capacity(entries: usize, text: usize) -> SnapshotData {
         SnapshotData {
-            text: String::with_capacity(text),
+            text: SmallVec::with_capacity(text),
             spans: SmallVec::with_capacity(entries),
         }
     }
 
-    /// Adds one entry: `name` as given, the value appended by `value` (false: no entry).
-    pub(crate) fn push_with(
-        &mut self,
-        name: &str,
-        value: impl FnOnce(&mut String) -> bool,
-    ) -> bool {
+    /// Adds one entry. A snapshot past 4 GiB of text keeps what fit.
+    pub(crate) fn push(&mut self, name: &[u8], value: &[u8]) {
         let start = self.text.len();
-        self.text.push_str(name);
+        self.text.extend_from_slice(name);
         let value_start = self.text.len();
-        if value(&mut self.text) {
-            self.spans.push((start, value_start, self.text.len()));
-            true
+        self.text.extend_from_slice(value);
+        if let (Ok(start), Ok(value_start), Ok(end)) = (
+            u32::try_from(start),
+            u32::try_from(value_start),
+            u32::try_from(self.text.len()),
+        ) {
+            self.spans.push((start, value_start, end));
         } else {
             self.text.truncate(start);
-            false
         }
     }
 }
@@ -667,21 +670,27 @@ impl HeaderSnapshot {
         }
     }
 
-    /// The last value of `name` (case-insensitive).
-    pub fn get(&self, name: &str) -> Option<&str> {
+    /// The last value of `name` (case-insensitive), as UTF-8 (invalid sequences replaced).
+    pub fn get(&self, name: &str) -> Option<Cow<'_, str>> {
         let data = self.data.as_deref()?;
-        let text = &data.text;
-        let bytes = text.as_bytes();
+        let text = &data.text[..];
+        let name = name.as_bytes();
         data.spans
             .iter()
             .rev()
             .find(|&&(start, value_start, _)| {
                 // Stored names are lowercase, as are the operators' names: compare bytes first.
-                let stored = &bytes[start..value_start];
-                stored.len() == name.len()
-                    && (stored == name.as_bytes() || stored.eq_ignore_ascii_case(name.as_bytes()))
+                let stored = &text[start as usize..value_start as usize];
+                stored.len() == name.len() && (stored == name || stored.eq_ignore_ascii_case(name))
             })
-            .map(|&(_, value_start, end)| &text[value_start..end])
+            .map(|&(_, value_start, end)| {
+                let value = &text[value_start as usize..end as usize];
+                // `from_utf8` has the fast path for the usual ASCII value.
+                match std::str::from_utf8(value) {
+                    Ok(value) => Cow::Borrowed(value),
+                    Err(_) => String::from_utf8_lossy(value),
+                }
+            })
     }
 
     pub fn len(&self) -> usize {
@@ -736,11 +745,11 @@ impl Object for RenderData {}
 
 impl OperatorSource for RenderData {
     fn request_header(&self, name: &str) -> Option<Cow<'_, str>> {
-        self.request_headers.get(name).map(Cow::Borrowed)
+        self.request_headers.get(name)
     }
     fn response_header(&self, name: &str) -> Option<Cow<'_, str>> {
         if self.response_phase {
-            self.headers.get(name).map(Cow::Borrowed)
+            self.headers.get(name)
         } else {
             None
         }
