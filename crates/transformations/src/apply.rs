@@ -2,11 +2,11 @@
 //! small traits the Envoy glue implements ([`HeaderMap`], [`Message`], [`StreamInfo`]).
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use minijinja::value::Value;
-use smallvec::SmallVec;
 
 use crate::config::{ParseAs, SideConfig, TransformationConfig};
 use crate::error::{ApplyError, Error, ErrorKind, Warning, WarningKind};
@@ -160,9 +160,6 @@ pub(crate) struct HeaderOp {
     pub(crate) field: String,
     /// A literal value with no CR, LF or NUL: sent as it is, without the per-request check.
     pub(crate) checked_literal: bool,
-    /// A `set` whose name no earlier `set` of the side names: when the header was absent before
-    /// the side ran, it still is when this op's turn comes.
-    pub(crate) first_of_name: bool,
 }
 
 #[derive(Debug)]
@@ -185,6 +182,16 @@ pub struct Side {
     pub(crate) usage: Usage,
     /// Headers of this side's own message to snapshot before rendering.
     pub(crate) own_needs: HeaderNeeds,
+    /// Bit i: the i-th `set` (of the first 64) names a header no earlier `set` names, so when the
+    /// header was absent before the side ran, it still is when that op's turn comes.
+    pub(crate) first_sets: u64,
+    /// Bit i: the i-th `set` names a header the body step writes.
+    pub(crate) body_header_sets: u64,
+    /// Bit n: some `set` names a header n bytes long (n < 64), so a map's other names are passed
+    /// over without comparing.
+    pub(crate) set_name_lengths: u64,
+    /// Bit i: the i-th `set` names a header shorter than 64 bytes.
+    pub(crate) short_name_sets: u64,
 }
 
 impl Side {
@@ -443,12 +450,13 @@ impl Transformation {
             })
         };
 
-        // One output buffer for every rendered value of this side.
-        let mut out = String::new();
+        // One output buffer for every rendered value of this side, the thread's own.
+        let mut buffer = RenderBuffer::lend();
+        let out = &mut buffer.0;
         if let (true, Some((value, field))) = (body_active, &side.body) {
             let rendered = self
                 .engine
-                .render(value, &scope, limits.max_body_bytes, &mut out)
+                .render(value, &scope, limits.max_body_bytes, out)
                 .unwrap_or_else(|e| {
                     // As kgateway: a body that fails to render is replaced by an empty body.
                     warn(&mut warnings, e.kind, field, e.message);
@@ -468,7 +476,7 @@ impl Transformation {
             undeclared(&op.field, &op.value)?;
             match self
                 .engine
-                .render(&op.value, &scope, limits.max_header_value_bytes, &mut out)
+                .render(&op.value, &scope, limits.max_header_value_bytes, out)
             {
                 Ok("") => msg.remove(&op.name),
                 Ok(v) if !op.checked_literal && is_invalid_header_value(v) => {
@@ -480,7 +488,7 @@ impl Transformation {
                         invalid_value_message(),
                     );
                 }
-                Ok(v) if absent.get(i) == Some(&true) => msg.add(&op.name, v.as_bytes()),
+                Ok(v) if i < 64 && absent & (1 << i) != 0 => msg.add(&op.name, v.as_bytes()),
                 Ok(v) => msg.set(&op.name, v.as_bytes()),
                 Err(e) => {
                     msg.remove(&op.name);
@@ -492,7 +500,7 @@ impl Transformation {
             undeclared(&op.field, &op.value)?;
             match self
                 .engine
-                .render(&op.value, &scope, limits.max_header_value_bytes, &mut out)
+                .render(&op.value, &scope, limits.max_header_value_bytes, out)
             {
                 Ok("") => {}
                 Ok(v) if !op.checked_literal && is_invalid_header_value(v) => {
@@ -514,7 +522,7 @@ impl Transformation {
             undeclared(&op.field, &op.value)?;
             match self
                 .engine
-                .render(&op.value, &scope, limits.max_header_value_bytes, &mut out)
+                .render(&op.value, &scope, limits.max_header_value_bytes, out)
             {
                 Ok("") => {}
                 Ok(v) => info.set_dynamic_metadata(&op.namespace, &op.key, v),
@@ -525,32 +533,62 @@ impl Transformation {
     }
 }
 
+thread_local! {
+    /// This thread's render buffer, lent to one side application at a time.
+    static RENDER_BUFFER: Cell<String> = const { Cell::new(String::new()) };
+}
+
+/// A render buffer kept past this size goes back to the allocator (a large body grew it).
+const KEEP_RENDER_BUFFER: usize = 16 * 1024;
+
+/// The thread's render buffer while a side renders, so that once the thread has rendered values
+/// as long, a side's renders allocate nothing.
+struct RenderBuffer(String);
+
+impl RenderBuffer {
+    fn lend() -> RenderBuffer {
+        RenderBuffer(RENDER_BUFFER.try_with(Cell::take).unwrap_or_default())
+    }
+}
+
+impl Drop for RenderBuffer {
+    fn drop(&mut self) {
+        if self.0.capacity() <= KEEP_RENDER_BUFFER {
+            let buffer = std::mem::take(&mut self.0);
+            // During the thread's teardown the buffer is simply freed.
+            let _ = RENDER_BUFFER.try_with(|kept| kept.set(buffer));
+        }
+    }
+}
+
 /// Headers the body step writes (`content-length`) or removes (`content-type`).
 const BODY_HEADERS: [&str; 2] = ["content-length", "content-type"];
 
-/// Per `set` of the side, whether its header is absent from `msg` when its turn comes, so adding
-/// it is the same as setting it. Empty (every header may be present) when the map sets as
-/// cheaply as it adds, or no `set` can be added.
-fn absent_set_headers<M: HeaderMap + ?Sized>(
-    side: &Side,
-    msg: &M,
-    body_written: bool,
-) -> SmallVec<[bool; 8]> {
+/// Bit i set: the header of the side's i-th `set` is absent from `msg` when that op's turn comes,
+/// so adding it is the same as setting it. None set when the map sets as cheaply as it adds.
+fn absent_set_headers<M: HeaderMap + ?Sized>(side: &Side, msg: &M, body_written: bool) -> u64 {
     if !msg.adds_absent_cheaper() {
-        return SmallVec::new();
+        return 0;
     }
-    let mut absent: SmallVec<[bool; 8]> = side
-        .set
-        .iter()
-        .map(|op| op.first_of_name && !(body_written && BODY_HEADERS.contains(&op.name.as_str())))
-        .collect();
+    // Names of 64 bytes or more are never added (not in `set_name_lengths`): they keep set.
+    let mut absent = side.first_sets & side.short_name_sets;
+    if body_written {
+        absent &= !side.body_header_sets;
+    }
     // One read of the whole map. Asking Envoy for each name costs more: a lookup in a map of a
     // few headers builds Envoy's lazy name index, which every later add then updates.
-    if absent.contains(&true) {
+    if absent != 0 {
+        let lengths = side.set_name_lengths;
         msg.for_each(&mut |name, _| {
-            for (op, absent) in side.set.iter().zip(absent.iter_mut()) {
-                if *absent && name.eq_ignore_ascii_case(op.name.as_bytes()) {
-                    *absent = false;
+            if name.len() >= 64 || lengths & (1 << name.len()) == 0 {
+                return;
+            }
+            let mut candidates = absent;
+            while candidates != 0 {
+                let i = candidates.trailing_zeros() as usize;
+                candidates &= candidates - 1;
+                if name.eq_ignore_ascii_case(side.set[i].name.as_bytes()) {
+                    absent &= !(1 << i);
                 }
             }
         });
@@ -618,14 +656,24 @@ fn compile_side(
             }
             let checked_literal =
                 matches!(&value, Compiled::Literal(v) if !is_invalid_header_value(v));
-            let first_of_name = !out.iter().any(|op| op.name == name);
             out.push(HeaderOp {
                 name,
                 value,
                 field,
                 checked_literal,
-                first_of_name,
             });
+        }
+    }
+    for (i, op) in side.set.iter().enumerate().take(64) {
+        if !side.set[..i].iter().any(|earlier| earlier.name == op.name) {
+            side.first_sets |= 1 << i;
+        }
+        if BODY_HEADERS.contains(&op.name.as_str()) {
+            side.body_header_sets |= 1 << i;
+        }
+        if op.name.len() < 64 {
+            side.set_name_lengths |= 1 << op.name.len();
+            side.short_name_sets |= 1 << i;
         }
     }
     // No header can carry an invalid name, so removing one is harmless: kept as given.

@@ -312,6 +312,30 @@ fn a_set_of_an_absent_header_is_an_add_with_the_same_result() {
 }
 
 #[test]
+fn a_set_name_of_64_bytes_or_more_is_never_added() {
+    let long = "x".repeat(64);
+    let policy = format!(
+        r#"{{"request":{{"set":[{{"name":"{long}","value":"1"}},{{"name":"x-short","value":"2"}}]}}}}"#
+    );
+    let mut cheap = AddsCheaply::new(&[("x-other", "o")], "");
+    compile(&policy)
+        .apply_request(
+            &mut cheap,
+            BodyMode::HeadersOnly,
+            &mut MemoryStreamInfo::default(),
+        )
+        .unwrap();
+    assert_eq!(
+        cheap.calls(),
+        [
+            "read all".to_owned(),
+            format!("set {long}"),
+            "add x-short".to_owned()
+        ]
+    );
+}
+
+#[test]
 fn body_created_when_there_was_none() {
     let (msg, _) = request(r#"{"request":{"body":{"value":"hello"}}}"#, &[], "");
     assert_eq!(msg.body_str(), "hello");
