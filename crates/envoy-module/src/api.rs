@@ -185,11 +185,65 @@ pub trait EnvoyFilterConfig {
 pub trait HttpFilterConfig: Send + Sync {
     fn new_filter(&self) -> Box<dyn HttpFilter>;
 
+    /// The stream's filter, built into the SDK's own allocation for the stream with
+    /// [`NewFilter::new`]: one allocation a stream instead of two. The default boxes
+    /// [`HttpFilterConfig::new_filter`]; a filter config that overrides this is still asked for
+    /// `new_filter` by nothing else.
+    fn new_stream_filter(&self) -> NewFilter {
+        NewFilter::new(self.new_filter())
+    }
+
     /// Whether a stream starting now has nothing to do in any hook. Asked when Envoy creates
     /// each stream; when true, no filter is created and every hook of the stream passes at once
     /// (Continue), which is what a dynamic-module filter with no work can cost at the least.
     fn stream_is_idle(&self) -> bool {
         false
+    }
+}
+
+pub use crate::runtime::NewFilter;
+
+/// A boxed filter is a filter ([`HttpFilterConfig::new_stream_filter`]'s default stores the box).
+impl<F: HttpFilter + ?Sized> HttpFilter for Box<F> {
+    fn on_request_headers(
+        &mut self,
+        envoy: &mut dyn EnvoyHttpFilter,
+        end_of_stream: bool,
+    ) -> HeadersStatus {
+        (**self).on_request_headers(envoy, end_of_stream)
+    }
+    fn on_request_body(
+        &mut self,
+        envoy: &mut dyn EnvoyHttpFilter,
+        end_of_stream: bool,
+    ) -> BodyStatus {
+        (**self).on_request_body(envoy, end_of_stream)
+    }
+    fn on_request_trailers(&mut self, envoy: &mut dyn EnvoyHttpFilter) -> TrailersStatus {
+        (**self).on_request_trailers(envoy)
+    }
+    fn on_response_headers(
+        &mut self,
+        envoy: &mut dyn EnvoyHttpFilter,
+        end_of_stream: bool,
+    ) -> HeadersStatus {
+        (**self).on_response_headers(envoy, end_of_stream)
+    }
+    fn on_response_body(
+        &mut self,
+        envoy: &mut dyn EnvoyHttpFilter,
+        end_of_stream: bool,
+    ) -> BodyStatus {
+        (**self).on_response_body(envoy, end_of_stream)
+    }
+    fn on_response_trailers(&mut self, envoy: &mut dyn EnvoyHttpFilter) -> TrailersStatus {
+        (**self).on_response_trailers(envoy)
+    }
+    fn on_stream_complete(&mut self, envoy: &mut dyn EnvoyHttpFilter) {
+        (**self).on_stream_complete(envoy)
+    }
+    fn hooks(&self) -> Hooks {
+        (**self).hooks()
     }
 }
 

@@ -138,7 +138,7 @@ pub unsafe fn filter_new(
         if config.stream_is_idle() {
             return (&raw const runtime::IDLE_STREAM).cast();
         }
-        Box::into_raw(runtime::new_filter(config)) as *const c_void
+        runtime::new_filter(config).into_raw() as *const c_void
     })
 }
 
@@ -153,11 +153,11 @@ pub unsafe fn filter_destroy(ptr: *const c_void) {
         return;
     }
     runtime::stream_barrier("filter_destroy", (), || {
-        // SAFETY: created by Box::into_raw in filter_new, not yet freed: Envoy destroys it once,
-        // and a hook that was running then frees it itself (below, in `stream_hook`).
+        // SAFETY: handed over by filter_new, not yet freed: Envoy destroys it once, and a hook
+        // that was running then frees it itself (below, in `stream_hook`).
         if unsafe { &*(ptr as *const FilterInstance) }.destroy_now() {
             // SAFETY: as above; no hook of this stream is running.
-            drop(unsafe { Box::from_raw(ptr as *mut FilterInstance) });
+            unsafe { FilterInstance::free(ptr as *mut FilterInstance) };
         }
     })
 }
@@ -190,7 +190,7 @@ unsafe fn stream_hook<R: Copy>(
         // never gets here with the flag set: only the outermost run holds `busy`).
         if instance.destroyed_during_hook() && !instance.is_busy() {
             // SAFETY: filter_destroy left the instance to us; nothing refers to it any more.
-            drop(unsafe { Box::from_raw(module_ptr as *mut FilterInstance) });
+            unsafe { FilterInstance::free(module_ptr as *mut FilterInstance) };
         }
         answer
     })

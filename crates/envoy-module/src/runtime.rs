@@ -62,15 +62,112 @@ impl ConfigInstance {
 /// Envoy may also destroy the stream from inside a hook (a local reply sent while the response is
 /// being encoded resets it): `filter_destroy` then only sets `destroy_pending`, and the hook frees
 /// the instance once it has returned from the filter.
+///
+/// The instance heads one allocation with the filter itself (a [`Stream`]); `free` knows the
+/// filter's type and frees both.
 #[repr(C)]
-pub(crate) struct FilterInstance {
+pub struct FilterInstance {
     hooks: Cell<u8>,
     busy: Cell<bool>,
     destroy_pending: Cell<bool>,
     state: UnsafeCell<FilterState>,
+    free: unsafe fn(*mut FilterInstance),
+}
+
+/// One allocation per stream: the instance, then the filter.
+#[repr(C)]
+struct Stream<F> {
+    instance: FilterInstance,
+    filter: F,
+}
+
+/// Frees a [`Stream`] of filter type `F` from its instance pointer.
+///
+/// # Safety
+/// `instance` came from [`NewFilter::new`] with this `F` and is freed once.
+unsafe fn free_stream<F>(instance: *mut FilterInstance) {
+    // SAFETY: the instance is the first field of a `repr(C)` `Stream<F>` boxed by
+    // `NewFilter::new` (the contract above), so the pointer is the box's.
+    drop(unsafe { Box::from_raw(instance.cast::<Stream<F>>()) });
+}
+
+/// A stream's filter in the SDK's per-stream allocation ([`crate::HttpFilterConfig::new_stream_filter`]).
+pub struct NewFilter(std::ptr::NonNull<FilterInstance>);
+
+impl NewFilter {
+    /// Moves `filter` into the stream's one allocation.
+    pub fn new<F: HttpFilter + 'static>(filter: F) -> NewFilter {
+        let stream = Box::into_raw(Box::new(Stream {
+            instance: FilterInstance {
+                hooks: Cell::new(Hooks::ALL.bits()),
+                busy: Cell::new(false),
+                destroy_pending: Cell::new(false),
+                state: UnsafeCell::new(FilterState {
+                    filter: None,
+                    shared: None,
+                    poisoned: false,
+                }),
+                free: free_stream::<F>,
+            },
+            filter,
+        }));
+        // SAFETY: `stream` is a fresh, valid allocation that nothing else refers to yet; the
+        // filter's address is stable for the allocation's life.
+        unsafe {
+            let filter: *mut dyn HttpFilter = &raw mut (*stream).filter;
+            (*(*stream).instance.state.get()).filter = std::ptr::NonNull::new(filter);
+        }
+        // SAFETY: `Box::into_raw` never returns null; the instance is the stream's first field.
+        NewFilter(unsafe { std::ptr::NonNull::new_unchecked(stream.cast()) })
+    }
+
+    /// The instance of a stream whose filter could not be made: it answers 500.
+    fn failed() -> NewFilter {
+        struct NoFilter;
+        impl HttpFilter for NoFilter {}
+        let mut stream = NewFilter::new(NoFilter);
+        stream.state_mut().filter = None;
+        stream
+    }
+
+    /// Hands the instance to Envoy: freed by `filter_destroy` ([`FilterInstance::free`]).
+    pub(crate) fn into_raw(self) -> *mut FilterInstance {
+        let ptr = self.0.as_ptr();
+        std::mem::forget(self);
+        ptr
+    }
+
+    fn state_mut(&mut self) -> &mut FilterState {
+        // SAFETY: this `NewFilter` owns the instance exclusively; no hook has run yet.
+        unsafe { &mut *self.0.as_ref().state.get() }
+    }
+}
+
+impl std::ops::Deref for NewFilter {
+    type Target = FilterInstance;
+    fn deref(&self) -> &FilterInstance {
+        // SAFETY: owned and live until dropped or handed to Envoy.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+impl Drop for NewFilter {
+    fn drop(&mut self) {
+        // SAFETY: owned, never handed to Envoy (`into_raw` forgets), freed once here.
+        unsafe { FilterInstance::free(self.0.as_ptr()) }
+    }
 }
 
 impl FilterInstance {
+    /// Frees the instance and its filter.
+    ///
+    /// # Safety
+    /// `instance` came from [`NewFilter`] and is freed once, with no reference to it left.
+    pub(crate) unsafe fn free(instance: *mut FilterInstance) {
+        // SAFETY: live (the contract above); `free` was set for this allocation's filter type.
+        unsafe { ((*instance).free)(instance) }
+    }
+
     /// Called by `filter_destroy`: true when the instance may be freed now, false when a hook of
     /// this stream is running and will free it on its way out.
     pub(crate) fn destroy_now(&self) -> bool {
@@ -111,9 +208,11 @@ pub(crate) unsafe fn wants(ptr: *const std::ffi::c_void, hook: Hook) -> bool {
 }
 
 struct FilterState {
-    /// None when the module's `new_filter` panicked: the stream is answered 500 at its first hook.
-    filter: Option<Box<dyn HttpFilter>>,
-    shared: Arc<ConfigShared>,
+    /// The filter, in the same allocation as this state ([`Stream`]). None when the module's
+    /// `new_filter` panicked: the stream is answered 500 at its first hook.
+    filter: Option<std::ptr::NonNull<dyn HttpFilter>>,
+    /// Set by [`new_filter`] before Envoy sees the instance.
+    shared: Option<Arc<ConfigShared>>,
     /// Set after a panic: later hooks of this stream do nothing and return Continue.
     poisoned: bool,
 }
@@ -352,9 +451,9 @@ pub(crate) fn new_per_route_config(
 }
 
 /// `filter_new`: never fails; a panicking factory yields a filter that answers 500.
-pub(crate) fn new_filter(config: &ConfigInstance) -> Box<FilterInstance> {
-    let filter = match caught(|| config.factory.new_filter()) {
-        Ok(f) => Some(f),
+pub(crate) fn new_filter(config: &ConfigInstance) -> NewFilter {
+    let mut stream = match caught(|| config.factory.new_stream_filter()) {
+        Ok(stream) => stream,
         Err(msg) => {
             log(
                 LogLevel::Error,
@@ -363,24 +462,20 @@ pub(crate) fn new_filter(config: &ConfigInstance) -> Box<FilterInstance> {
                     config.shared.name
                 ),
             );
-            None
+            NewFilter::failed()
         }
     };
+    let state = stream.state_mut();
+    state.shared = Some(config.shared.clone());
     // A filter that failed to be created (or to say what it needs) answers 500 at whichever
     // hook comes first, or is simply asked every hook.
-    let hooks = filter
-        .as_ref()
-        .map_or(Hooks::ALL, |f| caught(|| f.hooks()).unwrap_or(Hooks::ALL));
-    Box::new(FilterInstance {
-        hooks: Cell::new(hooks.bits()),
-        busy: Cell::new(false),
-        destroy_pending: Cell::new(false),
-        state: UnsafeCell::new(FilterState {
-            filter,
-            shared: config.shared.clone(),
-            poisoned: false,
-        }),
-    })
+    let hooks = state.filter.map_or(Hooks::ALL, |filter| {
+        // SAFETY: the filter lives in the stream's allocation, which `stream` owns exclusively.
+        let filter = unsafe { filter.as_ref() };
+        caught(|| filter.hooks()).unwrap_or(Hooks::ALL)
+    });
+    stream.hooks.set(hooks.bits());
+    stream
 }
 
 /// Run one per-stream callback behind the panic barrier.
@@ -415,11 +510,13 @@ pub(crate) fn run<R>(
     if instance.poisoned {
         return pass;
     }
-    let Some(filter) = instance.filter.as_mut() else {
+    // SAFETY: the filter lives in the instance's own allocation, and `busy` (held) makes this the
+    // only reference to it.
+    let Some(filter) = instance.filter.map(|f| unsafe { &mut *f.as_ptr() }) else {
         instance.poisoned = true;
         hooks.set(Hooks::NONE.bits());
         // The panic in `new_filter` was logged there; count it once the stream can be reached.
-        if let Some(counter) = instance.shared.panic_counter {
+        if let Some(counter) = instance.shared.as_ref().and_then(|s| s.panic_counter) {
             envoy.increment_counter(counter, 1);
         }
         if hook == Hook::StreamComplete {
@@ -429,7 +526,7 @@ pub(crate) fn run<R>(
         return fail;
     };
     match caught(|| {
-        let r = call(filter.as_mut(), &mut *envoy);
+        let r = call(&mut *filter, &mut *envoy);
         if !destroy_pending.get() {
             hooks.set(filter.hooks().bits());
         }
@@ -439,8 +536,8 @@ pub(crate) fn run<R>(
         Err(msg) => {
             instance.poisoned = true;
             hooks.set(Hooks::NONE.bits());
-            let shared = &instance.shared;
-            if let Some(counter) = shared.panic_counter {
+            let name = instance.shared.as_ref().map_or("?", |s| s.name.as_str());
+            if let Some(counter) = instance.shared.as_ref().and_then(|s| s.panic_counter) {
                 envoy.increment_counter(counter, 1);
             }
             if hook == Hook::StreamComplete {
@@ -448,7 +545,7 @@ pub(crate) fn run<R>(
                     LogLevel::Error,
                     &format!(
                         "rust_module: filter '{}' panicked in {}: {msg}",
-                        shared.name,
+                        name,
                         hook.name()
                     ),
                 );
@@ -458,7 +555,7 @@ pub(crate) fn run<R>(
                 LogLevel::Error,
                 &format!(
                     "rust_module: filter '{}' panicked in {}: {msg}; failing the stream closed (500, or a reset once the response has started)",
-                    shared.name,
+                    name,
                     hook.name()
                 ),
             );
@@ -691,6 +788,73 @@ mod tests {
         // Outside a hook, a destroy frees at once.
         let idle = new_filter(&config);
         assert!(idle.destroy_now());
+    }
+
+    /// A filter built into the stream's allocation, and one boxed by the default
+    /// `new_stream_filter`, are each reached by the hooks and dropped once, with the instance.
+    #[test]
+    fn a_stream_filter_is_dropped_once_with_its_instance() {
+        use std::sync::atomic::AtomicUsize;
+        struct Dropped(Arc<AtomicUsize>);
+        impl HttpFilter for Dropped {
+            fn on_request_headers(
+                &mut self,
+                _e: &mut dyn EnvoyHttpFilter,
+                _eos: bool,
+            ) -> HeadersStatus {
+                HeadersStatus::StopIteration
+            }
+        }
+        impl Drop for Dropped {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        struct Inline(Arc<AtomicUsize>);
+        impl HttpFilterConfig for Inline {
+            fn new_filter(&self) -> Box<dyn HttpFilter> {
+                unreachable!("new_stream_filter is overridden")
+            }
+            fn new_stream_filter(&self) -> NewFilter {
+                NewFilter::new(Dropped(self.0.clone()))
+            }
+        }
+        struct Boxed(Arc<AtomicUsize>);
+        impl HttpFilterConfig for Boxed {
+            fn new_filter(&self) -> Box<dyn HttpFilter> {
+                Box::new(Dropped(self.0.clone()))
+            }
+        }
+        for inline in [true, false] {
+            let drops = Arc::new(AtomicUsize::new(0));
+            let factory: Box<dyn HttpFilterConfig> = if inline {
+                Box::new(Inline(drops.clone()))
+            } else {
+                Box::new(Boxed(drops.clone()))
+            };
+            let config = ConfigInstance {
+                factory,
+                shared: Arc::new(ConfigShared {
+                    name: "dropped".into(),
+                    panic_counter: None,
+                }),
+            };
+            let stream = new_filter(&config);
+            let status = headers_hook(
+                &stream,
+                &mut FakeEnvoy::new(),
+                Hook::RequestHeaders,
+                |f, e| f.on_request_headers(e, true),
+            );
+            assert_eq!(status, HeadersStatus::StopIteration, "inline: {inline}");
+            let raw = stream.into_raw();
+            assert_eq!(drops.load(Ordering::SeqCst), 0);
+            // SAFETY: handed over by `into_raw` just above, freed once.
+            unsafe { FilterInstance::free(raw) };
+            assert_eq!(drops.load(Ordering::SeqCst), 1, "inline: {inline}");
+            drop(new_filter(&config));
+            assert_eq!(drops.load(Ordering::SeqCst), 2, "inline: {inline}");
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use envoy_module::{HttpFilter, HttpFilterConfig};
+use envoy_module::{HttpFilter, HttpFilterConfig, NewFilter};
 
 pub struct Lifecycle {
     what: &'static str,
@@ -58,6 +58,10 @@ impl Counted {
 impl HttpFilterConfig for Counted {
     fn new_filter(&self) -> Box<dyn HttpFilter> {
         self.0.new_filter()
+    }
+
+    fn new_stream_filter(&self) -> NewFilter {
+        self.0.new_stream_filter()
     }
 
     fn stream_is_idle(&self) -> bool {

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use envoy_module::{
     BodyStatus, CounterId, Direction, EnvoyHttpFilter, HeaderKind, HeadersStatus, Hooks,
-    HttpFilter, HttpFilterConfig, TrailersStatus, log_debug, log_warn,
+    HttpFilter, HttpFilterConfig, NewFilter, TrailersStatus, log_debug, log_warn,
 };
 use transformations::{
     ApplyError, BodyMode, HeaderSnapshot, LocalReply, Side, SideAction, Transformation, Warning,
@@ -38,9 +38,9 @@ pub struct TransformFilterConfig {
     pub counters: TransformCounters,
 }
 
-impl HttpFilterConfig for TransformFilterConfig {
-    fn new_filter(&self) -> Box<dyn HttpFilter> {
-        Box::new(TransformFilter {
+impl TransformFilterConfig {
+    fn filter(&self) -> TransformFilter {
+        TransformFilter {
             name: self.name,
             transformation: self.listener.clone(),
             marker: self.marker.clone(),
@@ -51,7 +51,18 @@ impl HttpFilterConfig for TransformFilterConfig {
             route_resolved: false,
             request: Phase::Idle,
             response: Phase::Idle,
-        })
+        }
+    }
+}
+
+impl HttpFilterConfig for TransformFilterConfig {
+    fn new_filter(&self) -> Box<dyn HttpFilter> {
+        Box::new(self.filter())
+    }
+
+    /// In the stream's one allocation.
+    fn new_stream_filter(&self) -> NewFilter {
+        NewFilter::new(self.filter())
     }
 
     /// Nothing can happen on a stream when the listener-level transformation has no work, no
