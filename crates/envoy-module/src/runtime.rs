@@ -344,17 +344,23 @@ pub(crate) fn stream_barrier<R>(hook: &str, default: R, f: impl FnOnce() -> R) -
     answer(hook, default, caught(f))
 }
 
+#[inline]
 fn answer<R>(hook: &str, default: R, result: Result<R, String>) -> R {
     match result {
         Ok(r) => r,
         Err(msg) => {
-            log(
-                LogLevel::Error,
-                &format!("rust_module: panic in SDK hook {hook}: {msg}"),
-            );
+            log_sdk_panic(hook, &msg);
             default
         }
     }
+}
+
+#[cold]
+fn log_sdk_panic(hook: &str, msg: &str) {
+    log(
+        LogLevel::Error,
+        &format!("rust_module: panic in SDK hook {hook}: {msg}"),
+    );
 }
 
 /// `config_new`: validate the name, define the panic counter, run the module's factory.
