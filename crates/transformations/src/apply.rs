@@ -192,12 +192,19 @@ pub struct Side {
     pub(crate) set_name_lengths: u64,
     /// Bit i: the i-th `set` names a header shorter than 64 bytes.
     pub(crate) short_name_sets: u64,
+    /// [`Side::has_work`] and [`Side::needs_body`], worked out at load (asked at every hook).
+    work: bool,
+    body_needed: bool,
 }
 
 impl Side {
     /// False when there is nothing to do: the side passes through untouched, unbuffered.
     /// `parseAs: AsJson` alone is work: a body that is not JSON is answered with a 400.
     pub fn has_work(&self) -> bool {
+        self.work
+    }
+
+    fn compute_has_work(&self) -> bool {
         !self.set.is_empty()
             || !self.add.is_empty()
             || !self.remove.is_empty()
@@ -210,7 +217,11 @@ impl Side {
     /// CONNECT). False with nothing to do or `parseAs: None`; otherwise true when something
     /// reads or replaces the body: a body template, `AsJson`, or `body()`/`context()`.
     pub fn needs_body(&self) -> bool {
-        self.has_work()
+        self.body_needed
+    }
+
+    fn compute_needs_body(&self) -> bool {
+        self.work
             && self.parse_as != ParseAs::None
             && (self.body.is_some() || self.parse_as == ParseAs::AsJson || self.usage.body)
     }
@@ -726,6 +737,8 @@ fn compile_side(
     }
     side.own_needs = own;
     side.usage = usage;
+    side.work = side.compute_has_work();
+    side.body_needed = side.compute_needs_body();
     Ok(side)
 }
 
