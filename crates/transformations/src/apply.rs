@@ -47,14 +47,6 @@ pub trait HeaderMap {
     fn remove(&mut self, name: &str);
 }
 
-/// Appends `bytes` to `out` as UTF-8, invalid sequences replaced.
-pub fn push_lossy(out: &mut String, bytes: &[u8]) {
-    match std::str::from_utf8(bytes) {
-        Ok(text) => out.push_str(text),
-        Err(_) => out.push_str(&String::from_utf8_lossy(bytes)),
-    }
-}
-
 /// A request or a response: headers plus the whole (buffered) body.
 pub trait Message: HeaderMap {
     fn body(&self) -> Cow<'_, [u8]>;

@@ -151,7 +151,7 @@ mod tests;
 
 pub use apply::{
     BodyMode, HeaderMap, Message, MetadataSource, Side, StreamInfo, Transformation,
-    is_upgrade_or_connect, push_lossy,
+    is_upgrade_or_connect,
 };
 pub use config::{ParseAs, TransformationConfig};
 pub use error::{ApplyError, Error, ErrorKind, TemplatePosition, Warning, WarningKind};
