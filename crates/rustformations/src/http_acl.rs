@@ -5,6 +5,7 @@ use std::sync::Arc;
 use acl::{AclPolicy, Decision};
 use envoy_module::{
     Attribute, CounterId, EnvoyHttpFilter, HeadersStatus, Hooks, HttpFilter, HttpFilterConfig,
+    NewFilter,
 };
 
 /// A listener-level `http-acl` config. A per-route config replaces its policy.
@@ -13,12 +14,23 @@ pub struct AclFilterConfig {
     pub blocked_counter: CounterId,
 }
 
-impl HttpFilterConfig for AclFilterConfig {
-    fn new_filter(&self) -> Box<dyn HttpFilter> {
-        Box::new(AclFilter {
+impl AclFilterConfig {
+    fn filter(&self) -> AclFilter {
+        AclFilter {
             listener_policy: self.policy.clone(),
             blocked_counter: self.blocked_counter,
-        })
+        }
+    }
+}
+
+impl HttpFilterConfig for AclFilterConfig {
+    fn new_filter(&self) -> Box<dyn HttpFilter> {
+        Box::new(self.filter())
+    }
+
+    /// In the stream's one allocation.
+    fn new_stream_filter(&self) -> NewFilter {
+        NewFilter::new(self.filter())
     }
 }
 
