@@ -187,8 +187,8 @@ pub trait HttpFilterConfig: Send + Sync {
 
     /// The stream's filter, built into the SDK's own allocation for the stream with
     /// [`NewFilter::new`]: one allocation a stream instead of two. The default boxes
-    /// [`HttpFilterConfig::new_filter`]; a filter config that overrides this is still asked for
-    /// `new_filter` by nothing else.
+    /// [`HttpFilterConfig::new_filter`]; once a config overrides this, the SDK no longer calls
+    /// its `new_filter`.
     fn new_stream_filter(&self) -> NewFilter {
         NewFilter::new(self.new_filter())
     }
