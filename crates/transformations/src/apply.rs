@@ -127,14 +127,14 @@ pub fn is_upgrade_or_connect<H: HeaderMap + ?Sized>(request_headers: &H) -> bool
 }
 
 impl HeaderSnapshot {
-    /// Copies the headers `needs` asks for (names lowercased, values lossily UTF-8).
+    /// Copies the headers `needs` asks for (names lowercased; values are made UTF-8 when read).
     pub fn capture<H: HeaderMap + ?Sized>(headers: &H, needs: &HeaderNeeds) -> HeaderSnapshot {
         if needs.is_empty() {
             return HeaderSnapshot::default();
         }
         if needs.all() {
             let mut data = SnapshotData::with_capacity(16, 1024);
-            headers.for_each(&mut |n, v| data.push(&n.to_ascii_lowercase(), v));
+            headers.for_each(&mut |n, v| data.push(n, v));
             return HeaderSnapshot::from_data(data);
         }
         let mut data = SnapshotData::default();
@@ -174,16 +174,15 @@ pub struct Side {
     pub(crate) usage: Usage,
     /// Headers of this side's own message to snapshot before rendering.
     pub(crate) own_needs: HeaderNeeds,
-    /// Bit i: the i-th `set` (of the first 64) names a header no earlier `set` names, so when the
-    /// header was absent before the side ran, it still is when that op's turn comes.
-    pub(crate) first_sets: u64,
+    /// Bit i: the i-th `set` (of the first 64) may be sent as an add: it names a header no
+    /// earlier `set` names (so when the header was absent before the side ran, it still is when
+    /// that op's turn comes), shorter than 64 bytes (the length mask's range).
+    pub(crate) addable_sets: u64,
     /// Bit i: the i-th `set` names a header the body step writes.
     pub(crate) body_header_sets: u64,
-    /// Bit n: some `set` names a header n bytes long (n < 64), so a map's other names are passed
+    /// Bit n: an addable `set` names a header n bytes long, so a map's other names are passed
     /// over without comparing.
     pub(crate) set_name_lengths: u64,
-    /// Bit i: the i-th `set` names a header shorter than 64 bytes.
-    pub(crate) short_name_sets: u64,
     /// [`Side::has_work`] and [`Side::needs_body`], worked out at load (asked at every hook).
     work: bool,
     body_needed: bool,
@@ -573,8 +572,7 @@ fn absent_set_headers<M: HeaderMap + ?Sized>(side: &Side, msg: &M, body_written:
     if !msg.adds_absent_cheaper() {
         return 0;
     }
-    // Names of 64 bytes or more are never added (not in `set_name_lengths`): they keep set.
-    let mut absent = side.first_sets & side.short_name_sets;
+    let mut absent = side.addable_sets;
     if body_written {
         absent &= !side.body_header_sets;
     }
@@ -668,15 +666,12 @@ fn compile_side(
         }
     }
     for (i, op) in side.set.iter().enumerate().take(64) {
-        if !side.set[..i].iter().any(|earlier| earlier.name == op.name) {
-            side.first_sets |= 1 << i;
+        if op.name.len() < 64 && !side.set[..i].iter().any(|earlier| earlier.name == op.name) {
+            side.addable_sets |= 1 << i;
+            side.set_name_lengths |= 1 << op.name.len();
         }
         if BODY_HEADERS.contains(&op.name.as_str()) {
             side.body_header_sets |= 1 << i;
-        }
-        if op.name.len() < 64 {
-            side.set_name_lengths |= 1 << op.name.len();
-            side.short_name_sets |= 1 << i;
         }
     }
     // No header can carry an invalid name, so removing one is harmless: kept as given.

@@ -645,10 +645,11 @@ impl SnapshotData {
         }
     }
 
-    /// Adds one entry. A snapshot past 4 GiB of text keeps what fit.
+    /// Adds one entry, its name lowercased. A snapshot past 4 GiB of text keeps what fit.
     pub(crate) fn push(&mut self, name: &[u8], value: &[u8]) {
         let start = self.text.len();
         self.text.extend_from_slice(name);
+        self.text[start..].make_ascii_lowercase();
         let value_start = self.text.len();
         self.text.extend_from_slice(value);
         if let (Ok(start), Ok(value_start), Ok(end)) = (
