@@ -178,6 +178,29 @@ impl FfiFilter {
     }
 }
 
+impl FfiFilter {
+    fn attribute_string_by_id(&self, id: u32) -> Option<&[u8]> {
+        let mut out = EnvoyBuffer::NULL;
+        // SAFETY: out-pointer valid for the call.
+        let ok = unsafe { (self.cb.http_filter_get_attribute_string)(self.ptr, id, &mut out) };
+        // SAFETY: Envoy-owned value (a request header's, for the header attributes), valid until
+        // the map is mutated, which needs `&mut self`.
+        ok.then(|| unsafe { out.as_slice() })
+    }
+}
+
+/// The attribute that reads a request pseudo-header straight from Envoy's own slot for it
+/// (`request.path`, `request.method`): the same map and value as a header read, without the
+/// lookup by name. Such a header is never repeated in Envoy's map (a second value is appended to
+/// the first), so its one value is also its last.
+fn request_header_attribute(name: &str) -> Option<u32> {
+    match name {
+        ":path" => Some(0),
+        ":method" => Some(4),
+        _ => None,
+    }
+}
+
 impl EnvoyHttpFilter for FfiFilter {
     fn header(&self, kind: HeaderKind, name: &str, index: usize) -> Option<&[u8]> {
         let (value, count) = self.get_header(kind, name, index);
@@ -193,6 +216,11 @@ impl EnvoyHttpFilter for FfiFilter {
     }
 
     fn last_header(&self, kind: HeaderKind, name: &str) -> Option<&[u8]> {
+        if kind == HeaderKind::RequestHeaders
+            && let Some(id) = request_header_attribute(name)
+        {
+            return self.attribute_string_by_id(id);
+        }
         // One call answers both the first value and the count: the common single-valued header
         // costs one crossing instead of two.
         let (first, count) = self.get_header(kind, name, 0);
@@ -379,13 +407,7 @@ impl EnvoyHttpFilter for FfiFilter {
     }
 
     fn attribute_string(&self, attribute: Attribute) -> Option<&[u8]> {
-        let mut out = EnvoyBuffer::NULL;
-        // SAFETY: out-pointer valid for the call.
-        let ok = unsafe {
-            (self.cb.http_filter_get_attribute_string)(self.ptr, attribute_id(attribute), &mut out)
-        };
-        // SAFETY: Envoy-owned value, valid during the hook.
-        ok.then(|| unsafe { out.as_slice() })
+        self.attribute_string_by_id(attribute_id(attribute))
     }
 
     fn attribute_int(&self, attribute: Attribute) -> Option<i64> {

@@ -11,7 +11,7 @@ use envoy_module::{
     HttpFilter, HttpFilterConfig, NewFilter, TrailersStatus, log_debug, log_warn,
 };
 use transformations::{
-    ApplyError, BodyMode, HeaderSnapshot, LocalReply, Side, SideAction, Transformation, Warning,
+    ApplyError, BodyMode, LocalReply, RequestCapture, Side, SideAction, Transformation, Warning,
     WarningKind,
 };
 
@@ -45,7 +45,7 @@ impl TransformFilterConfig {
             transformation: self.listener.clone(),
             marker: self.marker.clone(),
             counters: self.counters,
-            request_snapshot: HeaderSnapshot::default(),
+            request_capture: RequestCapture::default(),
             start_time: SystemTime::UNIX_EPOCH,
             headers_only: false,
             route_resolved: false,
@@ -92,9 +92,9 @@ struct TransformFilter {
     transformation: Arc<Transformation>,
     marker: Option<Arc<Marker>>,
     counters: TransformCounters,
-    /// Request headers as the client sent them, for `request_header()` and `%REQ()%` in the
-    /// response phase (taken before our own request transformation and the router's rewrite).
-    request_snapshot: HeaderSnapshot,
+    /// What the response side reads of the request as the client sent it (`request_header()`,
+    /// `%REQ()%`), taken before our own request transformation and the router's rewrite.
+    request_capture: RequestCapture,
     start_time: SystemTime,
     /// WebSocket upgrade or CONNECT: header operations only, never buffer.
     headers_only: bool,
@@ -141,9 +141,9 @@ impl TransformFilter {
             Direction::Request => self
                 .transformation
                 .apply_request(&mut message, mode, &mut info),
-            Direction::Response => self.transformation.apply_response(
+            Direction::Response => self.transformation.apply_response_captured(
                 &mut message,
-                &self.request_snapshot,
+                &self.request_capture,
                 mode,
                 &mut info,
             ),
@@ -235,7 +235,7 @@ impl TransformFilter {
         };
         // Only a side that buffers cares; header-only transformations skip the two lookups.
         self.headers_only = self.transformation.headers_only_stream(&request);
-        self.request_snapshot = self.transformation.capture_request_headers(&request);
+        self.request_capture = self.transformation.capture_request(&request);
     }
 
     /// The headers callback of either side.

@@ -11,9 +11,10 @@ use minijinja::value::Value;
 use crate::config::{ParseAs, SideConfig, TransformationConfig};
 use crate::error::{ApplyError, Error, ErrorKind, Warning, WarningKind};
 use crate::operators::format_start_time;
+use crate::prerender::{Prerendered, RequestCapture};
 use crate::template::{
-    Compiled, Compiler, Engine, HeaderNeeds, HeaderSnapshot, Options, RenderData, SnapshotData,
-    Usage, parse_json_body,
+    Compiled, Compiler, Engine, HeaderNeeds, HeaderSnapshot, Options, RenderData, RenderError,
+    SnapshotData, Usage, parse_json_body,
 };
 
 /// A header map. Names are matched case-insensitively.
@@ -186,6 +187,8 @@ pub struct Side {
     /// [`Side::has_work`] and [`Side::needs_body`], worked out at load (asked at every hook).
     work: bool,
     body_needed: bool,
+    /// [`Side::compute_prerenders`], worked out at load.
+    pub(crate) prerenders: bool,
 }
 
 impl Side {
@@ -334,7 +337,7 @@ impl Transformation {
         M: Message + ?Sized,
         S: StreamInfo + ?Sized,
     {
-        self.apply_side(&self.request, request, None, mode, info)
+        self.apply_side(&self.request, request, None, None, mode, info)
     }
 
     /// Applies the response side; `request_headers` is the snapshot taken at the first
@@ -350,7 +353,55 @@ impl Transformation {
         M: Message + ?Sized,
         S: StreamInfo + ?Sized,
     {
-        self.apply_side(&self.response, response, Some(request_headers), mode, info)
+        self.apply_side(
+            &self.response,
+            response,
+            Some(request_headers),
+            None,
+            mode,
+            info,
+        )
+    }
+
+    /// What the response side keeps of the request, at the first request callback, before the
+    /// request transformation runs: its values already rendered when they read only request
+    /// headers and text ([`crate::prerender`]), else the snapshot of the headers they read.
+    pub fn capture_request<H: HeaderMap + ?Sized>(&self, request_headers: &H) -> RequestCapture {
+        if !self.response.prerenders {
+            return RequestCapture {
+                snapshot: self.capture_request_headers(request_headers),
+                prerendered: None,
+            };
+        }
+        let mut buffer = RenderBuffer::lend();
+        let cap = self.engine.limits().max_header_value_bytes;
+        RequestCapture {
+            snapshot: HeaderSnapshot::default(),
+            prerendered: Some(self.response.prerender(request_headers, cap, &mut buffer.0)),
+        }
+    }
+
+    /// [`Transformation::apply_response`] with what [`Transformation::capture_request`] kept:
+    /// the same result.
+    pub fn apply_response_captured<M, S>(
+        &self,
+        response: &mut M,
+        request: &RequestCapture,
+        mode: BodyMode,
+        info: &mut S,
+    ) -> Result<Vec<Warning>, ApplyError>
+    where
+        M: Message + ?Sized,
+        S: StreamInfo + ?Sized,
+    {
+        self.apply_side(
+            &self.response,
+            response,
+            Some(&request.snapshot),
+            request.prerendered.as_ref(),
+            mode,
+            info,
+        )
     }
 
     fn apply_side<M, S>(
@@ -358,6 +409,7 @@ impl Transformation {
         side: &Side,
         msg: &mut M,
         request_snapshot: Option<&HeaderSnapshot>,
+        prerendered: Option<&Prerendered>,
         mode: BodyMode,
         info: &mut S,
     ) -> Result<Vec<Warning>, ApplyError>
@@ -367,6 +419,10 @@ impl Transformation {
     {
         let mut warnings = Vec::new();
         if !side.has_work() {
+            return Ok(warnings);
+        }
+        if let Some(prerendered) = prerendered {
+            self.apply_prerendered(side, msg, prerendered, &mut warnings);
             return Ok(warnings);
         }
         let headers = HeaderSnapshot::capture(msg, &side.own_needs);
@@ -476,46 +532,24 @@ impl Transformation {
         let absent = absent_set_headers(side, msg, body_active && side.body.is_some());
         for (i, op) in side.set.iter().enumerate() {
             undeclared(&op.field, &op.value)?;
-            match self
-                .engine
-                .render(&op.value, &scope, limits.max_header_value_bytes, out)
-            {
-                Ok("") => msg.remove(&op.name),
-                Ok(v) if !op.checked_literal && is_invalid_header_value(v) => {
-                    msg.remove(&op.name);
-                    warn(
-                        &mut warnings,
-                        WarningKind::InvalidHeaderValue,
-                        &op.field,
-                        invalid_value_message(),
-                    );
-                }
-                Ok(v) if i < 64 && absent & (1 << i) != 0 => msg.add(&op.name, v.as_bytes()),
-                Ok(v) => msg.set(&op.name, v.as_bytes()),
-                Err(e) => {
-                    msg.remove(&op.name);
-                    warn(&mut warnings, e.kind, &op.field, e.message);
-                }
-            }
+            let rendered =
+                self.engine
+                    .render(&op.value, &scope, limits.max_header_value_bytes, out);
+            set_header(
+                msg,
+                op,
+                i,
+                absent,
+                rendered.map(str::as_bytes),
+                &mut warnings,
+            );
         }
         for op in &side.add {
             undeclared(&op.field, &op.value)?;
-            match self
-                .engine
-                .render(&op.value, &scope, limits.max_header_value_bytes, out)
-            {
-                Ok("") => {}
-                Ok(v) if !op.checked_literal && is_invalid_header_value(v) => {
-                    warn(
-                        &mut warnings,
-                        WarningKind::InvalidHeaderValue,
-                        &op.field,
-                        invalid_value_message(),
-                    );
-                }
-                Ok(v) => msg.add(&op.name, v.as_bytes()),
-                Err(e) => warn(&mut warnings, e.kind, &op.field, e.message),
-            }
+            let rendered =
+                self.engine
+                    .render(&op.value, &scope, limits.max_header_value_bytes, out);
+            add_header(msg, op, rendered.map(str::as_bytes), &mut warnings);
         }
         for name in &side.remove {
             msg.remove(name);
@@ -532,6 +566,92 @@ impl Transformation {
             }
         }
         Ok(warnings)
+    }
+}
+
+impl Transformation {
+    /// The header entries of a side whose values were rendered at the request
+    /// ([`Side::prerenders`]: no body, no metadata, no value that fails to compile its JSON
+    /// variables), with the same checks and order as a render now.
+    fn apply_prerendered<M: Message + ?Sized>(
+        &self,
+        side: &Side,
+        msg: &mut M,
+        prerendered: &Prerendered,
+        warnings: &mut Vec<Warning>,
+    ) {
+        let cap = self.engine.limits().max_header_value_bytes;
+        let absent = absent_set_headers(side, msg, false);
+        for (i, op) in side.set.iter().enumerate() {
+            set_header(msg, op, i, absent, prerendered.value(i, cap), warnings);
+        }
+        let sets = side.set.len();
+        for (i, op) in side.add.iter().enumerate() {
+            add_header(msg, op, prerendered.value(sets + i, cap), warnings);
+        }
+        for name in &side.remove {
+            msg.remove(name);
+        }
+    }
+}
+
+/// The `i`-th `set` entry with its rendered value: an empty value removes the header, one that
+/// holds CR, LF or NUL or failed to render removes it and warns; a header known absent is
+/// added.
+fn set_header<M: HeaderMap + ?Sized>(
+    msg: &mut M,
+    op: &HeaderOp,
+    i: usize,
+    absent: u64,
+    rendered: Result<&[u8], RenderError>,
+    warnings: &mut Vec<Warning>,
+) {
+    match rendered {
+        Ok(b"") => msg.remove(&op.name),
+        Ok(v) if !op.checked_literal && is_invalid_header_value(v) => {
+            msg.remove(&op.name);
+            warnings.push(invalid_value_warning(op));
+        }
+        Ok(v) if i < 64 && absent & (1 << i) != 0 => msg.add(&op.name, v),
+        Ok(v) => msg.set(&op.name, v),
+        Err(e) => {
+            msg.remove(&op.name);
+            warnings.push(render_warning(op, e));
+        }
+    }
+}
+
+/// An `add` entry with its rendered value: nothing is added when it is empty, holds CR, LF or
+/// NUL (warned) or failed to render (warned).
+fn add_header<M: HeaderMap + ?Sized>(
+    msg: &mut M,
+    op: &HeaderOp,
+    rendered: Result<&[u8], RenderError>,
+    warnings: &mut Vec<Warning>,
+) {
+    match rendered {
+        Ok(b"") => {}
+        Ok(v) if !op.checked_literal && is_invalid_header_value(v) => {
+            warnings.push(invalid_value_warning(op));
+        }
+        Ok(v) => msg.add(&op.name, v),
+        Err(e) => warnings.push(render_warning(op, e)),
+    }
+}
+
+fn invalid_value_warning(op: &HeaderOp) -> Warning {
+    Warning {
+        kind: WarningKind::InvalidHeaderValue,
+        field: op.field.clone(),
+        message: invalid_value_message(),
+    }
+}
+
+fn render_warning(op: &HeaderOp, e: RenderError) -> Warning {
+    Warning {
+        kind: e.kind,
+        field: op.field.clone(),
+        message: e.message,
     }
 }
 
@@ -597,8 +717,8 @@ fn absent_set_headers<M: HeaderMap + ?Sized>(side: &Side, msg: &M, body_written:
     absent
 }
 
-fn is_invalid_header_value(v: &str) -> bool {
-    memchr::memchr3(b'\r', b'\n', b'\0', v.as_bytes()).is_some()
+fn is_invalid_header_value(v: &[u8]) -> bool {
+    memchr::memchr3(b'\r', b'\n', b'\0', v).is_some()
 }
 
 fn invalid_value_message() -> String {
@@ -648,7 +768,10 @@ fn compile_side(
             };
             let field = format!("{side_name}.{kind}[{i}].value");
             let value = compiler.compile(&nv.value, &field, &mut usage)?;
-            if value.literal().is_some_and(is_invalid_header_value) {
+            if value
+                .literal()
+                .is_some_and(|v| is_invalid_header_value(v.as_bytes()))
+            {
                 return Err(Error::new(
                     ErrorKind::InvalidValue,
                     "header value contains CR, LF or NUL",
@@ -656,7 +779,7 @@ fn compile_side(
                 .at(field));
             }
             let checked_literal =
-                matches!(&value, Compiled::Literal(v) if !is_invalid_header_value(v));
+                matches!(&value, Compiled::Literal(v) if !is_invalid_header_value(v.as_bytes()));
             out.push(HeaderOp {
                 name,
                 value,
@@ -726,6 +849,7 @@ fn compile_side(
     side.usage = usage;
     side.work = side.compute_has_work();
     side.body_needed = side.compute_needs_body();
+    side.prerenders = side.compute_prerenders();
     Ok(side)
 }
 

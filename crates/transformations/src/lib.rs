@@ -142,6 +142,7 @@ pub mod memory;
 pub mod operators;
 pub mod pattern;
 pub mod plan;
+pub mod prerender;
 pub mod query;
 pub mod smart_header;
 pub mod template;
@@ -157,6 +158,7 @@ pub use config::{ParseAs, TransformationConfig};
 pub use error::{ApplyError, Error, ErrorKind, TemplatePosition, Warning, WarningKind};
 pub use exchange::LocalReply;
 pub use plan::{SideAction, Target, ValueInfo, ValueKind};
+pub use prerender::RequestCapture;
 pub use smart_header::{SmartHeaderConfig, smart_header_transformation};
 pub use template::{
     DEFAULT_FUEL, EnvLookup, HeaderNeeds, HeaderSnapshot, Limits, MAX_BODY_BYTES,

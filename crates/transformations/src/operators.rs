@@ -50,6 +50,17 @@ pub enum Segment {
 /// What operators read at render time.
 pub trait OperatorSource {
     fn request_header(&self, name: &str) -> Option<Cow<'_, str>>;
+    /// Appends the request header's value to `out`; false when absent. A source that reads the
+    /// header where it lies overrides this to skip the copy.
+    fn write_request_header(&self, name: &str, out: &mut String) -> bool {
+        match self.request_header(name) {
+            Some(v) => {
+                out.push_str(&v);
+                true
+            }
+            None => false,
+        }
+    }
     fn response_header(&self, name: &str) -> Option<Cow<'_, str>>;
     fn protocol(&self) -> Option<&str>;
     fn start_time(&self) -> Option<&str>;
@@ -195,10 +206,11 @@ impl Operator {
         let start = out.len();
         match &self.kind {
             OperatorKind::Req { name, alt } => {
-                let v = src
-                    .request_header(name)
-                    .or_else(|| alt.as_deref().and_then(|a| src.request_header(a)));
-                out.push_str(v.as_deref().unwrap_or(""));
+                if !src.write_request_header(name, out)
+                    && let Some(alt) = alt
+                {
+                    src.write_request_header(alt, out);
+                }
             }
             OperatorKind::Resp { name, alt } => {
                 let v = src

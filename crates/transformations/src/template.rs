@@ -926,7 +926,7 @@ pub(crate) fn lossy_string(value: Cow<'_, [u8]>) -> String {
     }
 }
 
-fn too_large(cap: usize) -> RenderError {
+pub(crate) fn too_large(cap: usize) -> RenderError {
     RenderError {
         kind: WarningKind::Budget,
         message: format!("rendered value exceeds {cap} bytes"),
