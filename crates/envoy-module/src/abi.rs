@@ -57,6 +57,20 @@ impl EnvoyHttpHeader {
         value_ptr: std::ptr::null(),
         value_length: 0,
     };
+
+    fn key(&self) -> EnvoyBuffer {
+        EnvoyBuffer {
+            ptr: self.key_ptr,
+            length: self.key_length,
+        }
+    }
+
+    fn value(&self) -> EnvoyBuffer {
+        EnvoyBuffer {
+            ptr: self.value_ptr,
+            length: self.value_length,
+        }
+    }
 }
 
 /// Headers read from Envoy in one call without allocating: more spill to the heap.
@@ -73,6 +87,45 @@ pub(crate) unsafe fn each_header<'a>(
     fill: impl FnOnce(*mut EnvoyHttpHeader) -> bool,
     f: &mut dyn FnMut(&'a [u8], &'a [u8]),
 ) {
+    let each = |h: &EnvoyHttpHeader| {
+        // SAFETY: Envoy-owned bytes valid for `'a` (this function's contract).
+        let (name, value) = unsafe { (h.key().as_slice(), h.value().as_slice()) };
+        f(name, value);
+    };
+    // SAFETY: this function's contract.
+    unsafe { each_entry(n, fill, each) }
+}
+
+/// [`each_header`] for the names only, and of those only the names whose length `n` is below 64
+/// with bit `n` of `lengths` set: the others are passed over without a call to `f`.
+///
+/// # Safety
+/// As [`each_header`].
+pub(crate) unsafe fn each_header_name_of_lengths<'a>(
+    n: usize,
+    fill: impl FnOnce(*mut EnvoyHttpHeader) -> bool,
+    lengths: u64,
+    f: &mut dyn FnMut(&'a [u8]),
+) {
+    let each = |h: &EnvoyHttpHeader| {
+        if h.key_length < 64 && lengths & (1 << h.key_length) != 0 {
+            // SAFETY: Envoy-owned bytes valid for `'a` (this function's contract).
+            f(unsafe { h.key().as_slice() });
+        }
+    };
+    // SAFETY: this function's contract.
+    unsafe { each_entry(n, fill, each) }
+}
+
+/// The array both readers share: on the stack up to [`STACK_HEADERS`] entries.
+///
+/// # Safety
+/// `fill` must write `n` entries when it returns true.
+unsafe fn each_entry(
+    n: usize,
+    fill: impl FnOnce(*mut EnvoyHttpHeader) -> bool,
+    mut each: impl FnMut(&EnvoyHttpHeader),
+) {
     if n == 0 {
         return;
     }
@@ -88,24 +141,8 @@ pub(crate) unsafe fn each_header<'a>(
         return;
     }
     // SAFETY: `fill` wrote `n` initialized entries into `array` (this function's contract).
-    let entries = unsafe { std::slice::from_raw_parts(array, n) };
-    for h in entries {
-        // SAFETY: Envoy-owned bytes valid for `'a` (this function's contract).
-        let (name, value) = unsafe {
-            (
-                EnvoyBuffer {
-                    ptr: h.key_ptr,
-                    length: h.key_length,
-                }
-                .as_slice(),
-                EnvoyBuffer {
-                    ptr: h.value_ptr,
-                    length: h.value_length,
-                }
-                .as_slice(),
-            )
-        };
-        f(name, value);
+    for h in unsafe { std::slice::from_raw_parts(array, n) } {
+        each(h);
     }
 }
 

@@ -7,7 +7,7 @@
 
 use std::ffi::{c_char, c_void};
 
-use crate::abi::{EnvoyBuffer, EnvoyHttpHeader, each_header};
+use crate::abi::{EnvoyBuffer, EnvoyHttpHeader, each_header, each_header_name_of_lengths};
 use crate::api::{
     Attribute, CounterId, Direction, EnvoyFilterConfig, EnvoyHttpFilter, HeaderKind, LogLevel,
     MetadataSource, PerRouteConfig,
@@ -243,6 +243,22 @@ impl EnvoyHttpFilter for FfiFilter {
         // SAFETY: Envoy fills the `n` headers it reported; their bytes stay valid until the map is
         // mutated, which needs `&mut self`.
         unsafe { each_header(n, fill, f) }
+    }
+
+    fn for_each_header_name_of_lengths<'a>(
+        &'a self,
+        kind: HeaderKind,
+        lengths: u64,
+        f: &mut dyn FnMut(&'a [u8]),
+    ) {
+        // SAFETY: valid filter pointer during the hook.
+        let n = unsafe { (self.cb.http_get_headers_size)(self.ptr, header_type(kind)) };
+        let fill = |array| {
+            // SAFETY: `array` has room for the `n` headers Envoy reported.
+            unsafe { (self.cb.http_get_headers)(self.ptr, header_type(kind), array) }
+        };
+        // SAFETY: as in `for_each_header`.
+        unsafe { each_header_name_of_lengths(n, fill, lengths, f) }
     }
 
     fn set_header(&mut self, kind: HeaderKind, name: &str, value: &[u8]) -> bool {

@@ -116,6 +116,21 @@ pub trait EnvoyHttpFilter {
     /// Calls `f` with every header as (name, value), in Envoy's order: one call into Envoy, and
     /// no allocation for a map of up to 32 headers.
     fn for_each_header<'a>(&'a self, kind: HeaderKind, f: &mut dyn FnMut(&'a [u8], &'a [u8]));
+    /// [`EnvoyHttpFilter::for_each_header`] for the names only, and of those only the names whose
+    /// length `n` is below 64 with bit `n` of `lengths` set: a filter looking for a few names is
+    /// not called for the others.
+    fn for_each_header_name_of_lengths<'a>(
+        &'a self,
+        kind: HeaderKind,
+        lengths: u64,
+        f: &mut dyn FnMut(&'a [u8]),
+    ) {
+        self.for_each_header(kind, &mut |name, _| {
+            if name.len() < 64 && lengths & (1 << name.len()) != 0 {
+                f(name);
+            }
+        });
+    }
     /// Replace all values of `name` with one value. Returns false if Envoy refused.
     fn set_header(&mut self, kind: HeaderKind, name: &str, value: &[u8]) -> bool;
     /// Append a value to `name`, keeping existing values.

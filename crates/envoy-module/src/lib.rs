@@ -47,6 +47,18 @@ pub fn per_route_configs_present() -> bool {
     runtime::any_per_route_config()
 }
 
+/// The bytes as text when they are all ASCII, as header values almost always are: checking
+/// that costs less than a full UTF-8 validation of a short value. `None` means "validate as UTF-8".
+#[inline]
+pub fn ascii_str(bytes: &[u8]) -> Option<&str> {
+    if bytes.is_ascii() {
+        // SAFETY: ASCII bytes are valid UTF-8.
+        Some(unsafe { std::str::from_utf8_unchecked(bytes) })
+    } else {
+        None
+    }
+}
+
 /// Name of the counter, defined in every filter config, that counts caught panics. Envoy shows it
 /// as `dynamicmodulescustom.rust_module_panics`.
 pub const PANIC_COUNTER: &str = "rust_module_panics";

@@ -50,8 +50,26 @@ impl HeaderMap for EnvoyMessage<'_, '_> {
         }
     }
 
+    fn with_last_str(&self, name: &str, f: &mut dyn FnMut(&str)) -> bool {
+        let envoy = self.envoy.borrow();
+        let Some(v) = envoy.last_header(self.kind(), name) else {
+            return false;
+        };
+        match envoy_module::ascii_str(v) {
+            Some(v) => f(v),
+            None => f(&String::from_utf8_lossy(v)),
+        }
+        true
+    }
+
     fn for_each(&self, f: &mut dyn FnMut(&[u8], &[u8])) {
         self.envoy.borrow().for_each_header(self.kind(), f);
+    }
+
+    fn for_each_name_of_lengths(&self, lengths: u64, f: &mut dyn FnMut(&[u8])) {
+        self.envoy
+            .borrow()
+            .for_each_header_name_of_lengths(self.kind(), lengths, f);
     }
 
     fn set(&mut self, name: &str, value: &[u8]) {

@@ -235,7 +235,8 @@ impl TransformFilter {
         };
         // Only a side that buffers cares; header-only transformations skip the two lookups.
         self.headers_only = self.transformation.headers_only_stream(&request);
-        self.request_capture = self.transformation.capture_request(&request);
+        self.transformation
+            .capture_request_into(&request, &mut self.request_capture);
     }
 
     /// The headers callback of either side.

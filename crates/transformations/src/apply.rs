@@ -32,8 +32,25 @@ pub trait HeaderMap {
             None => false,
         }
     }
+    /// [`HeaderMap::with_last`] as text, invalid UTF-8 replaced. A map that knows a cheaper check
+    /// for the usual ASCII value overrides it.
+    fn with_last_str(&self, name: &str, f: &mut dyn FnMut(&str)) -> bool {
+        self.with_last(name, &mut |v| match std::str::from_utf8(v) {
+            Ok(v) => f(v),
+            Err(_) => f(&String::from_utf8_lossy(v)),
+        })
+    }
     /// Every header, in order (duplicates included).
     fn for_each(&self, f: &mut dyn FnMut(&[u8], &[u8]));
+    /// The names of [`HeaderMap::for_each`] whose length `n` is below 64 with bit `n` of
+    /// `lengths` set; a map that can pass over the others without a call overrides it.
+    fn for_each_name_of_lengths(&self, lengths: u64, f: &mut dyn FnMut(&[u8])) {
+        self.for_each(&mut |name, _| {
+            if name.len() < 64 && lengths & (1 << name.len()) != 0 {
+                f(name);
+            }
+        });
+    }
     /// Replaces every value of `name` by `value`.
     fn set(&mut self, name: &str, value: &[u8]);
     /// Appends a value.
@@ -367,17 +384,26 @@ impl Transformation {
     /// request transformation runs: its values already rendered when they read only request
     /// headers and text ([`crate::prerender`]), else the snapshot of the headers they read.
     pub fn capture_request<H: HeaderMap + ?Sized>(&self, request_headers: &H) -> RequestCapture {
-        if !self.response.prerenders {
-            return RequestCapture {
-                snapshot: self.capture_request_headers(request_headers),
-                prerendered: None,
-            };
-        }
-        let mut buffer = RenderBuffer::lend();
-        let cap = self.engine.limits().max_header_value_bytes;
-        RequestCapture {
-            snapshot: HeaderSnapshot::default(),
-            prerendered: Some(self.response.prerender(request_headers, cap, &mut buffer.0)),
+        let mut capture = RequestCapture::default();
+        self.capture_request_into(request_headers, &mut capture);
+        capture
+    }
+
+    /// [`Transformation::capture_request`] into `capture` where it lies (a stream's filter), so
+    /// that its inline buffer is not moved.
+    pub fn capture_request_into<H: HeaderMap + ?Sized>(
+        &self,
+        request_headers: &H,
+        capture: &mut RequestCapture,
+    ) {
+        if self.response.prerenders {
+            let cap = self.engine.limits().max_header_value_bytes;
+            capture.snapshot = HeaderSnapshot::default();
+            let prerendered = capture.prerendered.get_or_insert_with(Prerendered::default);
+            self.response.prerender(request_headers, cap, prerendered);
+        } else {
+            capture.snapshot = self.capture_request_headers(request_headers);
+            capture.prerendered = None;
         }
     }
 
@@ -699,11 +725,7 @@ fn absent_set_headers<M: HeaderMap + ?Sized>(side: &Side, msg: &M, body_written:
     // One read of the whole map. Asking Envoy for each name costs more: a lookup in a map of a
     // few headers builds Envoy's lazy name index, which every later add then updates.
     if absent != 0 {
-        let lengths = side.set_name_lengths;
-        msg.for_each(&mut |name, _| {
-            if name.len() >= 64 || lengths & (1 << name.len()) == 0 {
-                return;
-            }
+        msg.for_each_name_of_lengths(side.set_name_lengths, &mut |name| {
             let mut candidates = absent;
             while candidates != 0 {
                 let i = candidates.trailing_zeros() as usize;
@@ -717,7 +739,7 @@ fn absent_set_headers<M: HeaderMap + ?Sized>(side: &Side, msg: &M, body_written:
     absent
 }
 
-fn is_invalid_header_value(v: &[u8]) -> bool {
+pub(crate) fn is_invalid_header_value(v: &[u8]) -> bool {
     memchr::memchr3(b'\r', b'\n', b'\0', v).is_some()
 }
 

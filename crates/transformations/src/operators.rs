@@ -50,17 +50,6 @@ pub enum Segment {
 /// What operators read at render time.
 pub trait OperatorSource {
     fn request_header(&self, name: &str) -> Option<Cow<'_, str>>;
-    /// Appends the request header's value to `out`; false when absent. A source that reads the
-    /// header where it lies overrides this to skip the copy.
-    fn write_request_header(&self, name: &str, out: &mut String) -> bool {
-        match self.request_header(name) {
-            Some(v) => {
-                out.push_str(&v);
-                true
-            }
-            None => false,
-        }
-    }
     fn response_header(&self, name: &str) -> Option<Cow<'_, str>>;
     fn protocol(&self) -> Option<&str>;
     fn start_time(&self) -> Option<&str>;
@@ -206,11 +195,10 @@ impl Operator {
         let start = out.len();
         match &self.kind {
             OperatorKind::Req { name, alt } => {
-                if !src.write_request_header(name, out)
-                    && let Some(alt) = alt
-                {
-                    src.write_request_header(alt, out);
-                }
+                let v = src
+                    .request_header(name)
+                    .or_else(|| alt.as_deref().and_then(|a| src.request_header(a)));
+                out.push_str(v.as_deref().unwrap_or(""));
             }
             OperatorKind::Resp { name, alt } => {
                 let v = src
@@ -231,17 +219,25 @@ impl Operator {
                 }
             }
         }
-        if let Some(max) = self.max_len {
-            // `:N` may be as large as usize::MAX in the config: no overflow.
-            let limit = start.saturating_add(max);
-            if out.len() > limit {
-                let mut cut = limit;
-                while !out.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                out.truncate(cut);
-            }
+        if let Some(cut) = self.cut(out.as_bytes(), start) {
+            out.truncate(cut);
         }
+    }
+
+    /// Where `:N` cuts the text this operator appended to `text` from `start` (UTF-8): at most
+    /// N bytes, back to a character boundary; `None` when it fits.
+    pub(crate) fn cut(&self, text: &[u8], start: usize) -> Option<usize> {
+        // `:N` may be as large as usize::MAX in the config: no overflow.
+        let limit = start.saturating_add(self.max_len?);
+        if text.len() <= limit {
+            return None;
+        }
+        let mut cut = limit;
+        // A UTF-8 continuation byte is 0b10xxxxxx: a character starts before it.
+        while cut > start && text[cut] & 0xC0 == 0x80 {
+            cut -= 1;
+        }
+        Some(cut)
     }
 }
 

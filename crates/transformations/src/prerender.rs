@@ -7,47 +7,99 @@
 //! rendered. Checks that depend on the value (empty, CR/LF/NUL, the size cap) still happen when
 //! the response side applies, in the same order, with the same warnings.
 
-use std::borrow::Cow;
-use std::net::SocketAddr;
-
 use smallvec::SmallVec;
 
 use crate::apply::{HeaderMap, Side};
-use crate::operators::{OperatorKind, OperatorSource, Segment};
+use crate::operators::{Operator, OperatorKind, Segment};
 use crate::template::{Compiled, HeaderSnapshot, RenderError, too_large};
 
 /// Bytes of rendered text kept inside the stream's filter before it needs an allocation of its
 /// own: the lab's `X-Smart-Header` with a usual path fits.
 const INLINE_TEXT: usize = 128;
 
-/// An end marking a value whose render passed the size cap.
-const TOO_LARGE: u32 = u32::MAX;
+/// The span of a value whose render passed the size cap.
+const TOO_LARGE: (u32, u32) = (u32::MAX, u32::MAX);
 
 /// A side's `set` then `add` values, rendered back to back.
 #[derive(Debug, Default)]
 pub struct Prerendered {
-    text: SmallVec<[u8; INLINE_TEXT]>,
-    /// Per value, where it ends in `text` ([`TOO_LARGE`] when its render passed the cap).
-    ends: SmallVec<[u32; 4]>,
+    text: Text,
+    /// Per value, where it starts and ends in `text` ([`TOO_LARGE`] when its render passed the
+    /// cap).
+    spans: SmallVec<[(u32, u32); 4]>,
 }
 
 impl Prerendered {
     /// The `index`-th value (`set` entries first, then `add` entries).
     pub(crate) fn value(&self, index: usize, cap: usize) -> Result<&[u8], RenderError> {
-        let end = self.ends.get(index).copied().unwrap_or(0);
-        if end == TOO_LARGE {
+        let span = self.spans.get(index).copied().unwrap_or_default();
+        if span == TOO_LARGE {
             return Err(too_large(cap));
         }
-        let start = self.ends[..index]
-            .iter()
-            .rev()
-            .find(|&&e| e != TOO_LARGE)
-            .copied()
-            .unwrap_or(0);
         Ok(self
             .text
-            .get(start as usize..end as usize)
+            .as_slice()
+            .get(span.0 as usize..span.1 as usize)
             .unwrap_or_default())
+    }
+}
+
+/// Bytes appended in place, inside the stream's filter up to [`INLINE_TEXT`], then in a `Vec`:
+/// the few short appends of a render, each a bounds check and a copy.
+#[derive(Debug)]
+struct Text {
+    inline: [u8; INLINE_TEXT],
+    inline_len: usize,
+    spilled: Option<Vec<u8>>,
+}
+
+impl Default for Text {
+    fn default() -> Text {
+        Text {
+            inline: [0; INLINE_TEXT],
+            inline_len: 0,
+            spilled: None,
+        }
+    }
+}
+
+impl Text {
+    fn extend_from_slice(&mut self, bytes: &[u8]) {
+        if let Some(spilled) = &mut self.spilled {
+            spilled.extend_from_slice(bytes);
+            return;
+        }
+        let end = self.inline_len + bytes.len();
+        match self.inline.get_mut(self.inline_len..end) {
+            Some(room) => {
+                room.copy_from_slice(bytes);
+                self.inline_len = end;
+            }
+            None => {
+                let mut spilled = Vec::with_capacity(end.max(2 * INLINE_TEXT));
+                spilled.extend_from_slice(&self.inline[..self.inline_len]);
+                spilled.extend_from_slice(bytes);
+                self.spilled = Some(spilled);
+            }
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match &self.spilled {
+            Some(spilled) => spilled,
+            None => &self.inline[..self.inline_len],
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    fn truncate(&mut self, len: usize) {
+        match &mut self.spilled {
+            Some(spilled) => spilled.truncate(len),
+            None => self.inline_len = self.inline_len.min(len),
+        }
     }
 }
 
@@ -90,82 +142,71 @@ impl Side {
             && self.parse_as != crate::config::ParseAs::AsJson
     }
 
-    /// Renders the side's `set` then `add` values from the request headers.
+    /// Renders the side's `set` then `add` values from the request headers, straight into the
+    /// stream's own buffer.
     pub(crate) fn prerender<H: HeaderMap + ?Sized>(
         &self,
         request: &H,
         cap: usize,
-        out: &mut String,
-    ) -> Prerendered {
-        let source = RequestHeaders(request);
-        let mut rendered = Prerendered::default();
+        rendered: &mut Prerendered,
+    ) {
+        rendered.text.truncate(0);
+        rendered.spans.clear();
+        let text = &mut rendered.text;
         for op in self.set.iter().chain(&self.add) {
-            let fits = match &op.value {
-                Compiled::Empty => true,
-                Compiled::Literal(text) => {
-                    rendered.text.extend_from_slice(text.as_bytes());
-                    true
-                }
+            let start = text.len();
+            match &op.value {
+                Compiled::Empty => {}
+                Compiled::Literal(literal) => text.extend_from_slice(literal.as_bytes()),
                 Compiled::Ops { segments, .. } => {
-                    out.clear();
-                    let mut fits = true;
                     for segment in segments.iter() {
                         match segment {
-                            Segment::Literal(text) => out.push_str(text),
-                            Segment::Op(operator) => operator.eval(&source, out),
-                        }
-                        if out.len() > cap {
-                            fits = false;
-                            break;
+                            Segment::Literal(literal) => text.extend_from_slice(literal.as_bytes()),
+                            Segment::Op(operator) => {
+                                write_request_operator(operator, request, text)
+                            }
                         }
                     }
-                    if fits {
-                        rendered.text.extend_from_slice(out.as_bytes());
-                    }
-                    fits
                 }
                 // Not prerendered (`compute_prerenders`); nothing reaches here.
-                Compiled::Template { .. } => true,
-            };
-            let end = u32::try_from(rendered.text.len()).unwrap_or(TOO_LARGE);
-            rendered.ends.push(if fits { end } else { TOO_LARGE });
+                Compiled::Template { .. } => {}
+            }
+            // A value only grows as its segments are appended: past the cap at the end is past
+            // it at some segment, as a render at the response sees it.
+            let span = u32::try_from(start)
+                .and_then(|start| u32::try_from(text.len()).map(|end| (start, end)));
+            rendered.spans.push(match span {
+                Ok(span) if text.len() - start <= cap => span,
+                _ => {
+                    text.truncate(start);
+                    TOO_LARGE
+                }
+            });
         }
-        rendered
     }
 }
 
-/// The request's own headers as an operator source, read where they are (`%REQ()%` only).
-struct RequestHeaders<'a, H: ?Sized>(&'a H);
-
-impl<H: HeaderMap + ?Sized> OperatorSource for RequestHeaders<'_, H> {
-    fn request_header(&self, name: &str) -> Option<Cow<'_, str>> {
-        let mut value = None;
-        self.0.with_last(name, &mut |v| {
-            value = Some(String::from_utf8_lossy(v).into_owned());
-        });
-        value.map(Cow::Owned)
+/// `%REQ(name?alt)%` (with its `:N`) from the request headers, as [`Operator::eval`] renders it
+/// from a snapshot: the last value, invalid UTF-8 replaced, the alternative when the name is
+/// absent.
+fn write_request_operator<H: HeaderMap + ?Sized>(
+    operator: &Operator,
+    request: &H,
+    text: &mut Text,
+) {
+    let OperatorKind::Req { name, alt } = &operator.kind else {
+        return; // not prerendered (`compute_prerenders`)
+    };
+    let start = text.len();
+    let mut append =
+        |name: &str| request.with_last_str(name, &mut |v| text.extend_from_slice(v.as_bytes()));
+    if !append(name)
+        && let Some(alt) = alt
+    {
+        append(alt);
     }
-
-    fn write_request_header(&self, name: &str, out: &mut String) -> bool {
-        // As a snapshot reads it: the last value, invalid UTF-8 replaced.
-        self.0
-            .with_last(name, &mut |v| match std::str::from_utf8(v) {
-                Ok(v) => out.push_str(v),
-                Err(_) => out.push_str(&String::from_utf8_lossy(v)),
-            })
-    }
-
-    fn response_header(&self, _: &str) -> Option<Cow<'_, str>> {
-        None
-    }
-    fn protocol(&self) -> Option<&str> {
-        None
-    }
-    fn start_time(&self) -> Option<&str> {
-        None
-    }
-    fn downstream_remote_address(&self) -> Option<SocketAddr> {
-        None
+    if let Some(cut) = operator.cut(text.as_slice(), start) {
+        text.truncate(cut);
     }
 }
 
@@ -243,6 +284,7 @@ mod tests {
             {"name":"x-smart","value":"method=%REQ(:METHOD)%&path=%REQ(:PATH)%"},
             {"name":"x-alt","value":"%REQ(x-missing?x-other)%|%REQ(x-none)%"},
             {"name":"x-cut","value":"%REQ(:path):4%"},
+            {"name":"x-cut-utf8","value":"%REQ(x-utf8):2%"},
             {"name":"x-last","value":"%REQ(x-twice)%"},
             {"name":"x-bytes","value":"%REQ(x-bytes)%"},
             {"name":"x-existing","value":"%REQ(x-empty)%"},
@@ -260,6 +302,7 @@ mod tests {
                 (":method", "GET"),
                 (":path", "/v1/chat?x=1"),
                 ("x-other", "o"),
+                ("x-utf8", "aéb"),
                 ("x-twice", "1"),
                 ("x-twice", "2"),
                 ("x-empty", ""),
@@ -290,6 +333,11 @@ mod tests {
         );
         assert_eq!(prerendered.header("x-alt").unwrap(), "o|");
         assert_eq!(prerendered.header("x-cut").unwrap(), "/v1/");
+        assert_eq!(
+            prerendered.header("x-cut-utf8").unwrap(),
+            "a",
+            "not inside é"
+        );
         assert_eq!(prerendered.header("x-last").unwrap(), "2");
         assert_eq!(prerendered.header("x-bytes").unwrap(), "a\u{fffd}b");
         assert_eq!(prerendered.header("x-existing"), None);
@@ -306,11 +354,34 @@ mod tests {
         assert_eq!(
             kinds,
             [
-                (WarningKind::InvalidHeaderValue, "response.set[6].value"),
-                (WarningKind::Budget, "response.set[7].value"),
+                (WarningKind::InvalidHeaderValue, "response.set[7].value"),
+                (WarningKind::Budget, "response.set[8].value"),
                 (WarningKind::Budget, "response.add[1].value"),
             ]
         );
+    }
+
+    #[test]
+    fn prerendered_values_longer_than_the_inline_room_are_kept_whole() {
+        let t = compile_with_cap(
+            r#"{"response":{"set":[{"name":"x-a","value":"a=%REQ(x-long)%"},
+                {"name":"x-b","value":"%REQ(x-long)%;%REQ(x-long):10%"},
+                {"name":"x-c","value":"%REQ(:method)%"}]}}"#,
+            1024,
+        );
+        let long = "0123456789".repeat(30);
+        let request = MemoryMessage::new(&[(":method", "PUT"), ("x-long", &long)], "");
+        let response = MemoryMessage::new(&[(":status", "200")], "");
+        let [(prerendered, warnings), (rendered, rendered_warnings)] =
+            both_ways(&t, &request, &response);
+        assert_eq!(prerendered, rendered);
+        assert!(warnings.is_empty() && rendered_warnings.is_empty());
+        assert_eq!(prerendered.header("x-a").unwrap(), format!("a={long}"));
+        assert_eq!(
+            prerendered.header("x-b").unwrap(),
+            format!("{long};0123456789")
+        );
+        assert_eq!(prerendered.header("x-c").unwrap(), "PUT");
     }
 
     #[test]

@@ -859,6 +859,23 @@ fn rendered_crlf_nul_never_emitted() {
 }
 
 #[test]
+fn cr_lf_and_nul_make_a_value_invalid_at_any_length_and_place() {
+    use crate::apply::is_invalid_header_value;
+    for len in [1, 2, 31, 32, 33, 63, 64, 65, 200] {
+        assert!(!is_invalid_header_value(&vec![b'a'; len]), "{len}");
+        for bad in [b'\r', b'\n', 0] {
+            for at in [0, len / 2, len - 1] {
+                let mut v = vec![b'a'; len];
+                v[at] = bad;
+                assert!(is_invalid_header_value(&v), "{len} {at} {bad}");
+            }
+        }
+    }
+    assert!(!is_invalid_header_value(b""));
+    assert!(!is_invalid_header_value("tab\tand é".as_bytes()));
+}
+
+#[test]
 fn non_utf8_headers_and_bodies_do_not_panic() {
     let t = compile(
         r#"{"request":{"body":{"value":"{{ body() }}"},"set":[{"name":"x","value":"{{ header('x-bin') }}"}]}}"#,
