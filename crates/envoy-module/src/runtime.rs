@@ -93,7 +93,12 @@ unsafe fn free_stream<F>(instance: *mut FilterInstance) {
     // `NewFilter::new` (the contract above), so the pointer is the stream's, dropped once here.
     unsafe { std::ptr::drop_in_place(stream) };
     // SAFETY: `stream` came from `take_stream_memory` with this layout and is no longer used.
-    unsafe { keep_stream_memory(NonNull::new_unchecked(stream.cast()), Layout::new::<Stream<F>>()) };
+    unsafe {
+        keep_stream_memory(
+            NonNull::new_unchecked(stream.cast()),
+            Layout::new::<Stream<F>>(),
+        )
+    };
 }
 
 /// Freed stream allocations this thread keeps for its next streams, at most.

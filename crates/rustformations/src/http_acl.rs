@@ -202,9 +202,12 @@ mod tests {
 
         // A per-route config of another kind is not ours: the listener policy applies.
         let mut e = from(Some("192.0.2.1:1"));
-        e.per_route = Some(Arc::new(RouteConfig::Transformation(Arc::new(
-            transformations::Transformation::from_json(b"{}").unwrap(),
-        ))));
+        e.per_route = Some(Arc::new(RouteConfig::Transformation(
+            crate::per_route::RouteTransformation::new(
+                transformations::Transformation::from_json(b"{}").unwrap(),
+                None,
+            ),
+        )));
         assert_eq!(
             listener.new_filter().on_request_headers(&mut e, true),
             HeadersStatus::Continue

@@ -18,7 +18,7 @@ pub mod size_limit;
 mod test_filters;
 mod transform;
 
-use per_route::RouteConfig;
+use per_route::{RouteConfig, RouteTransformation};
 use transform::{TransformCounters, TransformFilterConfig};
 /// The marker header lives with the pure logic, shared with the command-line tool.
 pub use transformations::marker;
@@ -196,6 +196,7 @@ fn new_filter_config(
             };
             Box::new(TransformFilterConfig {
                 name,
+                listener_sends_marker: per_route::sends_marker(&listener, marker.as_deref()),
                 listener,
                 marker,
                 counters,
@@ -221,7 +222,15 @@ fn new_per_route_config(name: &str, config: &[u8]) -> Result<PerRouteConfig, Str
     let kind = filter_kind(name)?;
     let route_config = match kind {
         FilterKind::SmartHeader | FilterKind::Transformation(_) => {
-            RouteConfig::Transformation(Arc::new(compile_transformation(kind, config)?))
+            let marker = match kind {
+                // An unusable marker setting refuses the listener config, which says why.
+                FilterKind::Transformation(_) => marker::from_env().ok().flatten(),
+                _ => None,
+            };
+            RouteConfig::Transformation(RouteTransformation::new(
+                compile_transformation(kind, config)?,
+                marker.as_ref(),
+            ))
         }
         FilterKind::Acl => RouteConfig::Acl(Arc::new(parse_acl(config)?)),
         FilterKind::SizeLimit => return Err(format!("{SIZE_LIMIT} has no per-route config")),

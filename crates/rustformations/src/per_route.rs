@@ -5,11 +5,35 @@ use std::sync::Arc;
 use acl::AclPolicy;
 use envoy_module::{EnvoyHttpFilter, PerRouteConfig};
 use transformations::Transformation;
+use transformations::marker::Marker;
 
 /// A per-route config as Envoy keeps it for a route (shared by every stream on it).
 pub enum RouteConfig {
-    Transformation(Arc<Transformation>),
+    Transformation(RouteTransformation),
     Acl(Arc<AclPolicy>),
+}
+
+/// A route's transformation, and whether its response side always sends the marker header itself
+/// (worked out at load, so that a stream need not ask).
+#[derive(Clone)]
+pub struct RouteTransformation {
+    pub transformation: Arc<Transformation>,
+    pub sends_marker: bool,
+}
+
+impl RouteTransformation {
+    pub fn new(transformation: Transformation, marker: Option<&Marker>) -> RouteTransformation {
+        RouteTransformation {
+            sends_marker: sends_marker(&transformation, marker),
+            transformation: Arc::new(transformation),
+        }
+    }
+}
+
+/// Whether a successful response side always leaves the marker header with the marker's value
+/// (as the lab's policy does): the filter then does not send it a second time.
+pub fn sends_marker(transformation: &Transformation, marker: Option<&Marker>) -> bool {
+    marker.is_some_and(|m| transformation.response().always_sets(&m.name, &m.value))
 }
 
 impl Drop for RouteConfig {
@@ -23,7 +47,7 @@ fn route_config(envoy: &dyn EnvoyHttpFilter) -> Option<PerRouteConfig> {
 }
 
 /// The route's transformation, if the most specific per-route config is one.
-pub fn transformation(envoy: &dyn EnvoyHttpFilter) -> Option<Arc<Transformation>> {
+pub fn transformation(envoy: &dyn EnvoyHttpFilter) -> Option<RouteTransformation> {
     match route_config(envoy)?.downcast_ref::<RouteConfig>()? {
         RouteConfig::Transformation(t) => Some(t.clone()),
         RouteConfig::Acl(_) => None,

@@ -35,6 +35,8 @@ pub struct TransformFilterConfig {
     pub listener: Arc<Transformation>,
     /// Added to every response this filter transformed (`rustformation` only).
     pub marker: Option<Arc<Marker>>,
+    /// Whether the listener-level response side always sends the marker itself.
+    pub listener_sends_marker: bool,
     pub counters: TransformCounters,
 }
 
@@ -44,6 +46,7 @@ impl TransformFilterConfig {
             name: self.name,
             transformation: self.listener.clone(),
             marker: self.marker.clone(),
+            response_sends_marker: self.listener_sends_marker,
             counters: self.counters,
             request_capture: RequestCapture::default(),
             start_time: SystemTime::UNIX_EPOCH,
@@ -91,6 +94,8 @@ struct TransformFilter {
     name: &'static str,
     transformation: Arc<Transformation>,
     marker: Option<Arc<Marker>>,
+    /// Whether the chosen transformation's response side always sends the marker itself.
+    response_sends_marker: bool,
     counters: TransformCounters,
     /// What the response side reads of the request as the client sent it (`request_header()`,
     /// `%REQ()%`), taken before our own request transformation and the router's rewrite.
@@ -168,10 +173,7 @@ impl TransformFilter {
     /// has just set it to the same literal (as the lab's policy does).
     fn mark(&self, envoy: &mut dyn EnvoyHttpFilter) {
         if let Some(marker) = &self.marker
-            && !self
-                .transformation
-                .response()
-                .always_sets(&marker.name, &marker.value)
+            && !self.response_sends_marker
         {
             envoy.set_header(
                 HeaderKind::ResponseHeaders,
@@ -222,7 +224,8 @@ impl TransformFilter {
         }
         self.route_resolved = true;
         if let Some(route) = per_route::transformation(envoy) {
-            self.transformation = route;
+            self.transformation = route.transformation;
+            self.response_sends_marker = self.marker.is_some() && route.sends_marker;
         }
         // The clock is read only for a transformation that renders %START_TIME%.
         if self.transformation.reads_start_time() {
@@ -397,19 +400,25 @@ mod tests {
 
     use super::{TransformCounters, TransformFilterConfig};
     use crate::marker::Marker;
-    use crate::per_route::RouteConfig;
+    use crate::per_route::{RouteConfig, RouteTransformation, sends_marker};
 
     const DROPPED: CounterId = CounterId(0);
     const RENDER: CounterId = CounterId(1);
 
+    fn marker() -> Marker {
+        Marker {
+            name: "x-custom-transformed".into(),
+            value: "true".into(),
+        }
+    }
+
     fn config(listener: &str) -> TransformFilterConfig {
+        let listener = Transformation::from_json(listener.as_bytes()).unwrap();
         TransformFilterConfig {
             name: "rustformation",
-            listener: Arc::new(Transformation::from_json(listener.as_bytes()).unwrap()),
-            marker: Some(Arc::new(Marker {
-                name: "x-custom-transformed".into(),
-                value: "true".into(),
-            })),
+            listener_sends_marker: sends_marker(&listener, Some(&marker())),
+            listener: Arc::new(listener),
+            marker: Some(Arc::new(marker())),
             counters: TransformCounters {
                 invalid_header_dropped: DROPPED,
                 render_errors: RENDER,
@@ -422,9 +431,12 @@ mod tests {
     }
 
     fn route(envoy: &mut FakeEnvoy, json: &str) {
-        envoy.per_route = Some(Arc::new(RouteConfig::Transformation(Arc::new(
-            Transformation::from_json(json.as_bytes()).unwrap(),
-        ))));
+        envoy.per_route = Some(Arc::new(RouteConfig::Transformation(
+            RouteTransformation::new(
+                Transformation::from_json(json.as_bytes()).unwrap(),
+                Some(&marker()),
+            ),
+        )));
     }
 
     fn post(headers: &[(&str, &str)]) -> FakeEnvoy {
@@ -511,18 +523,26 @@ mod tests {
             r#"{"response":{"set":[{"name":"x-custom-transformed","value":"no"}]}}"#,
             r#"{"response":{"set":[{"name":"x-custom-transformed","value":"true"}],"remove":["x-custom-transformed"]}}"#,
         ] {
-            let mut f = filter(policy);
-            let mut e = post(&[]);
-            f.on_request_headers(&mut e, true);
-            e.response_headers.add(":status", b"200");
-            f.on_response_headers(&mut e, true);
-            assert_eq!(
-                e.response_headers
-                    .values("x-custom-transformed")
-                    .collect::<Vec<_>>(),
-                vec![&b"true"[..]],
-                "{policy}"
-            );
+            // As the listener's policy, and as a route's (whose check was made at its load).
+            for per_route in [false, true] {
+                let mut e = post(&[]);
+                let mut f = if per_route {
+                    route(&mut e, policy);
+                    filter("{}")
+                } else {
+                    filter(policy)
+                };
+                f.on_request_headers(&mut e, true);
+                e.response_headers.add(":status", b"200");
+                f.on_response_headers(&mut e, true);
+                assert_eq!(
+                    e.response_headers
+                        .values("x-custom-transformed")
+                        .collect::<Vec<_>>(),
+                    vec![&b"true"[..]],
+                    "{policy} per route: {per_route}"
+                );
+            }
         }
     }
 
