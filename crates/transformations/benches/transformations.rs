@@ -46,8 +46,8 @@ fn json_body() -> String {
     }
 }
 
-/// The response side of a header-only transformation (request snapshot taken beforehand,
-/// as the filter does at the request headers callback).
+/// The response side of a header-only transformation (what it reads of the request captured
+/// beforehand, as the filter does at the request headers callback).
 fn bench_response(c: &mut Criterion, name: &str, t: &Transformation) {
     let request = MemoryMessage::new(REQUEST_HEADERS, "");
     let response = MemoryMessage::new(RESPONSE_HEADERS, "");
@@ -55,10 +55,10 @@ fn bench_response(c: &mut Criterion, name: &str, t: &Transformation) {
         b.iter_batched_ref(
             || response.clone(),
             |msg| {
-                let snapshot = t.capture_request_headers(&request);
+                let capture = t.capture_request(&request);
                 let mut info = MemoryStreamInfo::default();
                 black_box(
-                    t.apply_response(msg, &snapshot, BodyMode::HeadersOnly, &mut info)
+                    t.apply_response_captured(msg, &capture, BodyMode::HeadersOnly, &mut info)
                         .unwrap(),
                 );
             },

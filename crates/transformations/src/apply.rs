@@ -370,14 +370,11 @@ impl Transformation {
         M: Message + ?Sized,
         S: StreamInfo + ?Sized,
     {
-        self.apply_side(
-            &self.response,
-            response,
-            Some(request_headers),
-            None,
-            mode,
-            info,
-        )
+        let capture = RequestCapture {
+            snapshot: request_headers.clone(),
+            prerendered: None,
+        };
+        self.apply_response_captured(response, &capture, mode, info)
     }
 
     /// What the response side keeps of the request, at the first request callback, before the

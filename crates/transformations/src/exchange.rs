@@ -7,7 +7,7 @@ use crate::apply::{BodyMode, Message, StreamInfo, Transformation};
 use crate::error::{ApplyError, Warning};
 use crate::marker::Marker;
 use crate::plan::SideAction;
-use crate::template::HeaderSnapshot;
+use crate::prerender::RequestCapture;
 
 /// A reply the filter sends instead of forwarding (status 400 for an [`ApplyError`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,8 +60,8 @@ pub struct RequestOutcome {
     pub action: SideAction,
     /// WebSocket upgrade or CONNECT with a side that would buffer: nothing buffers.
     pub headers_only_stream: bool,
-    /// The request headers the response side reads, as the client sent them.
-    pub snapshot: HeaderSnapshot,
+    /// What the response side reads of the request as the client sent it.
+    pub capture: RequestCapture,
     pub warnings: Vec<Warning>,
     /// `Some`: the request was answered here and not forwarded.
     pub reply: Option<LocalReply>,
@@ -88,12 +88,12 @@ where
     S: StreamInfo + ?Sized,
 {
     let headers_only_stream = transformation.headers_only_stream(request);
-    let snapshot = transformation.capture_request_headers(request);
+    let capture = transformation.capture_request(request);
     let action = transformation.request().action(headers_only_stream);
     let mut outcome = RequestOutcome {
         action,
         headers_only_stream,
-        snapshot,
+        capture,
         warnings: Vec::new(),
         reply: None,
     };
@@ -127,7 +127,7 @@ where
         reply: None,
     };
     if let Some(mode) = body_mode(action) {
-        match transformation.apply_response(response, &request.snapshot, mode, info) {
+        match transformation.apply_response_captured(response, &request.capture, mode, info) {
             Ok(warnings) => outcome.warnings = warnings,
             Err(error) => {
                 outcome.reply = Some(LocalReply::for_error(&error, marker));

@@ -21,7 +21,7 @@ const INLINE_TEXT: usize = 128;
 const TOO_LARGE: (u32, u32) = (u32::MAX, u32::MAX);
 
 /// A side's `set` then `add` values, rendered back to back.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Prerendered {
     text: Text,
     /// Per value, where it starts and ends in `text` ([`TOO_LARGE`] when its render passed the
@@ -46,7 +46,7 @@ impl Prerendered {
 
 /// Bytes appended in place, inside the stream's filter up to [`INLINE_TEXT`], then in a `Vec`:
 /// the few short appends of a render, each a bounds check and a copy.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Text {
     inline: [u8; INLINE_TEXT],
     inline_len: usize,
@@ -106,7 +106,7 @@ impl Text {
 /// What the response side keeps of the request, taken at the first request callback (before
 /// the request transformation and the router change the request): the request headers its
 /// values read, or, when [`Side::prerenders`], its values already rendered.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct RequestCapture {
     pub(crate) snapshot: HeaderSnapshot,
     pub(crate) prerendered: Option<Prerendered>,
