@@ -252,3 +252,51 @@ pub(crate) const EXPORTED_HOOKS: &[&str] = &[
     "envoy_dynamic_module_on_http_filter_config_http_stream_reset",
     "envoy_dynamic_module_on_http_filter_local_reply",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What Envoy's `get_headers` does: writes each header of `headers` into the array.
+    fn fill_from<'h>(
+        headers: &'h [(&'static str, &'static str)],
+    ) -> impl FnOnce(*mut EnvoyHttpHeader) -> bool + 'h {
+        move |array| {
+            for (i, (name, value)) in headers.iter().enumerate() {
+                // SAFETY: the readers pass an array with room for `headers.len()` entries.
+                unsafe {
+                    array.add(i).write(EnvoyHttpHeader {
+                        key_ptr: name.as_ptr().cast(),
+                        key_length: name.len(),
+                        value_ptr: value.as_ptr().cast(),
+                        value_length: value.len(),
+                    })
+                };
+            }
+            true
+        }
+    }
+
+    #[test]
+    fn names_of_other_lengths_are_passed_over_on_the_stack_and_past_it() {
+        // 3 headers fit the stack array; 40 take the heap one.
+        for count in [3, STACK_HEADERS + 8] {
+            let mut headers = vec![(":status", "200"), ("date", "d"), ("x-smart-header", "v")];
+            headers.resize(count, ("x-pad", "p"));
+            let mut names = Vec::new();
+            let lengths = (1 << 4) | (1 << 14);
+            // SAFETY: `fill_from` writes the `count` entries, of 'static bytes.
+            unsafe {
+                each_header_name_of_lengths(count, fill_from(&headers), lengths, &mut |name| {
+                    names.push(name.to_vec())
+                })
+            };
+            assert_eq!(names, [b"date".to_vec(), b"x-smart-header".to_vec()]);
+            let mut all = Vec::new();
+            // SAFETY: as above.
+            unsafe { each_header(count, fill_from(&headers), &mut |n, v| all.push((n, v))) };
+            assert_eq!(all.len(), count);
+            assert_eq!(all[2], (&b"x-smart-header"[..], &b"v"[..]));
+        }
+    }
+}

@@ -105,7 +105,7 @@ impl Text {
 
 /// What the response side keeps of the request, taken at the first request callback (before
 /// the request transformation and the router change the request): the request headers its
-/// values read, or, when [`Side::prerenders`], its values already rendered.
+/// values read, or, when all of them are text and `%REQ()%`, those values already rendered.
 #[derive(Debug, Default, Clone)]
 pub struct RequestCapture {
     pub(crate) snapshot: HeaderSnapshot,
