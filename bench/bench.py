@@ -306,7 +306,23 @@ def scenarios() -> list[Scenario]:
                  load_headers=FUNCTIONS_LOAD),
         Scenario("7-acl", "7 http-acl 1,000 CIDRs (allowed)", [h.module_filter("http-acl", acl_config())],
                  [route()], expect_plain, load_headers={"x-upstream": "direct"}),
-    ]
+    ] + kgateway_scenarios(smart_load)
+
+
+# kgateway v2.3's own module, built for Envoy 1.37.0 (the only Envoy it loads in), beside the
+# repository as the differential suite finds it.
+KGATEWAY_MODULE = pathlib.Path(os.environ.get(
+    "KGATEWAY_REFERENCE_MODULE", str(REPO.parent / "shared/reference/kgateway-v2.3/librust_module.so")))
+
+
+def kgateway_scenarios(smart_load: dict[str, str]) -> list[Scenario]:
+    """Scenario 5's policy in kgateway's own module, when its build is there and Envoy is 1.37.0."""
+    if h.ENVOY_VERSION != "1.37.0" or not KGATEWAY_MODULE.exists():
+        return []
+    return [Scenario("9-kgateway", "9 kgateway v2.3's module, scenario 5's policy", [disabled_rustformation()],
+                     [with_per_route("rustformation", smart_rustformation())], expect_smart,
+                     load_headers=smart_load,
+                     env={"ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(KGATEWAY_MODULE.parent)})]
 
 
 # ---------------------------------------------------------------- processes
@@ -353,7 +369,8 @@ def start(config: dict, cpu: str, wrapper: list[str] | None = None, ready_within
     log_path = workdir / "envoy.log"
     args = taskset(cpu) + (wrapper or []) + [
         h.ENVOY_BIN, "-c", str(config_path), "--concurrency", "1", "--disable-hot-restart", "--log-level", "warn"]
-    env = dict(os.environ, ENVOY_DYNAMIC_MODULES_SEARCH_PATH=module_dir(), **(env or {}))
+    # A scenario's own environment comes last: it may name another module directory.
+    env = {**os.environ, "ENVOY_DYNAMIC_MODULES_SEARCH_PATH": module_dir(), **(env or {})}
     with open(log_path, "wb") as log_file:
         # taskset and valgrind exec the target, so the pid is Envoy's own.
         proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=env)
