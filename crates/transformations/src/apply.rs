@@ -593,9 +593,9 @@ impl Transformation {
 }
 
 impl Transformation {
-    /// The header entries of a side whose values were rendered at the request
-    /// ([`Side::prerenders`]: no body, no metadata, no value that fails to compile its JSON
-    /// variables), with the same checks and order as a render now.
+    /// The header entries of a side whose values were rendered at the request (text and
+    /// `%REQ()%` only: no body, no metadata, no JSON variables), with the same checks, in the same
+    /// order, as a render now.
     fn apply_prerendered<M: Message + ?Sized>(
         &self,
         side: &Side,
