@@ -179,6 +179,20 @@ impl FfiFilter {
 }
 
 impl FfiFilter {
+    /// How many headers of `kind` Envoy holds, and the call that writes them into an array.
+    fn header_array(
+        &self,
+        kind: HeaderKind,
+    ) -> (usize, impl FnOnce(*mut EnvoyHttpHeader) -> bool + '_) {
+        // SAFETY: valid filter pointer during the hook.
+        let n = unsafe { (self.cb.http_get_headers_size)(self.ptr, header_type(kind)) };
+        let fill = move |array| {
+            // SAFETY: `array` has room for the `n` headers Envoy reported.
+            unsafe { (self.cb.http_get_headers)(self.ptr, header_type(kind), array) }
+        };
+        (n, fill)
+    }
+
     fn attribute_string_by_id(&self, id: u32) -> Option<&[u8]> {
         let mut out = EnvoyBuffer::NULL;
         // SAFETY: out-pointer valid for the call.
@@ -234,12 +248,7 @@ impl EnvoyHttpFilter for FfiFilter {
     }
 
     fn for_each_header<'a>(&'a self, kind: HeaderKind, f: &mut dyn FnMut(&'a [u8], &'a [u8])) {
-        // SAFETY: valid filter pointer during the hook.
-        let n = unsafe { (self.cb.http_get_headers_size)(self.ptr, header_type(kind)) };
-        let fill = |array| {
-            // SAFETY: `array` has room for the `n` headers Envoy reported.
-            unsafe { (self.cb.http_get_headers)(self.ptr, header_type(kind), array) }
-        };
+        let (n, fill) = self.header_array(kind);
         // SAFETY: Envoy fills the `n` headers it reported; their bytes stay valid until the map is
         // mutated, which needs `&mut self`.
         unsafe { each_header(n, fill, f) }
@@ -251,12 +260,7 @@ impl EnvoyHttpFilter for FfiFilter {
         lengths: u64,
         f: &mut dyn FnMut(&'a [u8]),
     ) {
-        // SAFETY: valid filter pointer during the hook.
-        let n = unsafe { (self.cb.http_get_headers_size)(self.ptr, header_type(kind)) };
-        let fill = |array| {
-            // SAFETY: `array` has room for the `n` headers Envoy reported.
-            unsafe { (self.cb.http_get_headers)(self.ptr, header_type(kind), array) }
-        };
+        let (n, fill) = self.header_array(kind);
         // SAFETY: as in `for_each_header`.
         unsafe { each_header_name_of_lengths(n, fill, lengths, f) }
     }

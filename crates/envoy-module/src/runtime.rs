@@ -869,8 +869,6 @@ mod tests {
         assert!(idle.destroy_now());
     }
 
-    /// A filter built into the stream's allocation, and one boxed by the default
-    /// `new_stream_filter`, are each reached by the hooks and dropped once, with the instance.
     #[test]
     fn a_freed_stream_block_is_reused_by_the_next_stream_of_its_layout() {
         struct Small(#[allow(dead_code)] u8);
@@ -901,6 +899,8 @@ mod tests {
         assert_eq!(kept, KEPT_STREAMS);
     }
 
+    /// A filter built into the stream's allocation, and one boxed by the default
+    /// `new_stream_filter`, are each reached by the hooks and dropped once, with the instance.
     #[test]
     fn a_stream_filter_is_dropped_once_with_its_instance() {
         use std::sync::atomic::AtomicUsize;

@@ -225,7 +225,7 @@ impl TransformFilter {
         self.route_resolved = true;
         if let Some(route) = per_route::transformation(envoy) {
             self.transformation = route.transformation;
-            self.response_sends_marker = self.marker.is_some() && route.sends_marker;
+            self.response_sends_marker = route.sends_marker;
         }
         // The clock is read only for a transformation that renders %START_TIME%.
         if self.transformation.reads_start_time() {

@@ -604,13 +604,25 @@ impl Transformation {
         warnings: &mut Vec<Warning>,
     ) {
         let cap = self.engine.limits().max_header_value_bytes;
+        // A literal was not copied at the request: it is sent as compiled, as a render would.
+        fn value<'a>(
+            prerendered: &'a Prerendered,
+            i: usize,
+            op: &'a HeaderOp,
+            cap: usize,
+        ) -> Result<&'a [u8], RenderError> {
+            match &op.value {
+                Compiled::Literal(text) => Ok(text.as_bytes()),
+                _ => prerendered.value(i, cap),
+            }
+        }
         let absent = absent_set_headers(side, msg, false);
         for (i, op) in side.set.iter().enumerate() {
-            set_header(msg, op, i, absent, prerendered.value(i, cap), warnings);
+            set_header(msg, op, i, absent, value(prerendered, i, op, cap), warnings);
         }
         let sets = side.set.len();
         for (i, op) in side.add.iter().enumerate() {
-            add_header(msg, op, prerendered.value(sets + i, cap), warnings);
+            add_header(msg, op, value(prerendered, sets + i, op, cap), warnings);
         }
         for name in &side.remove {
             msg.remove(name);

@@ -117,23 +117,18 @@ impl Side {
     /// nothing else that renders (no body, no dynamic metadata, no `parseAs: AsJson`), with at
     /// least one operator: its values can then be rendered from the request alone.
     pub(crate) fn compute_prerenders(&self) -> bool {
-        let ops_of = |value: &Compiled| match value {
-            Compiled::Empty | Compiled::Literal(_) => Some(0),
-            Compiled::Ops { segments, .. } => segments
-                .iter()
-                .all(|s| match s {
-                    Segment::Literal(_) => true,
-                    Segment::Op(op) => matches!(op.kind, OperatorKind::Req { .. }),
-                })
-                .then_some(segments.len()),
-            Compiled::Template { .. } => None,
-        };
-        let values = self.set.iter().chain(&self.add).map(|op| ops_of(&op.value));
         let mut any_op = false;
-        for count in values {
-            match count {
-                None => return false,
-                Some(n) => any_op |= n > 0,
+        for op in self.set.iter().chain(&self.add) {
+            match &op.value {
+                Compiled::Empty | Compiled::Literal(_) => {}
+                Compiled::Ops { .. } => {
+                    let mut operators = op.value.operators().peekable();
+                    any_op |= operators.peek().is_some();
+                    if !operators.all(|o| matches!(o.kind, OperatorKind::Req { .. })) {
+                        return false;
+                    }
+                }
+                Compiled::Template { .. } => return false,
             }
         }
         any_op
@@ -143,7 +138,7 @@ impl Side {
     }
 
     /// Renders the side's `set` then `add` values from the request headers, straight into the
-    /// stream's own buffer.
+    /// stream's own buffer. A literal value is not copied: it is sent as compiled.
     pub(crate) fn prerender<H: HeaderMap + ?Sized>(
         &self,
         request: &H,
@@ -156,8 +151,7 @@ impl Side {
         for op in self.set.iter().chain(&self.add) {
             let start = text.len();
             match &op.value {
-                Compiled::Empty => {}
-                Compiled::Literal(literal) => text.extend_from_slice(literal.as_bytes()),
+                Compiled::Empty | Compiled::Literal(_) => {}
                 Compiled::Ops { segments, .. } => {
                     for segment in segments.iter() {
                         match segment {
