@@ -26,7 +26,8 @@ BAD_TEMPLATES = [
     "{% filter upper %}x{% endfilter %}", "{% autoescape true %}x{% endautoescape %}", "100%", "%%", "{{ '%' }}",
     "{{ 1/0 }}", "{% if true %}x{% elif %}y{% endif %}", "{% with %}{% endwith %}", "{{ loop.index }}",
     "{{ self }}", "{{ namespace() }}", "{{ range(10000000)|length }}", "{{ debug() }}", "{{ 'x'|tojson }}",
-    "{{ 'x'|urlencode }}", "{{ 'x'|format }}", "é{{ 'ü' }}",
+    "{{ 'x'|urlencode }}", "{{ 'x'|format }}", "é{{ 'ü' }}", "{{ get_cookie() }}", "{{ get_cookie_i(1, 2) }}",
+    "{{ 'abc'[1:] }}", "{{ x[::0] }}",
     # Refused by ours on purpose (the `unknown-operator` row): both only differ there.
     "%NO_SUCH_OPERATOR%", "%REQ(x-a%", "a\r\nx-injected: 1", "%REQ(:method)%",
 ]
@@ -84,11 +85,11 @@ def mutate(rng: random.Random) -> str:
     return json.dumps({side: spec})
 
 
-def make_policies(seed: int, count: int) -> list[str]:
+def make_policies(seed: int, count: int, release: str = "v2.3") -> list[str]:
     rng = random.Random(seed)
     out = []
     for i in range(count):
-        out.append(make_case(rng, f"c{i}").policy if rng.random() < 0.2 else mutate(rng))
+        out.append(make_case(rng, f"c{i}", release).policy if rng.random() < 0.2 else mutate(rng))
     return out
 
 
@@ -113,12 +114,12 @@ def compare_acceptance(policies: list[str]) -> tuple[list[tuple[str, str, str]],
     return unexplained, deliberate
 
 
-def run_acceptance(seed: int, count: int) -> int:
-    policies = make_policies(seed, count)
+def run_acceptance(seed: int, count: int, release: str = "v2.3") -> int:
+    policies = make_policies(seed, count, release)
     unexplained, deliberate = compare_acceptance(policies)
     for policy, kgateway, ours in unexplained:
         print(f"policy {policy}\n  kgateway: {kgateway}\n  ours:     {ours}")
     distinct = len(set(policies))
-    print(f"acceptance: seed {seed}: {distinct} distinct policies offered to both, {deliberate} refused on purpose "
+    print(f"acceptance against kgateway {release}: seed {seed}: {distinct} distinct policies offered to both, {deliberate} refused on purpose "
           f"by ours alone, {len(unexplained)} unexplained differences")
     return len(unexplained)

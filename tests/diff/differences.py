@@ -1,5 +1,6 @@
-"""Where we deliberately differ from kgateway v2.3's module: each row of the README's table, with
-the differential case that shows exactly that difference and nothing else.
+"""Where we deliberately differ from kgateway's module: each row of the README's table, with the
+differential case that shows exactly that difference and nothing else, and the releases whose
+module it is measured against (the suite runs a row against each oracle it names).
 
 The README's table is generated from `DIFFERENCES` (`tests/diff/run.py --table`) and a test
 checks that the two agree. A behaviour row runs its case through both Envoys; its `check` gets
@@ -45,6 +46,8 @@ class Difference:
     verdicts: tuple[str, str] | None = None  # (kgateway, ours)
     # Our Envoy's whole environment for this row, where it is not the suite's `OURS_ENV`.
     ours_env: dict[str, str] | None = field(default=None)
+    # The kgateway releases whose module the row is measured against.
+    releases: tuple[str, ...] = ("v2.3", "v2.4")
 
 
 def only(expected: set[str], fields: list[str]) -> list[str]:
@@ -139,6 +142,20 @@ def _extensions(ours: Outcome, theirs: Outcome, fields: list[str]) -> list[str]:
             + expect(ours.status == 200 and upstream_values(ours, "x-v") == ["1"], "ours: the parameter"))
 
 
+def _cookie_v23(ours: Outcome, theirs: Outcome, fields: list[str]) -> list[str]:
+    return (only({"status", "headers", "body", "upstream", "details"}, fields)
+            + expect(theirs.status == 400 and theirs.upstream == []
+                     and theirs.details == "undeclared_json_variables_in_transformation_template", "kgateway: 400")
+            + expect(ours.status == 200 and upstream_values(ours, "x-session") == ["abc123"],
+                     f"ours: the cookie {upstream_values(ours, 'x-session')}"))
+
+
+def _cookie_spellings(ours: Outcome, theirs: Outcome, fields: list[str]) -> list[str]:
+    return (expect(set(fields) <= {"upstream"}, f"differs in {sorted(fields)}")
+            + expect(upstream_values(theirs, "x-a") in (["1"], ["2"]), f"kgateway: {upstream_values(theirs, 'x-a')}")
+            + expect(upstream_values(ours, "x-a") == ["1"], f"ours: the first {upstream_values(ours, 'x-a')}"))
+
+
 def _marker(ours: Outcome, theirs: Outcome, fields: list[str]) -> list[str]:
     return (only({"headers"}, fields) + expect(MARKER not in theirs.headers, "kgateway: none")
             + expect(ours.headers == theirs.headers[:-1] + [MARKER] + theirs.headers[-1:]
@@ -230,6 +247,19 @@ DIFFERENCES = [
         case=case("extensions", {"request": {"set": [{"name": "x-v", "value": '{{ query_param("a") }}'}]}},
                   request(path="/?a=1")), check=_extensions),
     Difference(
+        "cookies", "`get_cookie(name)` and `get_cookie_i(name)` (kgateway v2.4's functions) under v2.3 semantics",
+        "unknown in v2.3: every request of the route is answered 400 (unless its body is parsed JSON)",
+        "available, as in v2.4",
+        case=case("cookies", {"request": {"set": [{"name": "x-session", "value": '{{ get_cookie("session") }}'}]}},
+                  request(headers=[("cookie", "session=abc123; User=johndoe")])),
+        check=_cookie_v23, releases=("v2.3",)),
+    Difference(
+        "cookie-spellings", "`get_cookie_i(name)` where one `Cookie` header spells the name two ways (`a=1; A=2`)",
+        "one of them, picked at random per process", "the first",
+        case=case("cookie-spellings", {"request": {"set": [{"name": "x-a", "value": '{{ get_cookie_i("a") }}'}]}},
+                  request(headers=[("cookie", "a=1; A=2")])),
+        check=_cookie_spellings, releases=("v2.4",)),
+    Difference(
         "marker", "The marker header",
         "none", "`X-Custom-Transformed: true` on every response the filter handled (the lab's requirement); "
         "`RUSTFORMATION_MARKER_HEADER` changes or removes it",
@@ -260,6 +290,6 @@ def deliberate_refusal(policy: str) -> bool:
 
 
 def markdown_table() -> str:
-    rows = ["| | kgateway v2.3 | this module |", "|---|---|---|"]
-    rows += [f"| {d.topic} | {d.kgateway} | {d.ours} |" for d in DIFFERENCES]
+    rows = ["| | kgateway's module | this module | measured against |", "|---|---|---|---|"]
+    rows += [f"| {d.topic} | {d.kgateway} | {d.ours} | {' and '.join(d.releases)} |" for d in DIFFERENCES]
     return "\n".join(rows)

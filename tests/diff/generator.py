@@ -9,6 +9,12 @@ whitespace control, raw blocks and JSON values of every type printed directly. R
 method, path and query, duplicated and mixed-case headers, and bodies (JSON with nested values,
 booleans, nulls, numbers and unicode; plain text; invalid JSON; empty).
 
+Against kgateway v2.4 (`release="v2.4"`) values also call `get_cookie` and `get_cookie_i`, and
+requests carry `Cookie` headers against both (several headers, case variants, repeated names,
+empty values, `=` inside values, spaces, pairs without `=`). Repeated headers appear on both sides;
+slices and subscripts are taken of every kind of value (JSON strings and lists, `env()`, headers,
+literals), with negative and out-of-range bounds, and JSON variables appear only inside a slice.
+
 Features behind a deliberate difference (`differences.py`) are kept out, so every difference
 the random cases show is unexplained:
 - no `%...%` command operators (a lone `%20` stays, as both treat it as text);
@@ -39,7 +45,17 @@ from upstream import Reply
 # touched by a policy.
 REQUEST_HEADER_NAMES = ["x-a", "x-b", "X-Mixed-Case", "x-dup", "x-uni", "x-num", "accept", "user-agent",
                         "content-type", "x-b64"]
-REPLY_HEADER_NAMES = ["x-r", "x-dup", "content-type", "cache-control", "X-Reply-Case", "x-uni"]
+REPLY_HEADER_NAMES = ["x-r", "x-dup", "content-type", "cache-control", "X-Reply-Case", "x-uni", "set-cookie"]
+COOKIE_HEADER_NAMES = ["cookie", "Cookie", "COOKIE"]
+COOKIE_PAIRS = ["session=abc123", "User=johndoe", "foo=bar", "test=123", "session=second", "SESSION=upper",
+                "user=lower", "empty=", "tok=a=b=c", " spaced = v ", "  pad=1  ", "flag", "", "=novalue",
+                "ünï=ü", "q=\"quoted\"", "session=", "a=1", "A=2"]
+COOKIE_NAMES = ["session", "SESSION", "Session", "User", "user", "foo", "test", "missing", "empty", "tok",
+                "spaced", " spaced ", "pad", "flag", "", "ünï", "q", "a", "A"]
+# Slice and subscript bounds, with negative and out-of-range ones; no negative step (MiniJinja
+# 2.12 panics on some: a difference of its own).
+SLICES = ["[2:]", "[-3:]", "[:3]", "[1:3]", "[::2]", "[0]", "[-1]", "[1]", "[99]", "[-99]", "[5:2]", "[:-1]",
+          "[100:]", "[-100:]", "[1:-1]", "[:0]"]
 SETTABLE = ["x-a", "x-new", "X-Mixed-Case", "x-dup", "content-type", "x-r", "x-uni", "accept", "x-out",
             "cache-control"]
 HEADER_VALUES = ["alpha", "Hello World", "ünïcödé ✓", "42", "-7", "3.5", "a,b,c", "in ner", "true", "none",
@@ -93,8 +109,8 @@ class SideInfo:
 class Values:
     """Template text for one value."""
 
-    def __init__(self, rng: random.Random, side: SideInfo, allow_json_vars: bool):
-        self.rng, self.side, self.allow_json = rng, side, allow_json_vars
+    def __init__(self, rng: random.Random, side: SideInfo, allow_json_vars: bool, release: str = "v2.3"):
+        self.rng, self.side, self.allow_json, self.release = rng, side, allow_json_vars, release
 
     def pick(self, seq):
         return self.rng.choice(seq)
@@ -112,17 +128,46 @@ class Values:
             return f"context()[{json.dumps(name)}]" if self.rng.random() < 0.5 else f"context().{name}"
         return name
 
+    def sliced(self, d: int) -> str:
+        """A slice or subscript of any kind of value."""
+        r = self.rng.randrange(6)
+        if r == 0:
+            target = self.json_var(STRING_FIELDS + SEQ_FIELDS) or self.lit(self.pick(ASCII_TEXTS))
+        elif r == 1:
+            target = f"env({json.dumps(self.pick(ENV_NAMES))})"
+        elif r == 2:
+            target = self.header_call()
+        elif r == 3:
+            target = self.lit(self.pick(STRINGS))
+        elif r == 4:
+            target = self.seq(max(d - 1, 0))
+        else:
+            nested = self.json_var(MAP_FIELDS)
+            target = f"{nested}.{self.pick(['a', 'b', 'c', 'z', 'y'])}" if nested else self.lit("abc")
+        if not target.isidentifier():
+            target = f"({target})"
+        return f"{target}{self.pick(SLICES)}"
+
+    def header_call(self) -> str:
+        name = self.pick(REQUEST_HEADER_NAMES + ["x-missing", "X-A", "cookie"])
+        fn = "request_header" if self.rng.random() < 0.5 else "header"
+        if self.side.phase == "response" and fn == "header":
+            name = self.pick(REPLY_HEADER_NAMES + ["x-missing", ":status"])
+        return f"{fn}({json.dumps(name)})"
+
     # Expressions by type --------------------------------------------------------------------
     def string(self, d: int) -> str:
-        r = self.rng.randrange(22 if d > 0 else 6)
+        r = self.rng.randrange(24 if d > 0 else 6)
+        if r == 22:
+            return self.sliced(d)
+        if r == 23:
+            if self.release == "v2.4":
+                return f"{self.pick(['get_cookie', 'get_cookie_i'])}({json.dumps(self.pick(COOKIE_NAMES), ensure_ascii=False)})"
+            return self.sliced(d)
         if r == 0:
             return self.lit(self.pick(STRINGS))
         if r == 1:
-            name = self.pick(REQUEST_HEADER_NAMES + ["x-missing", "X-A"])
-            fn = "request_header" if self.rng.random() < 0.5 else "header"
-            if self.side.phase == "response" and fn == "header":
-                name = self.pick(REPLY_HEADER_NAMES + ["x-missing", ":status"])
-            return f"{fn}({json.dumps(name)})"
+            return self.header_call()
         if r == 2:
             return f"env({json.dumps(self.pick(ENV_NAMES))})"
         if r == 3:
@@ -379,8 +424,28 @@ def headers(rng: random.Random, names: list[str]) -> list[tuple[str, str]]:
             out.append((name, base64.b64encode(rng.choice(STRINGS).encode()).decode()))
             continue
         out.append((name, rng.choice(HEADER_VALUES)))
-        if name.lower() == "x-dup" or rng.random() < 0.1:
-            out.append((rng.choice([name, name.upper()]), rng.choice(HEADER_VALUES)))
+        if name.lower() == "x-dup" or rng.random() < 0.15:
+            for _ in range(rng.choice([1, 1, 2])):
+                out.append((rng.choice([name, name.upper()]), rng.choice(HEADER_VALUES)))
+    return out
+
+
+def cookie_headers(rng: random.Random) -> list[tuple[str, str]]:
+    """One to three `Cookie` headers of a few pairs each. One header never spells a name two ways
+    (`a=1; A=2`): there `get_cookie_i` of kgateway v2.4's module picks one at random (a
+    difference of its own); the same spelling twice, and other spellings in other headers, are
+    generated."""
+    out = []
+    for _ in range(rng.choice([1, 1, 2, 3])):
+        pairs: list[str] = []
+        spellings: dict[str, str] = {}
+        for _ in range(rng.randrange(1, 4)):
+            pair = rng.choice(COOKIE_PAIRS)
+            name = pair.split("=", 1)[0].strip() if "=" in pair else None
+            if name is not None and spellings.setdefault(name.lower(), name) != name:
+                continue
+            pairs.append(pair)
+        out.append((rng.choice(COOKIE_HEADER_NAMES), rng.choice([";", "; ", " ;"]).join(pairs)))
     return out
 
 
@@ -392,6 +457,8 @@ def make_request(rng: random.Random) -> Request:
     kind = rng.choice(["json", "json", "json", "text", "invalid", "empty"]) if method != "GET" else "empty"
     body = make_body(rng, kind)
     hs = headers(rng, REQUEST_HEADER_NAMES)
+    if rng.random() < 0.35:
+        hs += cookie_headers(rng)
     if kind == "json":
         hs.append(("content-type", "application/json"))
     return Request(method, path, hs, body if (body or method != "GET") else None)
@@ -403,7 +470,8 @@ def make_reply(rng: random.Random) -> Reply:
 
 
 # Policies -------------------------------------------------------------------------------------
-def make_side(rng: random.Random, phase: str, message_body: bytes | None, json_vars_in_body: bool) -> tuple[dict, bool]:
+def make_side(rng: random.Random, phase: str, message_body: bytes | None, json_vars_in_body: bool,
+              release: str = "v2.3") -> tuple[dict, bool]:
     """One side's transformation, and whether its header values read JSON variables."""
     parse_as = rng.choice([None, "AsString", "AsJson", "AsJson", "None"])
     body_is_object = message_body is not None and body_parses_as_object(message_body)
@@ -420,7 +488,7 @@ def make_side(rng: random.Random, phase: str, message_body: bytes | None, json_v
             bi = SideInfo(phase, parse_as, json_ok, body_fns={"body", "context"} if parse_as != "None" else set(),
                           header=False)
             # JSON variables in a body template: only where they resolve (see module docstring).
-            gen = Values(rng, bi, allow_json_vars=json_ok and json_vars_in_body)
+            gen = Values(rng, bi, allow_json_vars=json_ok and json_vars_in_body, release=release)
             body_value = gen.body_value()
             body["value"] = body_value
         side["body"] = body
@@ -428,7 +496,7 @@ def make_side(rng: random.Random, phase: str, message_body: bytes | None, json_v
     fns = {f for f in ("body", "context") if body_value and f + "()" in body_value and parse_as != "None"}
     info.body_fns = fns
     # JSON variables in header values: anywhere (a side whose body did not parse answers 400).
-    gen = Values(rng, info, allow_json_vars=rng.random() < (0.9 if json_ok else 0.15))
+    gen = Values(rng, info, allow_json_vars=rng.random() < (0.9 if json_ok else 0.15), release=release)
 
     def nv(names):
         entry = {"name": rng.choice(names)}
@@ -465,21 +533,21 @@ def request_may_fail(policy_request: dict, uses_json: bool, request: Request) ->
     return uses_json and not (parse_as == "AsJson" and body_parses_as_object(body))
 
 
-def make_case(rng: random.Random, case_id: str) -> Case:
+def make_case(rng: random.Random, case_id: str, release: str = "v2.3") -> Case:
     request = make_request(rng)
     reply = make_reply(rng)
     policy: dict = {}
     req_fails = False
     if rng.random() < 0.65:
-        side, uses_json = make_side(rng, "request", request.body, True)
+        side, uses_json = make_side(rng, "request", request.body, True, release)
         policy["request"] = side
         req_fails = request_may_fail(side, uses_json, request)
     if rng.random() < 0.65 or not policy:
-        side, _ = make_side(rng, "response", reply.body, not req_fails)
+        side, _ = make_side(rng, "response", reply.body, not req_fails, release)
         policy["response"] = side
     return Case(case_id, json.dumps(policy, ensure_ascii=False), request, reply)
 
 
-def make_cases(seed: int, count: int, prefix: str = "g") -> list[Case]:
+def make_cases(seed: int, count: int, prefix: str = "g", release: str = "v2.3") -> list[Case]:
     rng = random.Random(seed)
-    return [make_case(rng, f"{prefix}{seed}-{i}") for i in range(count)]
+    return [make_case(rng, f"{prefix}{seed}-{i}", release) for i in range(count)]

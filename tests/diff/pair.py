@@ -1,4 +1,9 @@
-"""Two real Envoys side by side: one loads our module, the other kgateway v2.3's own.
+"""Two real Envoys side by side: one loads our module, the other kgateway's own (the oracle).
+
+`DIFF_ORACLE` picks the oracle: `v2.3` (kgateway v2.3's module, `KGATEWAY_REFERENCE_MODULE`, in
+Envoy 1.37.0) or `v2.4` (kgateway v2.4's module, `KGATEWAY_V24_REFERENCE_MODULE`, in Envoy 1.38.3);
+both default to `../shared/reference/kgateway-<release>/librust_module.so`. Both Envoys are the
+same binary (`ENVOY_BIN`), which must be the oracle's Envoy.
 
 Both get the same routes, configured exactly as kgateway emits them (a disabled listener-level
 `dynamic_modules/simple_mutations` filter, the policy as a `DynamicModuleFilterPerRoute` on the
@@ -41,9 +46,26 @@ from envoy_harness import (  # noqa: E402
 from upstream import CASE_HEADER, RecordingUpstream, Reply  # noqa: E402
 
 FILTER = "dynamic_modules/simple_mutations"
-REFERENCE_MODULE = os.environ.get(
-    "KGATEWAY_REFERENCE_MODULE", str(REPO.parent / "shared/reference/kgateway-v2.3/librust_module.so")
-)
+
+
+@dataclass(frozen=True)
+class Oracle:
+    release: str  # "v2.3" or "v2.4"
+    module_variable: str
+    envoy_version: str  # the Envoy its module is built for
+
+    @property
+    def module(self) -> str:
+        default = REPO.parent / f"shared/reference/kgateway-{self.release}/librust_module.so"
+        return os.environ.get(self.module_variable, str(default))
+
+
+ORACLES = {
+    "v2.3": Oracle("v2.3", "KGATEWAY_REFERENCE_MODULE", "1.37.0"),
+    "v2.4": Oracle("v2.4", "KGATEWAY_V24_REFERENCE_MODULE", "1.38.3"),
+}
+ORACLE = ORACLES[os.environ.get("DIFF_ORACLE", "v2.3")]
+REFERENCE_MODULE = ORACLE.module
 # The Envoy process environment of both sides (for `env()`), and ours without the marker header:
 # the marker is a deliberate difference with its own case.
 ENVOY_ENV = {"RF_DIFF_ENV": "from-envoy ünï"}
@@ -108,10 +130,14 @@ def access_log(path: str) -> dict:
 
 
 def route_for(case_id: str, policy: str, config_name: str = "rustformation") -> dict:
+    config = per_route(config_name, policy)
+    if ORACLE.release == "v2.4":
+        # kgateway v2.4's control plane sets the field Envoy 1.38 added beside the deprecated one.
+        config["filter_name"] = config_name
     return {
         "match": {"prefix": "/", "headers": [{"name": CASE_HEADER, "string_match": {"exact": case_id}}]},
         "route": {"cluster": "httpbun", "timeout": "10s"},
-        "typed_per_filter_config": {FILTER: per_route(config_name, policy)},
+        "typed_per_filter_config": {FILTER: config},
     }
 
 

@@ -2,6 +2,7 @@
 """Hand runs of the differential suite (make test-diff runs it through pytest).
 
     tests/diff/run.py --seed 7 --cases 20000     generated cases through both modules
+    (DIFF_ORACLE=v2.4 with ENVOY_VERSION/ENVOY_BIN of Envoy 1.38.3: against kgateway v2.4's module)
     tests/diff/run.py --configs 400 --seed 3     config acceptance only
     tests/diff/run.py --table                    the README's difference table, from differences.py
 """
@@ -14,18 +15,18 @@ import time
 
 from compare import differing_fields, reproduction
 from generator import make_cases
-from pair import run_pair
+from pair import ORACLE, run_pair
 
 
 def run_generated(seed: int, count: int, show: int = 10) -> int:
     """Runs `count` generated cases; prints the unexplained differences; returns their number."""
     t0 = time.time()
-    cases = make_cases(seed, count)
+    cases = make_cases(seed, count, release=ORACLE.release)
     ours, theirs = run_pair(cases)
     diffs = [c for c in cases if differing_fields(ours[c.id], theirs[c.id])]
     for c in diffs[:show]:
         print(reproduction(c, ours[c.id], theirs[c.id]), "\n")
-    print(f"differential: seed {seed}: {count} cases compared in {time.time() - t0:.0f}s, "
+    print(f"differential against kgateway {ORACLE.release}: seed {seed}: {count} cases compared in {time.time() - t0:.0f}s, "
           f"{len(diffs)} unexplained differences")
     return len(diffs)
 
@@ -44,7 +45,7 @@ def main() -> int:
         return 0
     if args.configs:
         from acceptance import run_acceptance
-        return 1 if run_acceptance(args.seed, args.configs) else 0
+        return 1 if run_acceptance(args.seed, args.configs, ORACLE.release) else 0
     return 1 if run_generated(args.seed, args.cases, args.show) else 0
 
 

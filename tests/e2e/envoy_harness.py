@@ -42,6 +42,18 @@ def envoy_minor() -> int:
     return int(ENVOY_VERSION.split(".")[1])
 
 
+def kgateway_release() -> str:
+    """The kgateway release whose semantics the module follows in this Envoy (no override): the
+    release that ships it, v2.3 on 1.36 and 1.37, v2.4 from 1.38."""
+    return "v2.3" if envoy_minor() <= 37 else "v2.4"
+
+
+def read_repeated(values: list[str], release: str | None = None) -> str:
+    """A repeated header as a template function reads it: the last value (v2.3), or all of them
+    joined with ", " (v2.4)."""
+    return values[-1] if (release or kgateway_release()) == "v2.3" else ", ".join(values)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

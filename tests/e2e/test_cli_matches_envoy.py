@@ -30,6 +30,7 @@ from envoy_harness import (
     REPO,
     envoy_minor,
     gateway_config,
+    kgateway_release,
     request,
     start_envoy,
 )
@@ -58,6 +59,7 @@ from test_kgateway_transformation import (
     listener_filter,
     route,
 )
+from test_kgateway_releases import RELEASES_POLICY
 
 CLI = os.environ.get("RUSTFORMATIONS_CLI", str(REPO / "target/release/rustformations"))
 START_TIME = "2026-11-26T13:46:26.123Z"
@@ -95,6 +97,9 @@ CASES = [
     ("operators", OPERATORS, "POST", JSON_HEADERS + [("X-Who", "client")], CHAT.encode(), UPSTREAM_JSON),
     ("functions", FUNCTIONS, "GET", [("X-Quote", 'a "q" \\ b')], None, UPSTREAM_JSON),
     ("alias", ALIAS, "DELETE", [], None, UPSTREAM_JSON),
+    ("releases", RELEASES_POLICY, "POST", JSON_HEADERS + [("Cookie", "session=abc123; User=johndoe"),
+                                                          ("cookie", "foo=bar"), ("x-dup", "one"), ("X-Dup", "two")],
+     b'{"text":"a-b_c.d","nested":{"s":"hello"},"model":"gpt-4o"}', UPSTREAM_JSON),
     ("lab", None, "POST", JSON_HEADERS,
      json.dumps({"model": "gpt-4", "messages": [{"role": "user", "content": "Hello"}]}).encode(), UPSTREAM_JSON),
 ]
@@ -203,7 +208,9 @@ def run_cli(tmp_path, case_id, policy, method, headers, body, response, port) ->
                           + b"".join(f"{k}: {v}\r\n".encode() for k, v in resp_headers)
                           + f"Content-Length: {len(resp_body)}\r\n\r\n".encode() + resp_body)
     args = [CLI, "render", str(policy_file), "--format", "json", "--response", str(resp_file),
-            "--start-time", START_TIME, "-X", method, "-H", f"Host: 127.0.0.1:{port}"]
+            "--start-time", START_TIME, "-X", method, "-H", f"Host: 127.0.0.1:{port}",
+            # The release the module follows in this Envoy, which the CLI cannot see.
+            "--kgateway", kgateway_release()]
     for k, v in headers:
         args += ["-H", f"{k}: {v}"]
     if body is not None:

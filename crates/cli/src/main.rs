@@ -106,6 +106,10 @@ enum Command {
         /// X-Custom-Transformed: true, as the module.
         #[arg(long)]
         marker: Option<String>,
+        /// The kgateway release whose semantics to follow (v2.3 or v2.4: how a repeated header
+        /// reads); default: RUSTFORMATION_KGATEWAY_VERSION, else v2.3.
+        #[arg(long, value_name = "RELEASE")]
+        kgateway: Option<String>,
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
@@ -195,6 +199,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             start_time,
             protocol,
             marker,
+            kgateway,
             format,
         } => {
             // env(): the values given, then this process's environment. Set before compiling,
@@ -206,7 +211,13 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     .ok_or_else(|| format!("--env wants NAME=VALUE, got {e:?}"))?;
                 given.push((k.to_owned(), v.to_owned()));
             }
-            let policy = render::load_policy_with_env(&policy, name.as_deref(), given)?;
+            let setting =
+                kgateway.or_else(|| std::env::var(rust_module::release::RELEASE_ENV).ok());
+            let release = match setting.as_deref() {
+                Some(s) => rust_module::release::choose(None, Some(s))?.0,
+                None => transformations::KgatewayRelease::default(),
+            };
+            let policy = render::load_policy_with_env(&policy, name.as_deref(), given, release)?;
             let curl_like = method.is_some() || !headers.is_empty() || body.is_some();
             let request = match request.as_deref() {
                 None => {

@@ -11,7 +11,9 @@ use serde_json::{Value, json};
 use transformations::exchange::{self, LocalReply, RequestOutcome};
 use transformations::marker::Marker;
 use transformations::memory::{MemoryMessage, MemoryStreamInfo};
-use transformations::{MetadataSource, Options, SideAction, Transformation, Warning};
+use transformations::{
+    KgatewayRelease, MetadataSource, Options, SideAction, Transformation, Warning,
+};
 
 use crate::http;
 use crate::input;
@@ -28,7 +30,7 @@ pub struct Policy {
 /// Loads a policy: a TrafficPolicy (or Envoy config) file, `--name` picking one when it holds
 /// several, or a file of raw transformation JSON. Compiled by the module's own loader.
 pub fn load_policy(path: &str, name: Option<&str>) -> Result<Policy, String> {
-    load_policy_with_env(path, name, Vec::new())
+    load_policy_with_env(path, name, Vec::new(), KgatewayRelease::default())
 }
 
 /// [`load_policy`] where `env(NAME)` reads `env` first, then this process's environment.
@@ -36,6 +38,7 @@ pub fn load_policy_with_env(
     path: &str,
     name: Option<&str>,
     env: Vec<(String, String)>,
+    release: KgatewayRelease,
 ) -> Result<Policy, String> {
     let options = Options {
         env: Arc::new(move |n: &str| {
@@ -45,6 +48,7 @@ pub fn load_policy_with_env(
                 .map(|(_, v)| v.clone())
                 .or_else(|| std::env::var(n).ok())
         }),
+        release,
         ..Options::default()
     };
     let source = input::read(path)?;

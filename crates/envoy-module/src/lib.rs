@@ -41,6 +41,12 @@ pub fn exported_hooks() -> &'static [&'static str] {
     abi::EXPORTED_HOOKS
 }
 
+/// The API family of the Envoy the module was loaded into; `None` outside Envoy (unit tests, a
+/// command-line tool) or before Envoy initialised the module.
+pub fn running_family() -> Option<Family> {
+    abi::host().map(|host| host.family)
+}
+
 /// Whether Envoy holds any per-route config of this module now. While it holds none, no route
 /// can carry one, and [`EnvoyHttpFilter::per_route_config`] answers None on every stream.
 pub fn per_route_configs_present() -> bool {

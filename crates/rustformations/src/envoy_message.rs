@@ -62,6 +62,18 @@ impl HeaderMap for EnvoyMessage<'_, '_> {
         true
     }
 
+    fn with_each(&self, name: &str, f: &mut dyn FnMut(&[u8])) -> bool {
+        // Each value straight from Envoy's buffer, looked up by name and index.
+        let envoy = self.envoy.borrow();
+        let count = envoy.header_count(self.kind(), name);
+        for index in 0..count {
+            if let Some(v) = envoy.header(self.kind(), name, index) {
+                f(v);
+            }
+        }
+        count > 0
+    }
+
     fn for_each(&self, f: &mut dyn FnMut(&[u8], &[u8])) {
         self.envoy.borrow().for_each_header(self.kind(), f);
     }

@@ -14,6 +14,7 @@ mod envoy_message;
 mod http_acl;
 mod lifecycle;
 mod per_route;
+pub mod release;
 pub mod size_limit;
 mod test_filters;
 mod transform;
@@ -157,8 +158,11 @@ fn load_transformation(
 }
 
 fn compile_transformation(kind: FilterKind, config: &[u8]) -> Result<Transformation, String> {
-    let transformation =
-        load_transformation(kind, config, &Options::default()).map_err(|e| e.message)?;
+    let options = Options {
+        release: release::current()?,
+        ..Options::default()
+    };
+    let transformation = load_transformation(kind, config, &options).map_err(|e| e.message)?;
     for warning in transformation.warnings() {
         envoy_module::log_warn!("config warning: {warning}");
     }

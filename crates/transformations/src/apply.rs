@@ -12,6 +12,7 @@ use crate::config::{ParseAs, SideConfig, TransformationConfig};
 use crate::error::{ApplyError, Error, ErrorKind, Warning, WarningKind};
 use crate::operators::format_start_time;
 use crate::prerender::{Prerendered, RequestCapture};
+use crate::release::KgatewayRelease;
 use crate::template::{
     Compiled, Compiler, Engine, HeaderNeeds, HeaderSnapshot, Options, RenderData, RenderError,
     SnapshotData, Usage, parse_json_body,
@@ -39,6 +40,18 @@ pub trait HeaderMap {
             Ok(v) => f(v),
             Err(_) => f(&String::from_utf8_lossy(v)),
         })
+    }
+    /// Lends every value of `name` to `f`, in order; false when absent. A map that can look a
+    /// name up directly overrides it.
+    fn with_each(&self, name: &str, f: &mut dyn FnMut(&[u8])) -> bool {
+        let mut found = false;
+        self.for_each(&mut |n, v| {
+            if n.eq_ignore_ascii_case(name.as_bytes()) {
+                found = true;
+                f(v);
+            }
+        });
+        found
     }
     /// Every header, in order (duplicates included).
     fn for_each(&self, f: &mut dyn FnMut(&[u8], &[u8]));
@@ -145,19 +158,24 @@ pub fn is_upgrade_or_connect<H: HeaderMap + ?Sized>(request_headers: &H) -> bool
 }
 
 impl HeaderSnapshot {
-    /// Copies the headers `needs` asks for (names lowercased; values are made UTF-8 when read).
-    pub fn capture<H: HeaderMap + ?Sized>(headers: &H, needs: &HeaderNeeds) -> HeaderSnapshot {
+    /// Copies every value of the headers `needs` asks for (names lowercased; values are made
+    /// UTF-8 when read), to be read as `release` reads a repeated header.
+    pub fn capture<H: HeaderMap + ?Sized>(
+        headers: &H,
+        needs: &HeaderNeeds,
+        release: KgatewayRelease,
+    ) -> HeaderSnapshot {
         if needs.is_empty() {
             return HeaderSnapshot::default();
         }
         if needs.all() {
-            let mut data = SnapshotData::with_capacity(16, 1024);
+            let mut data = SnapshotData::with_capacity(release, 16, 1024);
             headers.for_each(&mut |n, v| data.push(n, v));
             return HeaderSnapshot::from_data(data);
         }
-        let mut data = SnapshotData::default();
+        let mut data = SnapshotData::new(release);
         for name in needs.names() {
-            headers.with_last(name, &mut |v| data.push(name.as_bytes(), v));
+            headers.with_each(name, &mut |v| data.push(name.as_bytes(), v));
         }
         HeaderSnapshot::from_data(data)
     }
@@ -264,6 +282,7 @@ pub struct Transformation {
     response_request_needs: HeaderNeeds,
     engine: Engine,
     warnings: Vec<String>,
+    release: KgatewayRelease,
 }
 
 impl Transformation {
@@ -305,6 +324,7 @@ impl Transformation {
             response_request_needs,
             engine: compiler.finish(),
             warnings,
+            release: options.release,
         })
     }
 
@@ -319,6 +339,11 @@ impl Transformation {
 
     pub fn response(&self) -> &Side {
         &self.response
+    }
+
+    /// The kgateway release whose semantics this transformation follows.
+    pub fn release(&self) -> KgatewayRelease {
+        self.release
     }
 
     /// Problems found at load time that do not reject the config (kgateway accepts them),
@@ -339,7 +364,7 @@ impl Transformation {
         &self,
         request_headers: &H,
     ) -> HeaderSnapshot {
-        HeaderSnapshot::capture(request_headers, &self.response_request_needs)
+        HeaderSnapshot::capture(request_headers, &self.response_request_needs, self.release)
     }
 
     /// Applies the request side. `Err` means: send the 400 local reply it describes.
@@ -397,7 +422,8 @@ impl Transformation {
             let cap = self.engine.limits().max_header_value_bytes;
             capture.snapshot = HeaderSnapshot::default();
             let prerendered = capture.prerendered.get_or_insert_with(Prerendered::default);
-            self.response.prerender(request_headers, cap, prerendered);
+            self.response
+                .prerender(request_headers, cap, self.release, prerendered);
         } else {
             capture.snapshot = self.capture_request_headers(request_headers);
             capture.prerendered = None;
@@ -448,7 +474,7 @@ impl Transformation {
             self.apply_prerendered(side, msg, prerendered, &mut warnings);
             return Ok(warnings);
         }
-        let headers = HeaderSnapshot::capture(msg, &side.own_needs);
+        let headers = HeaderSnapshot::capture(msg, &side.own_needs, self.release);
         let request_headers = request_snapshot.cloned().unwrap_or_else(|| headers.clone());
 
         let body_active = mode == BodyMode::Buffered && side.parse_as != ParseAs::None;

@@ -139,11 +139,13 @@ pub mod functions;
 pub mod json_edit;
 pub mod marker;
 pub mod memory;
+mod names;
 pub mod operators;
 pub mod pattern;
 pub mod plan;
 pub mod prerender;
 pub mod query;
+pub mod release;
 pub mod smart_header;
 pub mod template;
 
@@ -159,6 +161,7 @@ pub use error::{ApplyError, Error, ErrorKind, TemplatePosition, Warning, Warning
 pub use exchange::LocalReply;
 pub use plan::{SideAction, Target, ValueInfo, ValueKind};
 pub use prerender::RequestCapture;
+pub use release::KgatewayRelease;
 pub use smart_header::{SmartHeaderConfig, smart_header_transformation};
 pub use template::{
     DEFAULT_FUEL, EnvLookup, HeaderNeeds, HeaderSnapshot, Limits, MAX_BODY_BYTES,

@@ -11,6 +11,7 @@ use smallvec::SmallVec;
 
 use crate::apply::{HeaderMap, Side};
 use crate::operators::{Operator, OperatorKind, Segment};
+use crate::release::KgatewayRelease;
 use crate::template::{Compiled, HeaderSnapshot, RenderError, too_large};
 
 /// Bytes of rendered text kept inside the stream's filter before it needs an allocation of its
@@ -143,6 +144,7 @@ impl Side {
         &self,
         request: &H,
         cap: usize,
+        release: KgatewayRelease,
         rendered: &mut Prerendered,
     ) {
         rendered.text.truncate(0);
@@ -157,7 +159,7 @@ impl Side {
                         match segment {
                             Segment::Literal(literal) => text.extend_from_slice(literal.as_bytes()),
                             Segment::Op(operator) => {
-                                write_request_operator(operator, request, text)
+                                write_request_operator(operator, request, release, text)
                             }
                         }
                     }
@@ -181,19 +183,30 @@ impl Side {
 }
 
 /// `%REQ(name?alt)%` (with its `:N`) from the request headers, as [`Operator::eval`] renders it
-/// from a snapshot: the last value, invalid UTF-8 replaced, the alternative when the name is
-/// absent.
+/// from a snapshot: the last value (or, for kgateway v2.4, every value joined with `", "`),
+/// invalid UTF-8 replaced, the alternative when the name is absent.
 fn write_request_operator<H: HeaderMap + ?Sized>(
     operator: &Operator,
     request: &H,
+    release: KgatewayRelease,
     text: &mut Text,
 ) {
     let OperatorKind::Req { name, alt } = &operator.kind else {
         return; // not prerendered (`compute_prerenders`)
     };
     let start = text.len();
-    let mut append =
-        |name: &str| request.with_last_str(name, &mut |v| text.extend_from_slice(v.as_bytes()));
+    let mut append = |name: &str| {
+        if !release.joins_repeated_headers() {
+            return request.with_last_str(name, &mut |v| text.extend_from_slice(v.as_bytes()));
+        }
+        let mut first = true;
+        request.with_each(name, &mut |v| {
+            if !std::mem::take(&mut first) {
+                text.extend_from_slice(b", ");
+            }
+            text.extend_from_slice(String::from_utf8_lossy(v).as_bytes());
+        })
+    };
     if !append(name)
         && let Some(alt) = alt
     {

@@ -27,6 +27,7 @@ use crate::extensions::{self, MetadataKey};
 use crate::functions;
 use crate::operators::{self, Operator, OperatorKind, OperatorSource, Segment};
 use crate::pattern::Patterns;
+use crate::release::KgatewayRelease;
 
 /// Default MiniJinja fuel per rendered value (roughly instructions; data costs about one unit
 /// per 64 bytes). Far above what a sane transformation uses, low enough to stop a runaway loop.
@@ -63,6 +64,8 @@ pub struct Options {
     pub limits: Limits,
     /// Defaults to the process environment (Envoy's, when loaded as a module).
     pub env: EnvLookup,
+    /// The kgateway release whose semantics the transformation follows (default v2.3).
+    pub release: KgatewayRelease,
 }
 
 impl Default for Options {
@@ -70,6 +73,7 @@ impl Default for Options {
         Options {
             limits: Limits::default(),
             env: Arc::new(|name| std::env::var(name).ok()),
+            release: KgatewayRelease::default(),
         }
     }
 }
@@ -78,6 +82,7 @@ impl fmt::Debug for Options {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Options")
             .field("limits", &self.limits)
+            .field("release", &self.release)
             .finish_non_exhaustive()
     }
 }
@@ -490,6 +495,7 @@ impl Compiler {
                 }
             }
         }
+        let referenced = crate::names::referenced_names(&source);
         let template =
             OwnedTemplate::compile(self.env.clone(), field.to_owned(), source).map_err(|e| {
                 Error::new(ErrorKind::Template, e.to_string())
@@ -508,7 +514,12 @@ impl Compiler {
         {
             usage.whole_json = true;
         }
-        usage.json_names.extend(all.iter().cloned());
+        // The JSON keys to convert: every name the code refers to, wherever it stands (a slice
+        // target too); the whole body where the tree cannot be read.
+        match referenced {
+            Some(names) => usage.json_names.extend(names),
+            None => usage.whole_json = true,
+        }
         let mut variables: Vec<String> = all
             .iter()
             .filter(|n| n.as_str() != OP_FN)
@@ -590,6 +601,16 @@ fn new_environment(fuel: u64) -> Environment<'static> {
             .and_then(|c| (c.env)(name))
             .unwrap_or_default()
     });
+    env.add_function("get_cookie", |state: &State, name: &str| -> String {
+        data(state)
+            .map(|d| functions::cookie(d.request_headers.values("cookie"), name, false))
+            .unwrap_or_default()
+    });
+    env.add_function("get_cookie_i", |state: &State, name: &str| -> String {
+        data(state)
+            .map(|d| functions::cookie(d.request_headers.values("cookie"), name, true))
+            .unwrap_or_default()
+    });
     env.add_function("substring", functions::substring);
     env.add_function("base64_encode", functions::base64_encode);
     env.add_function("base64url_encode", functions::base64url_encode);
@@ -615,8 +636,10 @@ pub(crate) fn data(state: &State) -> Option<Arc<RenderData>> {
     state.lookup(DATA_KEY)?.downcast_object::<RenderData>()
 }
 
-/// Header values a render can see: lowercased names, lossy UTF-8 values, the last value of
-/// a repeated name wins. Cheap to clone.
+/// Header values a render can see: lowercased names, lossy UTF-8 values, every value of a
+/// repeated name kept in order; a read gives the last one, or all of them joined with `", "`
+/// when the snapshot was taken for kgateway v2.4 ([`KgatewayRelease::joins_repeated_headers`]).
+/// Cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct HeaderSnapshot {
     /// None when nothing was captured: the empty snapshot costs nothing to make, copy or drop.
@@ -635,13 +658,27 @@ pub(crate) struct SnapshotData {
     text: SmallVec<[u8; SNAPSHOT_INLINE_TEXT]>,
     /// Per entry, in capture order: where its name starts, where its value starts and ends.
     spans: SmallVec<[(u32, u32, u32); 4]>,
+    /// A repeated name reads as its values joined with `", "` (kgateway v2.4), not the last.
+    join: bool,
 }
 
 impl SnapshotData {
-    pub(crate) fn with_capacity(entries: usize, text: usize) -> SnapshotData {
+    pub(crate) fn new(release: KgatewayRelease) -> SnapshotData {
+        SnapshotData {
+            join: release.joins_repeated_headers(),
+            ..SnapshotData::default()
+        }
+    }
+
+    pub(crate) fn with_capacity(
+        release: KgatewayRelease,
+        entries: usize,
+        text: usize,
+    ) -> SnapshotData {
         SnapshotData {
             text: SmallVec::with_capacity(text),
             spans: SmallVec::with_capacity(entries),
+            join: release.joins_repeated_headers(),
         }
     }
 
@@ -662,6 +699,21 @@ impl SnapshotData {
             self.text.truncate(start);
         }
     }
+
+    fn is_named(&self, (start, value_start, _): (u32, u32, u32), name: &[u8]) -> bool {
+        // Stored names are lowercase, as are the operators' names: compare bytes first.
+        let stored = &self.text[start as usize..value_start as usize];
+        stored.len() == name.len() && (stored == name || stored.eq_ignore_ascii_case(name))
+    }
+
+    fn value(&self, (_, value_start, end): (u32, u32, u32)) -> Cow<'_, str> {
+        let value = &self.text[value_start as usize..end as usize];
+        // `from_utf8` has the fast path for the usual ASCII value.
+        match std::str::from_utf8(value) {
+            Ok(value) => Cow::Borrowed(value),
+            Err(_) => String::from_utf8_lossy(value),
+        }
+    }
 }
 
 impl HeaderSnapshot {
@@ -671,27 +723,44 @@ impl HeaderSnapshot {
         }
     }
 
-    /// The last value of `name` (case-insensitive), as UTF-8 (invalid sequences replaced).
+    /// The value of `name` (case-insensitive), as UTF-8 (invalid sequences replaced): the last
+    /// one of a repeated name, or all of them joined with `", "` (kgateway v2.4).
     pub fn get(&self, name: &str) -> Option<Cow<'_, str>> {
         let data = self.data.as_deref()?;
-        let text = &data.text[..];
-        let name = name.as_bytes();
+        if data.join {
+            let mut values = self.values(name);
+            let first = values.next()?;
+            return Some(match values.next() {
+                None => first,
+                Some(second) => {
+                    let mut joined = first.into_owned();
+                    for value in std::iter::once(second).chain(values) {
+                        joined.push_str(", ");
+                        joined.push_str(&value);
+                    }
+                    Cow::Owned(joined)
+                }
+            });
+        }
         data.spans
             .iter()
             .rev()
-            .find(|&&(start, value_start, _)| {
-                // Stored names are lowercase, as are the operators' names: compare bytes first.
-                let stored = &text[start as usize..value_start as usize];
-                stored.len() == name.len() && (stored == name || stored.eq_ignore_ascii_case(name))
-            })
-            .map(|&(_, value_start, end)| {
-                let value = &text[value_start as usize..end as usize];
-                // `from_utf8` has the fast path for the usual ASCII value.
-                match std::str::from_utf8(value) {
-                    Ok(value) => Cow::Borrowed(value),
-                    Err(_) => String::from_utf8_lossy(value),
-                }
-            })
+            .find(|&&span| data.is_named(span, name.as_bytes()))
+            .map(|&span| data.value(span))
+    }
+
+    /// Every value of `name` (case-insensitive) in the order received, as UTF-8.
+    pub fn values<'a, 'n>(&'a self, name: &'n str) -> impl Iterator<Item = Cow<'a, str>> + 'n
+    where
+        'a: 'n,
+    {
+        let data = self.data.as_deref();
+        data.into_iter().flat_map(move |data| {
+            data.spans
+                .iter()
+                .filter(move |&&span| data.is_named(span, name.as_bytes()))
+                .map(move |&span| data.value(span))
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -1422,6 +1491,10 @@ fn analyse_calls(tokens: &[Tok<'_>], usage: &mut Usage) -> BTreeSet<String> {
         let needs = match name {
             "header" => &mut usage.header_fn,
             "request_header" => &mut usage.request_header_fn,
+            "get_cookie" | "get_cookie_i" => {
+                usage.request_header_fn.add("cookie");
+                continue;
+            }
             _ => continue,
         };
         match (tokens.get(i + 2), tokens.get(i + 3)) {
