@@ -261,7 +261,8 @@ class Values:
         if r == 5:
             return f"{self.any(d - 1)} is {self.pick(['not ', ''])}{self.pick(TESTS)}"
         if r == 6:
-            return f"not {self.boolean(d - 1)}"
+            # In parentheses: after a binary operator (`x ~ not y`) MiniJinja reads `not` as a name.
+            return f"(not {self.boolean(d - 1)})"
         if r == 7:
             return f"({self.boolean(d - 1)} {self.pick(['and', 'or'])} {self.boolean(d - 1)})"
         if r == 8:

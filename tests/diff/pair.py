@@ -130,10 +130,8 @@ def access_log(path: str) -> dict:
 
 
 def route_for(case_id: str, policy: str, config_name: str = "rustformation") -> dict:
+    # From Envoy 1.38 `per_route` also sets `filter_name`, as kgateway v2.4's control plane does.
     config = per_route(config_name, policy)
-    if ORACLE.release == "v2.4":
-        # kgateway v2.4's control plane sets the field Envoy 1.38 added beside the deprecated one.
-        config["filter_name"] = config_name
     return {
         "match": {"prefix": "/", "headers": [{"name": CASE_HEADER, "string_match": {"exact": case_id}}]},
         "route": {"cluster": "httpbun", "timeout": "10s"},

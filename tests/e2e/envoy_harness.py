@@ -198,13 +198,18 @@ def module_filter(filter_name: str, config: str | None, http_filter_name: str | 
 
 
 def per_route(config_name: str, config: str) -> dict:
-    """A DynamicModuleFilterPerRoute as kgateway emits it: the JSON in a StringValue."""
-    return {
+    """A DynamicModuleFilterPerRoute as kgateway emits it: the JSON in a StringValue. From Envoy
+    1.38 (kgateway v2.4) the control plane sets `filter_name` beside the deprecated
+    `per_route_config_name` (1.36 and 1.37 do not know the field)."""
+    out = {
         "@type": DYNAMIC_MODULE_PER_ROUTE,
         "dynamic_module_config": {"name": "rust_module"},
         "per_route_config_name": config_name,
         "filter_config": {"@type": STRING_VALUE, "value": config},
     }
+    if envoy_minor() >= 38:
+        out["filter_name"] = config_name
+    return out
 
 
 def gateway_config(upstream_port: int, http_filters: list[dict], routes: list[dict], hcm_extra: dict | None = None,

@@ -351,12 +351,15 @@ def test_config_shape_is_kgateways(upstream, echo_upstream):
         "disabled": True,
     }]
     r = hcm["route_config"]["virtual_hosts"][0]["routes"][0]
-    assert r["typed_per_filter_config"][FILTER] == {
+    expected = {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilterPerRoute",
         "dynamic_module_config": {"name": "rust_module"},
         "per_route_config_name": "rustformation",
         "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": HEADERS},
     }
+    if envoy_minor() >= 38:
+        expected["filter_name"] = "rustformation"  # kgateway v2.4 sets both names
+    assert r["typed_per_filter_config"][FILTER] == expected
 
 
 # --- Headers -------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 //! kgateway-compatible HTTP transformations, independent of Envoy.
 //!
-//! This crate parses the transformation JSON kgateway v2.3 sends its `rustformation` filter
-//! (TrafficPolicy `spec.transformation`), compiles every value once, and applies a compiled
+//! This crate parses the transformation JSON kgateway v2.3 and v2.4 send their `rustformation`
+//! filter (TrafficPolicy `spec.transformation`), compiles every value once, and applies a compiled
 //! [`Transformation`] to a request or a response through small traits ([`HeaderMap`],
 //! [`Message`], [`StreamInfo`]). It has no FFI and no Envoy dependency; the glue crate
 //! implements the traits over Envoy.
@@ -26,7 +26,8 @@
 //! # Value syntax
 //! Every header value, body value and dynamic-metadata value may hold:
 //! - **MiniJinja** markup (`{{ }}`, `{% %}`, `{# #}`) with kgateway's functions: `header`,
-//!   `request_header`, `body`, `context`, `env`, `substring`, `base64_encode`,
+//!   `request_header`, `body`, `context`, `env`, `get_cookie`, `get_cookie_i`, `substring`,
+//!   `base64_encode`,
 //!   `base64url_encode`, `base64_decode`, `base64url_decode`, `replace_with_random`,
 //!   `replace_with_string`, `raw_string`, the [functions beyond
 //!   kgateway](#functions-beyond-kgateway), plus MiniJinja's builtins. With `parseAs: AsJson`
@@ -53,9 +54,15 @@
 //! as in Envoy's header formatters (access logs would print `-`). Header values are read as
 //! UTF-8, lossily; so is the body for `body()`.
 //!
+//! # kgateway releases
+//! [`Options::release`] picks the release whose semantics a transformation follows
+//! ([`KgatewayRelease`]): a repeated header reads as its last value (v2.3) or as every value
+//! joined with `", "` (v2.4), in template functions and command operators alike. `get_cookie` and
+//! `get_cookie_i` (v2.4's) are there under both.
+//!
 //! # Deliberate differences from kgateway
-//! Measured against kgateway v2.3's own module by the differential suite (`tests/diff`, whose
-//! `differences.py` holds one case per difference):
+//! Measured against kgateway v2.3's and v2.4's own modules by the differential suite
+//! (`tests/diff`, whose `differences.py` holds one case per difference):
 //! - Command operators are resolved (kgateway passes `%REQ(...)%` through as text); an unknown
 //!   `%UPPER_CASE%` operator, like a literal value with CR, LF or NUL, rejects the config.
 //! - A rendered header value containing CR, LF or NUL is never emitted: `set` removes the
@@ -72,6 +79,8 @@
 //!   error (kgateway's module takes Envoy down).
 //! - Each value has a render budget ([`Limits`]); kgateway's is unbounded.
 //! - `tojson` and `urlencode` are available (kgateway's engine is built without them).
+//! - `get_cookie` and `get_cookie_i` are available under v2.3 semantics too; where one `Cookie`
+//!   header spells a name two ways, `get_cookie_i` takes the first (v2.4's module: one at random).
 //! - A side whose body nothing reads or replaces (no body value, not `AsJson`, no `body()` or
 //!   `context()`) is not buffered: [`Side::needs_body`].
 //!

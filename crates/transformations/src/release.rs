@@ -316,9 +316,10 @@ mod tests {
     }
 
     #[test]
-    fn a_json_key_read_only_through_a_slice_is_parsed() {
-        let body = r#"{"text":"a-b_c.d","nested":{"s":"hello"},"model":"gpt-4o"}"#;
+    fn a_json_key_or_context_read_only_through_a_slice_is_parsed() {
+        let body = r#"{"text":"a-b_c.d","nested":{"s":"hello"},"model":"gpt-4o","flags":[1,2,3]}"#;
         for (value, want) in [
+            (r#"{{ (context()["flags"])[::2] }}"#, "[1, 3]"),
             ("{{ text[2:] }}", "b_c.d"),
             ("{{ text[-3:] }}", "c.d"),
             ("{{ (text[2:]) | upper }}", "B_C.D"),

@@ -213,7 +213,8 @@ pub(crate) enum Compiled {
         /// Variables that are neither functions nor set inside the template: they can only
         /// come from a JSON body.
         undeclared: Box<[String]>,
-        /// Every top-level name the template looks up (functions included), sorted.
+        /// Every name the template's code refers to (functions, JSON keys, its own variables),
+        /// sorted.
         variables: Box<[String]>,
     },
 }
@@ -502,30 +503,31 @@ impl Compiler {
                     .at(field)
                     .with_position(template_error_position(value))
             })?;
+        // What kgateway's module checks before rendering: MiniJinja's undeclared variables. They
+        // decide the 400 of a value that reads JSON variables without a parsed JSON body, so
+        // they stay exactly kgateway's (a name used only as a slice target is not among them).
         let all = template.with_dependent(|_, t| t.undeclared_variables(false));
-        if all.contains("body") || all.contains("context") {
+        // What the template may read: every name its code refers to, wherever it stands (a
+        // slice target too); MiniJinja's list where the tree cannot be read.
+        let referenced = referenced.unwrap_or_else(|| all.iter().cloned().collect());
+        if referenced.contains("body") || referenced.contains("context") {
             usage.body = true;
         }
-        if all.contains("context")
-            || all.contains("debug")
+        if referenced.contains("context")
+            || referenced.contains("debug")
             || ["include", "import", "extends"]
                 .iter()
                 .any(|k| value.contains(k))
         {
             usage.whole_json = true;
         }
-        // The JSON keys to convert: every name the code refers to, wherever it stands (a slice
-        // target too); the whole body where the tree cannot be read.
-        match referenced {
-            Some(names) => usage.json_names.extend(names),
-            None => usage.whole_json = true,
-        }
-        let mut variables: Vec<String> = all
+        // The JSON keys to convert: only those a template can look up.
+        let variables: Vec<String> = referenced
             .iter()
             .filter(|n| n.as_str() != OP_FN)
             .cloned()
             .collect();
-        variables.sort();
+        usage.json_names.extend(referenced);
         let mut undeclared: Vec<String> = all
             .into_iter()
             .filter(|n| !self.globals.contains(n) && n != OP_FN)
