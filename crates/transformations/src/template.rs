@@ -10,7 +10,9 @@
 //!   `request_header()` there.
 
 use std::borrow::Cow;
+use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::hash::BuildHasher;
 
 use smallvec::SmallVec;
 use std::fmt;
@@ -127,6 +129,11 @@ impl HeaderNeeds {
         }
     }
 
+    /// Gives back the room the list grew into (a config keeps it for its life).
+    pub(crate) fn shrink(&mut self) {
+        self.names.shrink_to_fit();
+    }
+
     pub(crate) fn set_all(&mut self) {
         self.all = true;
         self.names.clear();
@@ -169,6 +176,23 @@ pub(crate) struct Usage {
 }
 
 impl Usage {
+    /// Drops what this side cannot use and the spare room of what it keeps: a compiled side
+    /// lives as long as its config, on every route that has it.
+    pub(crate) fn shrink(&mut self, parses_json: bool) {
+        if !parses_json {
+            // Read only to parse a JSON body (`parseAs: AsJson`).
+            self.json_names = BTreeSet::new();
+        }
+        for needs in [
+            &mut self.header_fn,
+            &mut self.request_header_fn,
+            &mut self.req_op,
+            &mut self.resp_op,
+        ] {
+            needs.shrink();
+        }
+    }
+
     fn record_op(&mut self, op: &Operator) {
         match &op.kind {
             OperatorKind::Req { name, alt } => {
@@ -297,8 +321,9 @@ fn template_error_position(value: &str) -> Option<crate::error::TemplatePosition
 /// What a compiled template borrows: the shared environment and its own name and source.
 pub(crate) struct TemplateSource {
     env: Arc<Environment<'static>>,
-    name: String,
-    source: String,
+    /// The one copy of each: MiniJinja's compiled template points into them.
+    name: Box<str>,
+    source: Box<str>,
 }
 
 type BorrowedTemplate<'a> = Template<'a, 'a>;
@@ -333,30 +358,61 @@ impl OwnedTemplate {
         name: String,
         source: String,
     ) -> Result<Arc<OwnedTemplate>, minijinja::Error> {
-        type Key = (usize, String, String);
-        /// The live templates, and the size at which the dead ones are next forgotten.
-        type Interned = Option<(HashMap<Key, Weak<OwnedTemplate>>, usize)>;
-        static INTERNED: Mutex<Interned> = Mutex::new(None);
-        let key = (Arc::as_ptr(&env) as usize, name, source);
-        let mut guard = INTERNED.lock().unwrap_or_else(|e| e.into_inner());
-        let (interned, prune_at) = guard.get_or_insert_with(|| (HashMap::new(), 64));
-        if let Some(template) = interned.get(&key).and_then(Weak::upgrade) {
-            return Ok(template);
+        /// The live templates by the hash of (environment, name, source), each bucket checked
+        /// against the templates' own name and source (so the table keeps no copy of either),
+        /// and the size at which the dead ones are next forgotten.
+        struct Interned {
+            hasher: RandomState,
+            live: HashMap<u64, SmallVec<[Weak<OwnedTemplate>; 1]>>,
+            prune_at: usize,
         }
-        let (_, name, source) = key.clone();
+        static INTERNED: Mutex<Option<Interned>> = Mutex::new(None);
+        let env_id = Arc::as_ptr(&env) as usize;
+        let mut guard = INTERNED.lock().unwrap_or_else(|e| e.into_inner());
+        let interned = guard.get_or_insert_with(|| Interned {
+            hasher: RandomState::new(),
+            live: HashMap::new(),
+            prune_at: 64,
+        });
+        let hash = interned
+            .hasher
+            .hash_one((env_id, name.as_str(), source.as_str()));
+        let same = |t: &OwnedTemplate| {
+            let o = t.borrow_owner();
+            Arc::as_ptr(&o.env) as usize == env_id && *o.name == *name && *o.source == *source
+        };
+        if let Some(bucket) = interned.live.get(&hash) {
+            for weak in bucket {
+                if let Some(template) = weak.upgrade()
+                    && same(&template)
+                {
+                    return Ok(template);
+                }
+            }
+        }
         let template = Arc::new(OwnedTemplate::try_new(
-            TemplateSource { env, name, source },
+            TemplateSource {
+                env,
+                name: name.into_boxed_str(),
+                source: source.into_boxed_str(),
+            },
             |o| {
                 let env: &Environment<'_> = &o.env;
                 env.template_from_named_str(&o.name, &o.source)
             },
         )?);
-        if interned.len() >= *prune_at {
+        if interned.live.len() >= interned.prune_at {
             // Forget the templates no config holds any more; grow the threshold with the live set.
-            interned.retain(|_, t| t.strong_count() > 0);
-            *prune_at = (interned.len() * 2).max(64);
+            interned.live.retain(|_, bucket| {
+                bucket.retain(|t| t.strong_count() > 0);
+                !bucket.is_empty()
+            });
+            interned.live.shrink_to_fit();
+            interned.prune_at = (interned.live.len() * 2).max(64);
         }
-        interned.insert(key, Arc::downgrade(&template));
+        let bucket = interned.live.entry(hash).or_default();
+        bucket.retain(|t| t.strong_count() > 0);
+        bucket.push(Arc::downgrade(&template));
         Ok(template)
     }
 }
@@ -490,6 +546,7 @@ impl Compiler {
                 }
             }
         }
+        source.shrink_to_fit();
         let template =
             OwnedTemplate::compile(self.env.clone(), field.to_owned(), source).map_err(|e| {
                 Error::new(ErrorKind::Template, e.to_string())
