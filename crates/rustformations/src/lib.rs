@@ -175,6 +175,10 @@ fn compile_transformation(kind: FilterKind, config: &[u8]) -> Result<SharedTrans
     let transformation = table.get_or_try_insert_with(config, || {
         load_transformation(kind, config, &Options::default()).map_err(|e| e.message)
     })?;
+    envoy_module::log_debug!(
+        "compiled transformations: {} live, shared by every config with the same bytes",
+        TRANSFORMATIONS.len() + SMART_HEADERS.len()
+    );
     for warning in transformation.warnings() {
         envoy_module::log_warn!("config warning: {warning}");
     }
