@@ -19,7 +19,7 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use minijinja::value::{Object, Value};
 use minijinja::{AutoEscape, Environment, State, Template, UndefinedBehavior};
@@ -227,13 +227,9 @@ pub(crate) enum Compiled {
         capacity: usize,
     },
     Template {
-        /// The compiled template (named after its field path), owned by this value.
+        /// The compiled template (named after its field path), shared by every live value
+        /// with the same field and source; it also holds the names it looks up.
         template: Arc<OwnedTemplate>,
-        /// Variables that are neither functions nor set inside the template: they can only
-        /// come from a JSON body.
-        undeclared: Box<[String]>,
-        /// Every top-level name the template looks up (functions included), sorted.
-        variables: Box<[String]>,
     },
 }
 
@@ -272,17 +268,20 @@ impl Compiled {
         }
     }
 
+    /// Variables of a template that are neither functions nor set inside it: they can only come
+    /// from a JSON body.
     pub fn undeclared(&self) -> &[String] {
         match self {
-            Compiled::Template { undeclared, .. } => undeclared,
+            Compiled::Template { template } => &template.names().undeclared,
             _ => &[],
         }
     }
 
-    /// Every top-level name a template looks up (empty for other values).
+    /// Every top-level name a template looks up (functions included), sorted (empty for other
+    /// values).
     pub fn variables(&self) -> &[String] {
         match self {
-            Compiled::Template { variables, .. } => variables,
+            Compiled::Template { template } => &template.names().variables,
             _ => &[],
         }
     }
@@ -324,6 +323,20 @@ pub(crate) struct TemplateSource {
     /// The one copy of each: MiniJinja's compiled template points into them.
     name: Box<str>,
     source: Box<str>,
+    /// Worked out once, right after the template compiled (MiniJinja parses the source again
+    /// to find them), and shared by every value that shares the template.
+    names: OnceLock<TemplateNames>,
+}
+
+/// The top-level names a template looks up.
+#[derive(Debug, Default)]
+pub(crate) struct TemplateNames {
+    /// Every one (functions included, not the hidden operator function), sorted.
+    variables: Box<[String]>,
+    /// Those that are neither functions nor set inside the template, sorted.
+    undeclared: Box<[String]>,
+    /// Whether it calls the hidden operator function.
+    calls_operators: bool,
 }
 
 type BorrowedTemplate<'a> = Template<'a, 'a>;
@@ -347,6 +360,27 @@ impl fmt::Debug for OwnedTemplate {
 }
 
 impl OwnedTemplate {
+    /// The names the template looks up.
+    fn names(&self) -> &TemplateNames {
+        let source = self.borrow_owner();
+        source.names.get_or_init(|| {
+            let all = self.with_dependent(|_, t| t.undeclared_variables(false));
+            let globals = global_names(&source.env);
+            let mut variables: Vec<String> = all.iter().filter(|n| *n != OP_FN).cloned().collect();
+            variables.sort();
+            let undeclared: Vec<String> = variables
+                .iter()
+                .filter(|n| !globals.contains(n.as_str()))
+                .cloned()
+                .collect();
+            TemplateNames {
+                variables: variables.into(),
+                undeclared: undeclared.into(),
+                calls_operators: all.contains(OP_FN),
+            }
+        })
+    }
+
     /// The compiled template for `name` and `source` in `env`: shared with every live config
     /// that compiled the same template (the same policy on many routes compiles it once).
     /// MiniJinja 2.12 reserves room for 128 instructions, line and span entries in every
@@ -395,6 +429,7 @@ impl OwnedTemplate {
                 env,
                 name: name.into_boxed_str(),
                 source: source.into_boxed_str(),
+                names: OnceLock::new(),
             },
             |o| {
                 let env: &Environment<'_> = &o.env;
@@ -415,6 +450,13 @@ impl OwnedTemplate {
         bucket.push(Arc::downgrade(&template));
         Ok(template)
     }
+}
+
+/// The names the environment defines (builtins and our functions): the same in every
+/// environment [`new_environment`] makes, so worked out once.
+fn global_names(env: &Environment<'static>) -> &'static HashSet<String> {
+    static NAMES: OnceLock<HashSet<String>> = OnceLock::new();
+    NAMES.get_or_init(|| env.globals().map(|(k, _)| k.to_owned()).collect())
 }
 
 /// One template environment per fuel budget, shared by every config compiled with it: the
@@ -459,7 +501,6 @@ pub(crate) struct Compiler {
     env: Arc<Environment<'static>>,
     env_lookup: EnvLookup,
     ops: Vec<Operator>,
-    globals: HashSet<String>,
     limits: Limits,
     patterns: Arc<Patterns>,
     collected: extensions::Collected,
@@ -474,12 +515,10 @@ impl Compiler {
     pub fn new(options: &Options) -> Compiler {
         let patterns = Arc::new(Patterns::default());
         let env = shared_environment(options.limits.fuel);
-        let globals = env.globals().map(|(k, _)| k.to_owned()).collect();
         Compiler {
             env,
             env_lookup: options.env.clone(),
             ops: Vec::new(),
-            globals,
             limits: options.limits,
             patterns,
             collected: extensions::Collected::default(),
@@ -553,30 +592,28 @@ impl Compiler {
                     .at(field)
                     .with_position(template_error_position(value))
             })?;
-        let all = template.with_dependent(|_, t| t.undeclared_variables(false));
-        if all.contains("body") || all.contains("context") {
+        let names = template.names();
+        let has = |n: &str| {
+            names
+                .variables
+                .binary_search_by(|v| v.as_str().cmp(n))
+                .is_ok()
+        };
+        if has("body") || has("context") {
             usage.body = true;
         }
-        if all.contains("context")
-            || all.contains("debug")
+        if has("context")
+            || has("debug")
             || ["include", "import", "extends"]
                 .iter()
                 .any(|k| value.contains(k))
         {
             usage.whole_json = true;
         }
-        usage.json_names.extend(all.iter().cloned());
-        let mut variables: Vec<String> = all
-            .iter()
-            .filter(|n| n.as_str() != OP_FN)
-            .cloned()
-            .collect();
-        variables.sort();
-        let mut undeclared: Vec<String> = all
-            .into_iter()
-            .filter(|n| !self.globals.contains(n) && n != OP_FN)
-            .collect();
-        undeclared.sort();
+        usage.json_names.extend(names.variables.iter().cloned());
+        if names.calls_operators {
+            usage.json_names.insert(OP_FN.to_owned());
+        }
 
         // An unknown function is an undeclared name like a JSON variable: kgateway loads such a
         // template and answers its requests as it does for a missing JSON variable.
@@ -588,11 +625,7 @@ impl Compiler {
             usage,
             &mut self.collected,
         )?;
-        Ok(Compiled::Template {
-            template,
-            undeclared: undeclared.into(),
-            variables: variables.into(),
-        })
+        Ok(Compiled::Template { template })
     }
 
     pub fn finish(self) -> Engine {
