@@ -959,10 +959,11 @@ def rds_update(upstream_port: int, n: int) -> dict:
 
 
 def measure_routes(upstream_port: int, kind: str, n: int, policy: Callable[[int], str] | None,
-                   check: str) -> tuple[int, int, float]:
-    """(RSS KiB, heap in use bytes, seconds to ready) of Envoy with `n` routes."""
+                   check: str) -> tuple[int, int, float, float]:
+    """(RSS KiB, heap in use bytes, seconds to ready, CPU seconds to ready) of Envoy with `n` routes."""
     envoy = start(routes_config(upstream_port, kind, n, policy), ENVOY_CPU, ready_within=1200)
     ready = envoy.extra["ready"] - envoy.extra["spawned"]
+    cpu = cpu_ticks(envoy_pid(envoy)) / CLK_TCK
     try:
         path = f"/r{n - 1}/x"
         resp = envoy.request("GET", path, headers={"x-a": "A", "x-c": "1"})
@@ -970,7 +971,7 @@ def measure_routes(upstream_port: int, kind: str, n: int, policy: Callable[[int]
             raise SystemExit(f"routes {kind} {check} {n}: status {resp.status}, x-route={resp.header('x-route')!r}, "
                              f"x-resp={resp.header('x-resp')!r}")
         time.sleep(1)
-        return rss_kib(envoy_pid(envoy)), tcmalloc_allocated(envoy), ready
+        return rss_kib(envoy_pid(envoy)), tcmalloc_allocated(envoy), ready, cpu
     finally:
         envoy.stop()
 
@@ -980,20 +981,20 @@ def cmd_routes(args):
     an RDS update replacing every route while requests flow."""
     policies = [p for p in ROUTE_POLICIES if not args.only or p[0] in args.only]
     upstream = start(upstream_config(), CLIENT_CPU)
-    none: dict[int, tuple[int, int, float]] = {}
-    results: dict[tuple[str, str, int], tuple[int, int, float]] = {}
+    none: dict[int, tuple[int, int, float, float]] = {}
+    results: dict[tuple[str, str, int], tuple[int, int, float, float]] = {}
     rds = None
     try:
         for n in args.routes:
             none[n] = measure_routes(upstream.port, "none", n, None, "none")
             print(f"{n:>7} routes, no per-route config: RSS {none[n][0] / 1024:7.1f} MiB, "
-                  f"heap {none[n][1] / 2**20:7.1f} MiB, ready in {none[n][2]:.2f} s", flush=True)
+                  f"heap {none[n][1] / 2**20:7.1f} MiB, ready in {none[n][2]:.2f} s, CPU {none[n][3]:.2f} s", flush=True)
             for key, _, policy in policies:
                 for module in ("bare", "ours"):
                     r = measure_routes(upstream.port, module, n, policy, "bare" if module == "bare" else key)
                     results[(key, module, n)] = r
                     print(f"{n:>7} routes, {key:8} {module}: RSS {r[0] / 1024:7.1f} MiB, heap {r[1] / 2**20:7.1f} MiB, "
-                          f"ready in {r[2]:.2f} s", flush=True)
+                          f"ready in {r[2]:.2f} s, CPU {r[3]:.2f} s", flush=True)
         if args.rds_routes:
             rds = rds_update(upstream.port, args.rds_routes)
             print(f"RDS update: { {k: v for k, v in rds.items() if k != 'failures'} }, "
@@ -1001,14 +1002,17 @@ def cmd_routes(args):
     finally:
         upstream.stop()
     rows = ["| routes | per-route policy | RSS MiB (do-nothing module) | ours over it, per route: RSS | heap in use | "
-            "time to ready s (do-nothing module) | x the do-nothing module |", "|---:|---|---:|---:|---:|---:|---:|"]
+            "time to ready s (do-nothing module) | x the do-nothing module | CPU s to ready (do-nothing module) | x |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for n in args.routes:
-        rows.append(f"| {n:,} | no per-route config | {none[n][0] / 1024:.1f} | | | {none[n][2]:.2f} | |")
+        rows.append(f"| {n:,} | no per-route config | {none[n][0] / 1024:.1f} | | | {none[n][2]:.2f} | | "
+                    f"{none[n][3]:.2f} | |")
         for key, title, _ in policies:
             ours, bare = results[(key, "ours", n)], results[(key, "bare", n)]
             rows.append(f"| {n:,} | {title} | {ours[0] / 1024:.1f} ({bare[0] / 1024:.1f}) | "
                         f"{(ours[0] - bare[0]) / n:+.2f} KiB | {(ours[1] - bare[1]) / 1024 / n:+.2f} KiB | "
-                        f"{ours[2]:.2f} ({bare[2]:.2f}) | {ours[2] / bare[2]:.2f} |")
+                        f"{ours[2]:.2f} ({bare[2]:.2f}) | {ours[2] / bare[2]:.2f} | {ours[3]:.2f} ({bare[3]:.2f}) | "
+                        f"{ours[3] / max(bare[3], 0.01):.2f} |")
     md = ["## Routes", "", "\n".join(rows), "",
           "Envoy (`--concurrency 1`) with N routes `/r<i>/`, each with a `DynamicModuleFilterPerRoute`; each policy "
           "is measured with our module and with the do-nothing module (crates/envoy-module/examples/bare_module.rs) "
@@ -1017,7 +1021,8 @@ def cmd_routes(args):
           "(`one-<i>`); the previous policy: `" + ROUTE_POLICY.replace("|", "\\|") + "`. `VmRSS` and the heap in "
           "use (tcmalloc's `allocated`, admin `/memory`) one second after the admin `/ready` answers and one checked "
           "request on the last route; time to ready from starting the Envoy process to that answer (polled every "
-          "50 ms; the config file, JSON, is written before).", ""]
+          "50 ms; the config file, JSON, is written before), and the CPU time (user + system) Envoy used until then "
+          "(less sensitive to the load of the shared machine).", ""]
     if rds:
         mib = lambda k: rds[k] / 1024  # noqa: E731
         md += ["### Route update (RDS) replacing every route under load", "",
