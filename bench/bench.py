@@ -10,7 +10,8 @@ keep-alive) to CPU 1. All scenario Envoys are started first and the runs are int
     bench.py smoke      every scenario for about a second, checking each response under load
     bench.py memory     RSS after 10,000 and after 1,000,000 requests (scenarios 4 to 6)
     bench.py callgrind  instructions per request with Envoy under valgrind [--only KEY ...]
-    bench.py routes     RSS and time to ready with 1,000 and 10,000 routes, each with a per-route config
+    bench.py routes     RSS and time to ready with 1,000, 10,000 and 100,000 routes, each with a per-route config
+                        (three policies against the do-nothing module), and an RDS update replacing every route
 
 Each scenario's response is checked (headers, status, rewritten body length) before it is measured,
 and a run with any non-2xx response or socket error fails, so a broken scenario cannot be reported
@@ -33,11 +34,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-import yaml
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -364,8 +365,9 @@ def start(config: dict, cpu: str, wrapper: list[str] | None = None, ready_within
     config["static_resources"]["listeners"][0]["address"] = {
         "socket_address": {"address": "127.0.0.1", "port_value": port}}
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="bench-envoy-"))
-    config_path = workdir / "envoy.yaml"
-    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    # JSON (a YAML subset Envoy reads by the extension): written in a second for 100,000 routes.
+    config_path = workdir / "envoy.json"
+    config_path.write_text(json.dumps(config))
     log_path = workdir / "envoy.log"
     args = taskset(cpu) + (wrapper or []) + [
         h.ENVOY_BIN, "-c", str(config_path), "--concurrency", "1", "--disable-hot-restart", "--log-level", "warn"]
@@ -373,8 +375,9 @@ def start(config: dict, cpu: str, wrapper: list[str] | None = None, ready_within
     env = {**os.environ, "ENVOY_DYNAMIC_MODULES_SEARCH_PATH": module_dir(), **(env or {})}
     with open(log_path, "wb") as log_file:
         # taskset and valgrind exec the target, so the pid is Envoy's own.
+        spawned = time.monotonic()
         proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=env)
-    envoy = h.Envoy(proc, port, admin_port, log_path, config_path)
+    envoy = h.Envoy(proc, port, admin_port, log_path, config_path, extra={"spawned": spawned})
     deadline = time.time() + ready_within
     while time.time() < deadline:
         if proc.poll() is not None:
@@ -382,6 +385,7 @@ def start(config: dict, cpu: str, wrapper: list[str] | None = None, ready_within
         try:
             if h.request(admin_port, "GET", "/ready", timeout=1).status == 200:
                 with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    envoy.extra["ready"] = time.monotonic()
                     return envoy
         except OSError:
             pass
@@ -803,67 +807,239 @@ ROUTE_POLICY = json.dumps({
 })
 
 
-def routes_config(upstream_port: int, kind: str, n: int) -> dict:
-    """`n` routes `/r<i>/`, each with a per-route config of `kind`: none, the do-nothing module's,
-    or ours (ROUTE_POLICY: two request headers from templates, one response header)."""
-    routes, filters = [], []
-    if kind == "bare":
-        filters = [dict(bare_module_filter(), name="dynamic_modules/simple_mutations", disabled=True)]
-    elif kind == "ours":
-        filters = [disabled_rustformation()]
+def issue_policy(route: int | None = None, version: str | None = None) -> str:
+    """Issue 24's policy: three real templates (two request headers, one response header). With a
+    route number, the number is inside the `if` template, so every route's policy differs; a
+    version adds a literal response header `x-version`."""
+    mark = "" if route is None else f"-{route}"
+    response = [{"name": "x-resp", "value": '{{ header(":status") }}-{{ substring(request_header(":path"), 0, 5) }}'}]
+    if version:
+        response.append({"name": "x-version", "value": version})
+    return json.dumps({
+        "request": {"set": [
+            {"name": "x-route", "value": 'r{{ request_header("x-a") }}'},
+            {"name": "x-b", "value": '{% if request_header("x-c") == "1" %}one' + mark + '{% else %}other{% endif %}'},
+        ]},
+        "response": {"set": response},
+    })
+
+
+# (key, title, per-route config of route i): each measured with our module and with the do-nothing
+# module given the same bytes (Envoy keeps every route's config bytes too: the difference is ours).
+ROUTE_POLICIES: list[tuple[str, str, Callable[[int], str]]] = [
+    ("shared", "issue 24's three-template policy, the same on every route", lambda i: ISSUE_POLICY),
+    ("distinct", "the same with the route's number inside a template (every route distinct)",
+     lambda i: issue_policy(i)),
+    ("today", "the previous three-value policy (lowered to header reads), the same on every route",
+     lambda i: ROUTE_POLICY),
+]
+ISSUE_POLICY = issue_policy()
+
+
+def routes_table(kind: str, n: int, policy: Callable[[int], str] | None) -> list[dict]:
+    routes = []
     for i in range(n):
         r = route(prefix=f"/r{i}/")
-        if kind != "none":
-            per = h.per_route("rustformation", ROUTE_POLICY)
+        if policy is not None:
+            per = h.per_route("rustformation", policy(i))
             if kind == "bare":
                 per["dynamic_module_config"]["name"] = BARE_MODULE
             r["typed_per_filter_config"] = {"dynamic_modules/simple_mutations": per}
         routes.append(r)
-    return h.gateway_config(upstream_port, filters, routes)
+    return routes
+
+
+def routes_config(upstream_port: int, kind: str, n: int, policy: Callable[[int], str] | None) -> dict:
+    """`n` routes `/r<i>/`, each with a per-route config of `kind`: none, the do-nothing module's,
+    or ours with `policy(i)`."""
+    filters = []
+    if kind == "bare":
+        filters = [dict(bare_module_filter(), name="dynamic_modules/simple_mutations", disabled=True)]
+    elif kind != "none":
+        filters = [disabled_rustformation()]
+    return h.gateway_config(upstream_port, filters, routes_table(kind, n, policy))
+
+
+def check_route_response(kind: str, resp: h.Response, path: str) -> bool:
+    if resp.status != 200:
+        return False
+    if kind in ("none", "bare"):
+        return resp.header("x-route") is None and resp.header("x-resp") is None
+    if kind == "today":
+        return resp.header("x-route") == "routes"
+    return resp.header("x-resp") == f"200-{path[:5]}"
+
+
+def tcmalloc_allocated(envoy: h.Envoy) -> int:
+    """Bytes the process's heap has handed out and not taken back (admin /memory)."""
+    return int(h.request(envoy.admin_port, "GET", "/memory").json()["allocated"])
+
+
+def rds_update(upstream_port: int, n: int) -> dict:
+    """Envoy with `n` routes from a file (RDS), each with its own policy; while clients send requests
+    over all routes, every route is replaced twice (new bytes each time). Counts the requests and
+    failures, and takes RSS and the heap in use before, at the peak, and after."""
+    workdir = pathlib.Path(tempfile.mkdtemp(prefix="bench-rds-"))
+    rds_path = workdir / "routes.json"
+
+    def publish(version: str):
+        table = routes_table("ours", n, lambda i: issue_policy(i, version))
+        tmp = rds_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"resources": [{
+            "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration", "name": "routes",
+            "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": table}]}]}))
+        os.rename(tmp, rds_path)
+
+    publish("v1")
+    config = h.gateway_config(upstream_port, [disabled_rustformation()], [])
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    del hcm["route_config"]
+    hcm["rds"] = {"route_config_name": "routes",
+                  "config_source": {"resource_api_version": "V3", "path_config_source": {"path": str(rds_path)}}}
+    config["node"] = {"id": "bench", "cluster": "bench"}
+    envoy = start(config, ENVOY_CPU, ready_within=600)
+    pid = envoy_pid(envoy)
+    out: dict = {"routes": n}
+    try:
+        time.sleep(1)
+        out["rss_before"], out["heap_before"] = rss_kib(pid), tcmalloc_allocated(envoy)
+        stop = threading.Event()
+        seen: list[tuple[float, str | None]] = []
+        failures: list[str] = []
+        peak = [out["rss_before"]]
+
+        def client(k: int):
+            i = k
+            while not stop.is_set():
+                route_i = (i * 7919) % n
+                path = f"/r{route_i}/x"
+                try:
+                    resp = envoy.request("GET", path, headers={"x-c": "1"}, timeout=30)
+                    if not check_route_response("shared", resp, path):
+                        failures.append(f"{path}: {resp.status} {resp.header('x-resp')!r}")
+                    seen.append((time.monotonic(), resp.header("x-version")))
+                except OSError as e:
+                    failures.append(f"{path}: {e!r}")
+                i += 1
+
+        def sampler():
+            while not stop.is_set():
+                peak[0] = max(peak[0], rss_kib(pid))
+                time.sleep(0.2)
+
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(2)] + [threading.Thread(target=sampler)]
+        for t in threads:
+            t.start()
+        try:
+            time.sleep(2)
+            for version in ("v2", "v3"):
+                t0 = time.monotonic()
+                publish(version)
+                deadline = t0 + 600
+                while not any(v == version for _, v in seen[-20:]):
+                    if time.monotonic() > deadline:
+                        raise SystemExit(f"RDS update to {version} not applied within 600 s")
+                    time.sleep(0.1)
+                out[f"applied_{version}"] = time.monotonic() - t0
+                time.sleep(3)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(60)
+        time.sleep(3)
+        out["rss_after"], out["heap_after"] = rss_kib(pid), tcmalloc_allocated(envoy)
+        out["rss_peak"] = peak[0]
+        out["requests"], out["failures"] = len(seen) + len(failures), failures
+        out["versions"] = sorted({v for _, v in seen if v})
+        if not envoy.alive():
+            raise SystemExit("envoy died during the route updates")
+    finally:
+        envoy.stop()
+    return out
+
+
+def measure_routes(upstream_port: int, kind: str, n: int, policy: Callable[[int], str] | None,
+                   check: str) -> tuple[int, int, float, float]:
+    """(RSS KiB, heap in use bytes, seconds to ready, CPU seconds to ready) of Envoy with `n` routes."""
+    envoy = start(routes_config(upstream_port, kind, n, policy), ENVOY_CPU, ready_within=1200)
+    ready = envoy.extra["ready"] - envoy.extra["spawned"]
+    cpu = cpu_ticks(envoy_pid(envoy)) / CLK_TCK
+    try:
+        path = f"/r{n - 1}/x"
+        resp = envoy.request("GET", path, headers={"x-a": "A", "x-c": "1"})
+        if not check_route_response(check, resp, path):
+            raise SystemExit(f"routes {kind} {check} {n}: status {resp.status}, x-route={resp.header('x-route')!r}, "
+                             f"x-resp={resp.header('x-resp')!r}")
+        time.sleep(1)
+        return rss_kib(envoy_pid(envoy)), tcmalloc_allocated(envoy), ready, cpu
+    finally:
+        envoy.stop()
 
 
 def cmd_routes(args):
-    """RSS after start and time to ready with many routes, each with its own per-route config."""
-    kinds = [("none", "no per-route config"), ("bare", "do-nothing module's per-route config"),
-             ("ours", "rustformation, the three-value policy")]
+    """RSS after start and time to ready with many routes, each with its own per-route config; then
+    an RDS update replacing every route while requests flow."""
+    policies = [p for p in ROUTE_POLICIES if not args.only or p[0] in args.only]
     upstream = start(upstream_config(), CLIENT_CPU)
-    results: dict[tuple[str, int], tuple[int, float]] = {}
+    none: dict[int, tuple[int, int, float, float]] = {}
+    results: dict[tuple[str, str, int], tuple[int, int, float, float]] = {}
+    rds = None
     try:
         for n in args.routes:
-            for kind, _ in kinds:
-                config = routes_config(upstream.port, kind, n)
-                t0 = time.monotonic()
-                envoy = start(config, ENVOY_CPU, ready_within=600)
-                ready = time.monotonic() - t0
-                try:
-                    resp = envoy.request("GET", f"/r{n - 1}/x")
-                    want = "routes" if kind == "ours" else None
-                    if resp.status != 200 or resp.header("x-route") != want:
-                        raise SystemExit(f"routes {kind} {n}: status {resp.status}, x-route={resp.header('x-route')!r}")
-                    time.sleep(1)
-                    rss = rss_kib(envoy_pid(envoy))
-                finally:
-                    envoy.stop()
-                results[(kind, n)] = (rss, ready)
-                print(f"{n:>6} routes, {kind:5}: RSS {rss / 1024:7.1f} MiB, ready in {ready:.2f} s", flush=True)
+            none[n] = measure_routes(upstream.port, "none", n, None, "none")
+            print(f"{n:>7} routes, no per-route config: RSS {none[n][0] / 1024:7.1f} MiB, "
+                  f"heap {none[n][1] / 2**20:7.1f} MiB, ready in {none[n][2]:.2f} s, CPU {none[n][3]:.2f} s", flush=True)
+            for key, _, policy in policies:
+                for module in ("bare", "ours"):
+                    r = measure_routes(upstream.port, module, n, policy, "bare" if module == "bare" else key)
+                    results[(key, module, n)] = r
+                    print(f"{n:>7} routes, {key:8} {module}: RSS {r[0] / 1024:7.1f} MiB, heap {r[1] / 2**20:7.1f} MiB, "
+                          f"ready in {r[2]:.2f} s, CPU {r[3]:.2f} s", flush=True)
+        if args.rds_routes:
+            rds = rds_update(upstream.port, args.rds_routes)
+            print(f"RDS update: { {k: v for k, v in rds.items() if k != 'failures'} }, "
+                  f"{len(rds['failures'])} failures", flush=True)
     finally:
         upstream.stop()
-    rows = ["| routes | per-route config | RSS MiB | over no config | over the do-nothing module, per route | "
-            "time to ready s | x the do-nothing module |", "|---:|---|---:|---:|---:|---:|---:|"]
+    rows = ["| routes | per-route policy | RSS MiB (do-nothing module) | ours over it, per route: RSS | heap in use | "
+            "time to ready s (do-nothing module) | x the do-nothing module | CPU s to ready (do-nothing module) | x |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for n in args.routes:
-        none_rss, _ = results[("none", n)]
-        bare_rss, bare_ready = results[("bare", n)]
-        for kind, title in kinds:
-            rss, ready = results[(kind, n)]
-            per_route_kib = f"{(rss - bare_rss) / n:+.2f} KiB" if kind == "ours" else ""
-            rows.append(f"| {n:,} | {title} | {rss / 1024:.1f} | {(rss - none_rss) / 1024:+.1f} | {per_route_kib} | "
-                        f"{ready:.2f} | {ready / bare_ready:.2f} |")
+        rows.append(f"| {n:,} | no per-route config | {none[n][0] / 1024:.1f} | | | {none[n][2]:.2f} | | "
+                    f"{none[n][3]:.2f} | |")
+        for key, title, _ in policies:
+            ours, bare = results[(key, "ours", n)], results[(key, "bare", n)]
+            rows.append(f"| {n:,} | {title} | {ours[0] / 1024:.1f} ({bare[0] / 1024:.1f}) | "
+                        f"{(ours[0] - bare[0]) / n:+.2f} KiB | {(ours[1] - bare[1]) / 1024 / n:+.2f} KiB | "
+                        f"{ours[2]:.2f} ({bare[2]:.2f}) | {ours[2] / bare[2]:.2f} | {ours[3]:.2f} ({bare[3]:.2f}) | "
+                        f"{ours[3] / max(bare[3], 0.01):.2f} |")
     md = ["## Routes", "", "\n".join(rows), "",
-          "Envoy (`--concurrency 1`) with N routes `/r<i>/`, each with a `DynamicModuleFilterPerRoute` "
-          "(ours: `rustformation` with `" + ROUTE_POLICY.replace("|", "\\|") + "`); `VmRSS` one second after "
-          "the admin `/ready` answers, and the time from starting Envoy to that answer (polled every 50 ms). "
-          "The do-nothing module is crates/envoy-module/examples/bare_module.rs.", ""]
+          "Envoy (`--concurrency 1`) with N routes `/r<i>/`, each with a `DynamicModuleFilterPerRoute`; each policy "
+          "is measured with our module and with the do-nothing module (crates/envoy-module/examples/bare_module.rs) "
+          "given the same config bytes, since Envoy keeps every route's bytes itself. Issue 24's policy: `"
+          + ISSUE_POLICY.replace("|", "\\|") + "`; distinct: the route's number inside the `if` template "
+          "(`one-<i>`); the previous policy: `" + ROUTE_POLICY.replace("|", "\\|") + "`. `VmRSS` and the heap in "
+          "use (tcmalloc's `allocated`, admin `/memory`) one second after the admin `/ready` answers and one checked "
+          "request on the last route; time to ready from starting the Envoy process to that answer (polled every "
+          "50 ms; the config file, JSON, is written before), and the CPU time (user + system) Envoy used until then "
+          "(less sensitive to the load of the shared machine).", ""]
+    if rds:
+        mib = lambda k: rds[k] / 1024  # noqa: E731
+        md += ["### Route update (RDS) replacing every route under load", "",
+               f"{rds['routes']:,} routes from a file (RDS), each with issue 24's policy with its number inside "
+               "a template and a version header; two clients send requests over all routes (a new connection "
+               "each) while the file is replaced twice (every route's policy changes each time: v1 to v2 to v3). "
+               "Before: one second after ready; after: three seconds after the clients stopped.", "",
+               "| requests | failed | versions seen | update applied after s (v2, v3) | RSS MiB before / peak / "
+               "after | heap in use MiB before / after |", "|---:|---:|---|---|---|---|",
+               f"| {rds['requests']:,} | {len(rds['failures'])} | {', '.join(rds['versions'])} | "
+               f"{rds['applied_v2']:.1f}, {rds['applied_v3']:.1f} | {mib('rss_before'):.1f} / {mib('rss_peak'):.1f} / "
+               f"{mib('rss_after'):.1f} | {rds['heap_before'] / 2**20:.1f} / {rds['heap_after'] / 2**20:.1f} |", ""]
+        if rds["failures"]:
+            md += ["Failures (first 5): " + "; ".join(rds["failures"][:5]), ""]
     report(md, args.out)
+    if rds and rds["failures"]:
+        raise SystemExit(f"{len(rds['failures'])} requests failed during the route updates")
 
 
 def main():
@@ -888,7 +1064,9 @@ def main():
     c.add_argument("--only", nargs="*", help="scenario keys (default: all)")
     c.add_argument("--out")
     rt = sub.add_parser("routes")
-    rt.add_argument("--routes", type=int, nargs="*", default=[1_000, 10_000])
+    rt.add_argument("--routes", type=int, nargs="*", default=[1_000, 10_000, 100_000])
+    rt.add_argument("--only", nargs="*", help="policies: " + " ".join(k for k, _, _ in ROUTE_POLICIES))
+    rt.add_argument("--rds-routes", type=int, default=10_000, help="routes in the RDS update (0: skip it)")
     rt.add_argument("--out")
     args = p.parse_args()
     {"run": cmd_run, "smoke": cmd_smoke, "memory": cmd_memory, "callgrind": cmd_callgrind,

@@ -3,7 +3,7 @@
 #   make bench             throughput, latency and CPU per request of every scenario -> bench/results.md
 #   make bench-callgrind   instructions per request under valgrind -> bench/callgrind.md
 #   make bench-memory      Envoy RSS after 10,000 vs 1,000,000 requests -> bench/memory.md
-#   make bench-routes      RSS and time to ready with 1,000 and 10,000 per-route configs -> bench/routes.md
+#   make bench-routes      RSS and time to ready with 1,000 to 100,000 per-route configs (three policies), RDS update -> bench/routes.md
 #   make bench-micro       criterion micro-benchmarks of the transformations and acl crates
 #   make bench-smoke       every scenario for a second, each response checked (part of make test)
 #

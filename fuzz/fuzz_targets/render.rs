@@ -10,7 +10,7 @@ use libfuzzer_sys::fuzz_target;
 #[path = "engine_panics.rs"]
 mod engine_panics;
 use transformations::memory::{MemoryMessage, MemoryStreamInfo};
-use transformations::{BodyMode, Limits, Options, Transformation};
+use transformations::{BodyMode, KgatewayRelease, Limits, Options, Transformation};
 
 #[derive(Debug, Arbitrary)]
 struct Input {
@@ -19,6 +19,8 @@ struct Input {
     body_value: String,
     as_json: bool,
     buffered: bool,
+    /// kgateway v2.4's semantics (repeated headers joined) rather than v2.3's.
+    v2_4: bool,
     headers: Vec<(u8, Vec<u8>)>,
     body: Vec<u8>,
 }
@@ -49,6 +51,11 @@ fuzz_target!(|input: Input| {
     let options = Options {
         limits: LIMITS,
         env: std::sync::Arc::new(|_| Some("env\r\nvalue".to_owned())),
+        release: if input.v2_4 {
+            KgatewayRelease::V2_4
+        } else {
+            KgatewayRelease::V2_3
+        },
     };
     let Ok(t) = Transformation::from_json_with(config.to_string().as_bytes(), &options) else {
         return;

@@ -204,7 +204,9 @@ mod tests {
         let mut e = from(Some("192.0.2.1:1"));
         e.per_route = Some(Arc::new(RouteConfig::Transformation(
             crate::per_route::RouteTransformation::new(
-                transformations::Transformation::from_json(b"{}").unwrap(),
+                transformations::intern::Interned::unshared(
+                    transformations::Transformation::from_json(b"{}").unwrap(),
+                ),
                 None,
             ),
         )));

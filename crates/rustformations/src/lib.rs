@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use envoy_module::{EnvoyFilterConfig, HttpFilterConfig, PerRouteConfig};
+use transformations::intern::{Interned, Interner};
 use transformations::{Options, Transformation};
 
 mod envoy_message;
@@ -157,12 +158,33 @@ fn load_transformation(
     })
 }
 
-fn compile_transformation(kind: FilterKind, config: &[u8]) -> Result<Transformation, String> {
+/// A compiled transformation, shared by every config (route or listener) with the same bytes.
+pub(crate) type SharedTransformation = Interned<Transformation>;
+
+/// The live compiled transformations by their config bytes: `rustformation` and
+/// `http_simple_mutations` compile a config the same way, `my-smart-header` its own way.
+static TRANSFORMATIONS: Interner<Transformation> = Interner::new();
+static SMART_HEADERS: Interner<Transformation> = Interner::new();
+
+/// The compiled transformation for `config`: the one already live for the same bytes (a policy
+/// on many routes compiles once), or a new one, freed with the last config that holds it.
+fn compile_transformation(kind: FilterKind, config: &[u8]) -> Result<SharedTransformation, String> {
+    let table = match kind {
+        FilterKind::SmartHeader => &SMART_HEADERS,
+        _ => &TRANSFORMATIONS,
+    };
+    // The release is chosen once per process, so equal bytes always compile the same.
     let options = Options {
         release: release::current()?,
         ..Options::default()
     };
-    let transformation = load_transformation(kind, config, &options).map_err(|e| e.message)?;
+    let transformation = table.get_or_try_insert_with(config, || {
+        load_transformation(kind, config, &options).map_err(|e| e.message)
+    })?;
+    envoy_module::log_debug!(
+        "compiled transformations: {} live, shared by every config with the same bytes",
+        TRANSFORMATIONS.len() + SMART_HEADERS.len()
+    );
     for warning in transformation.warnings() {
         envoy_module::log_warn!("config warning: {warning}");
     }
@@ -188,7 +210,7 @@ fn new_filter_config(
                 FilterKind::Transformation(name) => name,
                 _ => SMART_HEADER,
             };
-            let listener = Arc::new(compile_transformation(kind, config)?);
+            let listener = compile_transformation(kind, config)?;
             let marker = match kind {
                 FilterKind::Transformation(_) => marker::from_env()?.map(Arc::new),
                 _ => None,

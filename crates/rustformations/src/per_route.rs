@@ -7,6 +7,8 @@ use envoy_module::{EnvoyHttpFilter, PerRouteConfig};
 use transformations::Transformation;
 use transformations::marker::Marker;
 
+use crate::SharedTransformation;
+
 /// A per-route config as Envoy keeps it for a route (shared by every stream on it).
 pub enum RouteConfig {
     Transformation(RouteTransformation),
@@ -17,15 +19,19 @@ pub enum RouteConfig {
 /// (worked out at load, so that a stream need not ask).
 #[derive(Clone)]
 pub struct RouteTransformation {
-    pub transformation: Arc<Transformation>,
+    /// Shared with every route (and listener) whose config has the same bytes.
+    pub transformation: SharedTransformation,
     pub sends_marker: bool,
 }
 
 impl RouteTransformation {
-    pub fn new(transformation: Transformation, marker: Option<&Marker>) -> RouteTransformation {
+    pub fn new(
+        transformation: SharedTransformation,
+        marker: Option<&Marker>,
+    ) -> RouteTransformation {
         RouteTransformation {
             sends_marker: sends_marker(&transformation, marker),
-            transformation: Arc::new(transformation),
+            transformation,
         }
     }
 }
@@ -69,6 +75,7 @@ mod tests {
     use super::RouteConfig;
     use crate::{new_filter_config, new_per_route_config};
     use envoy_module::testing::FakeFilterConfigEnvoy;
+    use transformations::intern::Interned;
 
     fn per_route(name: &str, config: &str) -> Result<RouteConfig, String> {
         new_per_route_config(name, config.as_bytes()).map(|c| {
@@ -145,6 +152,77 @@ mod tests {
         }
         // Not UTF-8.
         assert!(new_per_route_config("rustformation", b"{\"request\":\xff}").is_err());
+    }
+
+    fn shared(config: &envoy_module::PerRouteConfig) -> crate::SharedTransformation {
+        match config.downcast_ref::<RouteConfig>() {
+            Some(RouteConfig::Transformation(t)) => t.transformation.clone(),
+            _ => panic!("not a transformation"),
+        }
+    }
+
+    /// The issue's policy: three real templates.
+    const POLICY: &str = r#"{"request": {"set": [{"name": "x-route", "value": "r{{ request_header(\"x-a\") }}"}, {"name": "x-b", "value": "{% if request_header(\"x-c\") == \"1\" %}one{% else %}other{% endif %}"}]}, "response": {"set": [{"name": "x-resp", "value": "{{ header(\":status\") }}-{{ substring(request_header(\":path\"), 0, 5) }}"}]}}"#;
+
+    #[test]
+    fn routes_with_the_same_bytes_share_one_compiled_config() {
+        // Bytes no other test uses, so that the process-wide table is ours alone here.
+        let policy = POLICY.replace("x-route", "x-shared-test");
+        let a = new_per_route_config("rustformation", policy.as_bytes()).unwrap();
+        let b = new_per_route_config("http_simple_mutations", policy.as_bytes()).unwrap();
+        assert!(Interned::ptr_eq(&shared(&a), &shared(&b)));
+        // The listener's config with the same bytes shares it too.
+        let listener = new_filter_config(
+            &mut FakeFilterConfigEnvoy::new(),
+            "rustformation",
+            policy.as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(Interned::holders(&shared(&a)), 4); // a, b, the listener, the probe
+        // Other bytes (one space more) compile their own.
+        let other = policy.replacen(' ', "  ", 1);
+        let c = new_per_route_config("rustformation", other.as_bytes()).unwrap();
+        assert!(!Interned::ptr_eq(&shared(&a), &shared(&c)));
+        // my-smart-header reads the same bytes its own way: never shared with rustformation.
+        let smart = br#"{"response": {"set": [{"name": "x-shared-test-smart", "value": "v"}]}}"#;
+        let d = new_per_route_config("rustformation", smart).unwrap();
+        let e = new_per_route_config("my-smart-header", smart).unwrap();
+        assert!(!Interned::ptr_eq(&shared(&d), &shared(&e)));
+
+        // Freed when the last holder goes: the route configs and the listener, in any order.
+        assert!(crate::TRANSFORMATIONS.get(policy.as_bytes()).is_some());
+        drop(a);
+        drop(listener);
+        assert!(crate::TRANSFORMATIONS.get(policy.as_bytes()).is_some());
+        drop(b);
+        assert!(crate::TRANSFORMATIONS.get(policy.as_bytes()).is_none());
+        assert!(crate::TRANSFORMATIONS.get(other.as_bytes()).is_some());
+        drop(c);
+        assert!(crate::TRANSFORMATIONS.get(other.as_bytes()).is_none());
+    }
+
+    /// A worker holding a route's config for a request in flight outlives the route update
+    /// that dropped it on the main thread; the config the update brought in is compiled anew
+    /// or shared, and the old one is freed by the worker's drop.
+    #[test]
+    fn a_config_held_by_a_worker_outlives_its_route() {
+        let policy = POLICY.replace("x-route", "x-worker-test");
+        let route = new_per_route_config("rustformation", policy.as_bytes()).unwrap();
+        let in_flight = shared(&route);
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let worker = std::thread::spawn(move || {
+            rx.recv().unwrap();
+            assert!(in_flight.request().has_work());
+            drop(in_flight);
+        });
+        drop(route); // the route update, on the main thread
+        assert!(crate::TRANSFORMATIONS.get(policy.as_bytes()).is_some());
+        let replacement = new_per_route_config("rustformation", policy.as_bytes()).unwrap();
+        tx.send(()).unwrap();
+        worker.join().unwrap();
+        assert!(crate::TRANSFORMATIONS.get(policy.as_bytes()).is_some());
+        drop(replacement);
+        assert!(crate::TRANSFORMATIONS.get(policy.as_bytes()).is_none());
     }
 
     #[test]

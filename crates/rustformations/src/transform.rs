@@ -11,8 +11,7 @@ use envoy_module::{
     HttpFilter, HttpFilterConfig, NewFilter, TrailersStatus, log_debug, log_warn,
 };
 use transformations::{
-    ApplyError, BodyMode, LocalReply, RequestCapture, Side, SideAction, Transformation, Warning,
-    WarningKind,
+    ApplyError, BodyMode, LocalReply, RequestCapture, Side, SideAction, Warning, WarningKind,
 };
 
 use crate::envoy_message::{EnvoyMessage, EnvoyStreamInfo};
@@ -32,7 +31,7 @@ pub struct TransformFilterConfig {
     /// Filter name, for log lines.
     pub name: &'static str,
     /// The listener-level transformation; a per-route one replaces it (no merge).
-    pub listener: Arc<Transformation>,
+    pub listener: crate::SharedTransformation,
     /// Added to every response this filter transformed (`rustformation` only).
     pub marker: Option<Arc<Marker>>,
     /// Whether the listener-level response side always sends the marker itself.
@@ -92,7 +91,7 @@ enum Phase {
 
 struct TransformFilter {
     name: &'static str,
-    transformation: Arc<Transformation>,
+    transformation: crate::SharedTransformation,
     marker: Option<Arc<Marker>>,
     /// Whether the chosen transformation's response side always sends the marker itself.
     response_sends_marker: bool,
@@ -390,6 +389,7 @@ mod tests {
     //! request snapshot, local replies, the marker and counters (kgateway-contract.md).
 
     use std::sync::Arc;
+    use transformations::intern::Interned;
 
     use envoy_module::testing::FakeEnvoy;
     use envoy_module::{
@@ -417,7 +417,7 @@ mod tests {
         TransformFilterConfig {
             name: "rustformation",
             listener_sends_marker: sends_marker(&listener, Some(&marker())),
-            listener: Arc::new(listener),
+            listener: Interned::unshared(listener),
             marker: Some(Arc::new(marker())),
             counters: TransformCounters {
                 invalid_header_dropped: DROPPED,
@@ -433,7 +433,7 @@ mod tests {
     fn route(envoy: &mut FakeEnvoy, json: &str) {
         envoy.per_route = Some(Arc::new(RouteConfig::Transformation(
             RouteTransformation::new(
-                Transformation::from_json(json.as_bytes()).unwrap(),
+                Interned::unshared(Transformation::from_json(json.as_bytes()).unwrap()),
                 Some(&marker()),
             ),
         )));

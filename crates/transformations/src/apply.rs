@@ -318,6 +318,7 @@ impl Transformation {
         )?;
         let mut response_request_needs = response.usage.request_header_fn.clone();
         response_request_needs.merge(&response.usage.req_op);
+        response_request_needs.shrink();
         Ok(Transformation {
             request,
             response,
@@ -902,8 +903,15 @@ fn compile_side(
         own.merge(&usage.request_header_fn);
         own.merge(&usage.req_op);
     }
+    own.shrink();
     side.own_needs = own;
+    usage.shrink(side.parse_as == ParseAs::AsJson);
     side.usage = usage;
+    for ops in [&mut side.set, &mut side.add] {
+        ops.shrink_to_fit();
+    }
+    side.remove.shrink_to_fit();
+    side.metadata.shrink_to_fit();
     side.work = side.compute_has_work();
     side.body_needed = side.compute_needs_body();
     side.prerenders = side.compute_prerenders();

@@ -69,6 +69,42 @@ pub fn raw_string(value: &str) -> String {
     quoted[1..quoted.len() - 1].to_owned()
 }
 
+/// `get_cookie(name)` / `get_cookie_i(name)` (kgateway v2.4) over the values of every `Cookie`
+/// header in order. Each header is split on `;`, each pair trimmed and split at its first `=`
+/// (name and value trimmed; a pair without `=` or with an empty name is no cookie). The first
+/// pair of that name answers; `ignore_case` compares names lowercased. No such cookie: empty.
+///
+/// Where one header holds several spellings of a name (`a=1; A=2`), `get_cookie_i` takes the
+/// first; kgateway v2.4's module takes one of them at random per process.
+pub fn cookie<S: AsRef<str>>(
+    cookie_headers: impl IntoIterator<Item = S>,
+    name: &str,
+    ignore_case: bool,
+) -> String {
+    let wanted = if ignore_case {
+        std::borrow::Cow::Owned(name.to_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(name)
+    };
+    for header in cookie_headers {
+        for pair in header.as_ref().split(';') {
+            let Some((candidate, value)) = pair.trim().split_once('=') else {
+                continue;
+            };
+            let candidate = candidate.trim();
+            let same = if ignore_case {
+                candidate.to_lowercase() == *wanted
+            } else {
+                candidate == wanted.as_ref()
+            };
+            if same && !candidate.is_empty() {
+                return value.trim().to_owned();
+            }
+        }
+    }
+    String::new()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,40 +176,4 @@ mod tests {
         assert_eq!(raw_string(""), "");
         assert_eq!(raw_string("\u{1}"), r"\u0001");
     }
-}
-
-/// `get_cookie(name)` / `get_cookie_i(name)` (kgateway v2.4) over the values of every `Cookie`
-/// header in order. Each header is split on `;`, each pair trimmed and split at its first `=`
-/// (name and value trimmed; a pair without `=` or with an empty name is no cookie). The first
-/// pair of that name answers; `ignore_case` compares names lowercased. No such cookie: empty.
-///
-/// Where one header holds several spellings of a name (`a=1; A=2`), `get_cookie_i` takes the
-/// first; kgateway v2.4's module takes one of them at random per process.
-pub fn cookie<S: AsRef<str>>(
-    cookie_headers: impl IntoIterator<Item = S>,
-    name: &str,
-    ignore_case: bool,
-) -> String {
-    let wanted = if ignore_case {
-        std::borrow::Cow::Owned(name.to_lowercase())
-    } else {
-        std::borrow::Cow::Borrowed(name)
-    };
-    for header in cookie_headers {
-        for pair in header.as_ref().split(';') {
-            let Some((candidate, value)) = pair.trim().split_once('=') else {
-                continue;
-            };
-            let candidate = candidate.trim();
-            let same = if ignore_case {
-                candidate.to_lowercase() == *wanted
-            } else {
-                candidate == wanted.as_ref()
-            };
-            if same && !candidate.is_empty() {
-                return value.trim().to_owned();
-            }
-        }
-    }
-    String::new()
 }

@@ -145,6 +145,7 @@ pub mod error;
 pub mod exchange;
 pub mod extensions;
 pub mod functions;
+pub mod intern;
 pub mod json_edit;
 pub mod marker;
 pub mod memory;

@@ -10,14 +10,16 @@
 //!   `request_header()` there.
 
 use std::borrow::Cow;
+use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::hash::BuildHasher;
 
 use smallvec::SmallVec;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use minijinja::value::{Object, Value};
 use minijinja::{AutoEscape, Environment, State, Template, UndefinedBehavior};
@@ -132,6 +134,11 @@ impl HeaderNeeds {
         }
     }
 
+    /// Gives back the room the list grew into (a config keeps it for its life).
+    pub(crate) fn shrink(&mut self) {
+        self.names.shrink_to_fit();
+    }
+
     pub(crate) fn set_all(&mut self) {
         self.all = true;
         self.names.clear();
@@ -174,6 +181,23 @@ pub(crate) struct Usage {
 }
 
 impl Usage {
+    /// Drops what this side cannot use and the spare room of what it keeps: a compiled side
+    /// lives as long as its config, on every route that has it.
+    pub(crate) fn shrink(&mut self, parses_json: bool) {
+        if !parses_json {
+            // Read only to parse a JSON body (`parseAs: AsJson`).
+            self.json_names = BTreeSet::new();
+        }
+        for needs in [
+            &mut self.header_fn,
+            &mut self.request_header_fn,
+            &mut self.req_op,
+            &mut self.resp_op,
+        ] {
+            needs.shrink();
+        }
+    }
+
     fn record_op(&mut self, op: &Operator) {
         match &op.kind {
             OperatorKind::Req { name, alt } => {
@@ -208,14 +232,9 @@ pub(crate) enum Compiled {
         capacity: usize,
     },
     Template {
-        /// The compiled template (named after its field path), owned by this value.
+        /// The compiled template (named after its field path), shared by every live value
+        /// with the same field and source; it also holds the names it looks up.
         template: Arc<OwnedTemplate>,
-        /// Variables that are neither functions nor set inside the template: they can only
-        /// come from a JSON body.
-        undeclared: Box<[String]>,
-        /// Every name the template's code refers to (functions, JSON keys, its own variables),
-        /// sorted.
-        variables: Box<[String]>,
     },
 }
 
@@ -254,17 +273,20 @@ impl Compiled {
         }
     }
 
+    /// Variables of a template that are neither functions nor set inside it: they can only come
+    /// from a JSON body.
     pub fn undeclared(&self) -> &[String] {
         match self {
-            Compiled::Template { undeclared, .. } => undeclared,
+            Compiled::Template { template } => &template.names().undeclared,
             _ => &[],
         }
     }
 
-    /// Every top-level name a template looks up (empty for other values).
+    /// Every name a template's code refers to (functions, JSON keys, its own variables), sorted
+    /// (empty for other values).
     pub fn variables(&self) -> &[String] {
         match self {
-            Compiled::Template { variables, .. } => variables,
+            Compiled::Template { template } => &template.names().variables,
             _ => &[],
         }
     }
@@ -303,8 +325,24 @@ fn template_error_position(value: &str) -> Option<crate::error::TemplatePosition
 /// What a compiled template borrows: the shared environment and its own name and source.
 pub(crate) struct TemplateSource {
     env: Arc<Environment<'static>>,
-    name: String,
-    source: String,
+    /// The one copy of each: MiniJinja's compiled template points into them.
+    name: Box<str>,
+    source: Box<str>,
+    /// Worked out once, right after the template compiled (MiniJinja parses the source again
+    /// to find them), and shared by every value that shares the template.
+    names: OnceLock<TemplateNames>,
+}
+
+/// The top-level names a template looks up.
+#[derive(Debug, Default)]
+pub(crate) struct TemplateNames {
+    /// Every name its code refers to (functions, JSON keys, its own variables; not the hidden
+    /// operator function), sorted.
+    variables: Box<[String]>,
+    /// Those that are neither functions nor set inside the template, sorted.
+    undeclared: Box<[String]>,
+    /// Whether it calls the hidden operator function.
+    calls_operators: bool,
 }
 
 type BorrowedTemplate<'a> = Template<'a, 'a>;
@@ -328,6 +366,34 @@ impl fmt::Debug for OwnedTemplate {
 }
 
 impl OwnedTemplate {
+    /// The names the template looks up.
+    fn names(&self) -> &TemplateNames {
+        let source = self.borrow_owner();
+        source.names.get_or_init(|| {
+            // What kgateway's module checks before rendering: MiniJinja's undeclared variables.
+            // They decide the 400 of a value that reads JSON variables without a parsed JSON
+            // body, so they stay exactly kgateway's (a name used only as a slice target is not
+            // among them).
+            let all = self.with_dependent(|_, t| t.undeclared_variables(false));
+            let globals = global_names(&source.env);
+            let mut undeclared: Vec<String> = all
+                .iter()
+                .filter(|n| *n != OP_FN && !globals.contains(n.as_str()))
+                .cloned()
+                .collect();
+            undeclared.sort();
+            // What the template may read: every name its code refers to, wherever it stands (a
+            // slice target too), from the parse tree; MiniJinja's list where that fails.
+            let referenced = crate::names::referenced_names(&source.source)
+                .unwrap_or_else(|| all.iter().cloned().collect());
+            TemplateNames {
+                calls_operators: referenced.contains(OP_FN),
+                variables: referenced.into_iter().filter(|n| n != OP_FN).collect(),
+                undeclared: undeclared.into(),
+            }
+        })
+    }
+
     /// The compiled template for `name` and `source` in `env`: shared with every live config
     /// that compiled the same template (the same policy on many routes compiles it once).
     /// MiniJinja 2.12 reserves room for 128 instructions, line and span entries in every
@@ -339,32 +405,71 @@ impl OwnedTemplate {
         name: String,
         source: String,
     ) -> Result<Arc<OwnedTemplate>, minijinja::Error> {
-        type Key = (usize, String, String);
-        /// The live templates, and the size at which the dead ones are next forgotten.
-        type Interned = Option<(HashMap<Key, Weak<OwnedTemplate>>, usize)>;
-        static INTERNED: Mutex<Interned> = Mutex::new(None);
-        let key = (Arc::as_ptr(&env) as usize, name, source);
-        let mut guard = INTERNED.lock().unwrap_or_else(|e| e.into_inner());
-        let (interned, prune_at) = guard.get_or_insert_with(|| (HashMap::new(), 64));
-        if let Some(template) = interned.get(&key).and_then(Weak::upgrade) {
-            return Ok(template);
+        /// The live templates by the hash of (environment, name, source), each bucket checked
+        /// against the templates' own name and source (so the table keeps no copy of either),
+        /// and the size at which the dead ones are next forgotten.
+        struct Interned {
+            hasher: RandomState,
+            live: HashMap<u64, SmallVec<[Weak<OwnedTemplate>; 1]>>,
+            prune_at: usize,
         }
-        let (_, name, source) = key.clone();
+        static INTERNED: Mutex<Option<Interned>> = Mutex::new(None);
+        let env_id = Arc::as_ptr(&env) as usize;
+        let mut guard = INTERNED.lock().unwrap_or_else(|e| e.into_inner());
+        let interned = guard.get_or_insert_with(|| Interned {
+            hasher: RandomState::new(),
+            live: HashMap::new(),
+            prune_at: 64,
+        });
+        let hash = interned
+            .hasher
+            .hash_one((env_id, name.as_str(), source.as_str()));
+        let same = |t: &OwnedTemplate| {
+            let o = t.borrow_owner();
+            Arc::as_ptr(&o.env) as usize == env_id && *o.name == *name && *o.source == *source
+        };
+        if let Some(bucket) = interned.live.get(&hash) {
+            for weak in bucket {
+                if let Some(template) = weak.upgrade()
+                    && same(&template)
+                {
+                    return Ok(template);
+                }
+            }
+        }
         let template = Arc::new(OwnedTemplate::try_new(
-            TemplateSource { env, name, source },
+            TemplateSource {
+                env,
+                name: name.into_boxed_str(),
+                source: source.into_boxed_str(),
+                names: OnceLock::new(),
+            },
             |o| {
                 let env: &Environment<'_> = &o.env;
                 env.template_from_named_str(&o.name, &o.source)
             },
         )?);
-        if interned.len() >= *prune_at {
+        if interned.live.len() >= interned.prune_at {
             // Forget the templates no config holds any more; grow the threshold with the live set.
-            interned.retain(|_, t| t.strong_count() > 0);
-            *prune_at = (interned.len() * 2).max(64);
+            interned.live.retain(|_, bucket| {
+                bucket.retain(|t| t.strong_count() > 0);
+                !bucket.is_empty()
+            });
+            interned.live.shrink_to_fit();
+            interned.prune_at = (interned.live.len() * 2).max(64);
         }
-        interned.insert(key, Arc::downgrade(&template));
+        let bucket = interned.live.entry(hash).or_default();
+        bucket.retain(|t| t.strong_count() > 0);
+        bucket.push(Arc::downgrade(&template));
         Ok(template)
     }
+}
+
+/// The names the environment defines (builtins and our functions): the same in every
+/// environment [`new_environment`] makes, so worked out once.
+fn global_names(env: &Environment<'static>) -> &'static HashSet<String> {
+    static NAMES: OnceLock<HashSet<String>> = OnceLock::new();
+    NAMES.get_or_init(|| env.globals().map(|(k, _)| k.to_owned()).collect())
 }
 
 /// One template environment per fuel budget, shared by every config compiled with it: the
@@ -409,7 +514,6 @@ pub(crate) struct Compiler {
     env: Arc<Environment<'static>>,
     env_lookup: EnvLookup,
     ops: Vec<Operator>,
-    globals: HashSet<String>,
     limits: Limits,
     patterns: Arc<Patterns>,
     collected: extensions::Collected,
@@ -424,12 +528,10 @@ impl Compiler {
     pub fn new(options: &Options) -> Compiler {
         let patterns = Arc::new(Patterns::default());
         let env = shared_environment(options.limits.fuel);
-        let globals = env.globals().map(|(k, _)| k.to_owned()).collect();
         Compiler {
             env,
             env_lookup: options.env.clone(),
             ops: Vec::new(),
-            globals,
             limits: options.limits,
             patterns,
             collected: extensions::Collected::default(),
@@ -496,43 +598,35 @@ impl Compiler {
                 }
             }
         }
-        let referenced = crate::names::referenced_names(&source);
+        source.shrink_to_fit();
         let template =
             OwnedTemplate::compile(self.env.clone(), field.to_owned(), source).map_err(|e| {
                 Error::new(ErrorKind::Template, e.to_string())
                     .at(field)
                     .with_position(template_error_position(value))
             })?;
-        // What kgateway's module checks before rendering: MiniJinja's undeclared variables. They
-        // decide the 400 of a value that reads JSON variables without a parsed JSON body, so
-        // they stay exactly kgateway's (a name used only as a slice target is not among them).
-        let all = template.with_dependent(|_, t| t.undeclared_variables(false));
-        // What the template may read: every name its code refers to, wherever it stands (a
-        // slice target too); MiniJinja's list where the tree cannot be read.
-        let referenced = referenced.unwrap_or_else(|| all.iter().cloned().collect());
-        if referenced.contains("body") || referenced.contains("context") {
+        let names = template.names();
+        let has = |n: &str| {
+            names
+                .variables
+                .binary_search_by(|v| v.as_str().cmp(n))
+                .is_ok()
+        };
+        if has("body") || has("context") {
             usage.body = true;
         }
-        if referenced.contains("context")
-            || referenced.contains("debug")
+        if has("context")
+            || has("debug")
             || ["include", "import", "extends"]
                 .iter()
                 .any(|k| value.contains(k))
         {
             usage.whole_json = true;
         }
-        // The JSON keys to convert: only those a template can look up.
-        let variables: Vec<String> = referenced
-            .iter()
-            .filter(|n| n.as_str() != OP_FN)
-            .cloned()
-            .collect();
-        usage.json_names.extend(referenced);
-        let mut undeclared: Vec<String> = all
-            .into_iter()
-            .filter(|n| !self.globals.contains(n) && n != OP_FN)
-            .collect();
-        undeclared.sort();
+        usage.json_names.extend(names.variables.iter().cloned());
+        if names.calls_operators {
+            usage.json_names.insert(OP_FN.to_owned());
+        }
 
         // An unknown function is an undeclared name like a JSON variable: kgateway loads such a
         // template and answers its requests as it does for a missing JSON variable.
@@ -544,11 +638,7 @@ impl Compiler {
             usage,
             &mut self.collected,
         )?;
-        Ok(Compiled::Template {
-            template,
-            undeclared: undeclared.into(),
-            variables: variables.into(),
-        })
+        Ok(Compiled::Template { template })
     }
 
     pub fn finish(self) -> Engine {
