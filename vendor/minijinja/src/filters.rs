@@ -182,8 +182,9 @@ mod builtins {
     /// <h1>{{ chapter.title|upper }}</h1>
     /// ```
     #[cfg_attr(docsrs, doc(cfg(feature = "builtins")))]
-    pub fn upper(v: Cow<'_, str>) -> String {
-        v.to_uppercase()
+    pub fn upper(v: Cow<'_, str>) -> Result<String, Error> {
+        ok!(crate::budget::charge(v.len()));
+        Ok(v.to_uppercase())
     }
 
     /// Converts a value to lowercase.
@@ -192,8 +193,9 @@ mod builtins {
     /// <h1>{{ chapter.title|lower }}</h1>
     /// ```
     #[cfg_attr(docsrs, doc(cfg(feature = "builtins")))]
-    pub fn lower(v: Cow<'_, str>) -> String {
-        v.to_lowercase()
+    pub fn lower(v: Cow<'_, str>) -> Result<String, Error> {
+        ok!(crate::budget::charge(v.len()));
+        Ok(v.to_lowercase())
     }
 
     /// Converts a value to title case.
@@ -202,7 +204,8 @@ mod builtins {
     /// <h1>{{ chapter.title|title }}</h1>
     /// ```
     #[cfg_attr(docsrs, doc(cfg(feature = "builtins")))]
-    pub fn title(v: Cow<'_, str>) -> String {
+    pub fn title(v: Cow<'_, str>) -> Result<String, Error> {
+        ok!(crate::budget::charge(v.len()));
         let mut rv = String::new();
         let mut capitalize = true;
         for c in v.chars() {
@@ -216,7 +219,7 @@ mod builtins {
                 write!(rv, "{}", c.to_lowercase()).unwrap();
             }
         }
-        rv
+        Ok(rv)
     }
 
     /// Convert the string with all its characters lowercased
@@ -248,8 +251,17 @@ mod builtins {
         v: Cow<'_, str>,
         from: Cow<'_, str>,
         to: Cow<'_, str>,
-    ) -> String {
-        v.replace(&from as &str, &to as &str)
+    ) -> Result<String, Error> {
+        // rustformations patch: the size of the result is charged before it is built.
+        let count = if from.is_empty() {
+            v.chars().count() + 1
+        } else {
+            v.matches(&from as &str).count()
+        };
+        ok!(crate::budget::charge(
+            count.saturating_mul(to.len()).saturating_add(v.len())
+        ));
+        Ok(v.replace(&from as &str, &to as &str))
     }
 
     /// Returns the "length" of the value
@@ -424,12 +436,16 @@ mod builtins {
         let mut rv = String::new();
         for (idx, item) in iter.enumerate() {
             if idx > 0 {
+                ok!(crate::budget::charge(joiner.len()));
                 rv.push_str(joiner);
             }
             if let Some(s) = item.as_str() {
+                ok!(crate::budget::charge(s.len()));
                 rv.push_str(s);
             } else {
+                let before = rv.len();
                 write!(rv, "{item}").ok();
+                ok!(crate::budget::charge(rv.len() - before));
             }
         }
         Ok(rv)
@@ -752,10 +768,13 @@ mod builtins {
     /// ```
     #[cfg_attr(docsrs, doc(cfg(feature = "builtins")))]
     pub fn sort(state: &State, value: Value, kwargs: Kwargs) -> Result<Value, Error> {
-        let mut items = ok!(state.undefined_behavior().try_iter(value).map_err(|err| {
-            Error::new(ErrorKind::InvalidOperation, "cannot convert value to list").with_source(err)
-        }))
-        .collect::<Vec<_>>();
+        let mut items = ok!(crate::budget::collect(ok!(state
+            .undefined_behavior()
+            .try_iter(value)
+            .map_err(|err| {
+                Error::new(ErrorKind::InvalidOperation, "cannot convert value to list")
+                    .with_source(err)
+            }))));
         let case_sensitive = ok!(kwargs.get::<Option<bool>>("case_sensitive")).unwrap_or(false);
         if let Some(attr) = ok!(kwargs.get::<Option<&str>>("attribute")) {
             safe_sort(&mut items, |a, b| {
@@ -785,7 +804,7 @@ mod builtins {
         let iter = ok!(state.undefined_behavior().try_iter(value).map_err(|err| {
             Error::new(ErrorKind::InvalidOperation, "cannot convert value to list").with_source(err)
         }));
-        Ok(Value::from(iter.collect::<Vec<_>>()))
+        Ok(Value::from(ok!(crate::budget::collect(iter))))
     }
 
     /// Converts a value into a string if it's not one already.
@@ -843,7 +862,11 @@ mod builtins {
         if count == 0 {
             return Err(Error::new(ErrorKind::InvalidOperation, "count cannot be 0"));
         }
-        let items = ok!(state.undefined_behavior().try_iter(value)).collect::<Vec<_>>();
+        // rustformations patch: `count` lists are made whatever the input.
+        ok!(crate::budget::charge_items(count, mem::size_of::<Value>() * 2));
+        let items = ok!(crate::budget::collect(ok!(state
+            .undefined_behavior()
+            .try_iter(value))));
         let len = items.len();
         let items_per_slice = len / count;
         let slices_with_extra = len % count;
@@ -900,6 +923,12 @@ mod builtins {
         if count == 0 {
             return Err(Error::new(ErrorKind::InvalidOperation, "count cannot be 0"));
         }
+        // rustformations patch: a batch of `count` items is made whatever the input.
+        ok!(crate::budget::charge_items(count, mem::size_of::<Value>()));
+        ok!(crate::budget::charge_items(
+            value.len().unwrap_or(0),
+            mem::size_of::<Value>()
+        ));
         let mut rv = Vec::with_capacity(value.len().unwrap_or(0) / count);
         let mut tmp = Vec::with_capacity(count);
 
@@ -967,21 +996,24 @@ mod builtins {
             },
         };
         ok!(args.assert_all_used());
+        // rustformations patch: the JSON text is charged as it is written.
+        let mut out = crate::budget::MeteredVec::default();
         if let Some(indent) = indent {
-            let mut out = Vec::<u8>::new();
+            ok!(crate::budget::charge(indent));
             let indentation = " ".repeat(indent);
             let formatter = serde_json::ser::PrettyFormatter::with_indent(indentation.as_bytes());
             let mut s = serde_json::Serializer::with_formatter(&mut out, formatter);
             serde::Serialize::serialize(&value, &mut s)
-                .map(|_| unsafe { String::from_utf8_unchecked(out) })
         } else {
-            serde_json::to_string(&value)
+            serde::Serialize::serialize(&value, &mut serde_json::Serializer::new(&mut out))
         }
+        .map(|_| unsafe { String::from_utf8_unchecked(out.0) })
         .map_err(|err| {
             Error::new(ErrorKind::InvalidOperation, "cannot serialize to JSON").with_source(err)
         })
-        .map(|s| {
+        .and_then(|s| {
             // When this filter is used the return value is safe for both HTML and JSON
+            ok!(crate::budget::charge(s.len()));
             let mut rv = String::with_capacity(s.len());
             for c in s.chars() {
                 match c {
@@ -992,7 +1024,7 @@ mod builtins {
                     _ => rv.push(c),
                 }
             }
-            Value::from_safe_string(rv)
+            Ok(Value::from_safe_string(rv))
         })
     }
 
@@ -1017,7 +1049,15 @@ mod builtins {
         width: usize,
         indent_first_line: Option<bool>,
         indent_blank_lines: Option<bool>,
-    ) -> String {
+    ) -> Result<String, Error> {
+        // rustformations patch: the size of the result is charged before it is built.
+        let lines = value.bytes().filter(|&b| b == b'\n').count() + 1;
+        ok!(crate::budget::charge(
+            width
+                .saturating_add(1)
+                .saturating_mul(lines)
+                .saturating_add(value.len())
+        ));
         fn strip_trailing_newline(input: &mut String) {
             if input.ends_with('\n') {
                 input.truncate(input.len() - 1);
@@ -1046,7 +1086,7 @@ mod builtins {
             output.push('\n');
         }
         strip_trailing_newline(&mut output);
-        output
+        Ok(output)
     }
 
     /// URL encodes a value.

@@ -224,7 +224,7 @@ impl Expr<'_> {
                     BinOpKind::FloorDiv => ops::int_div(&left, &right).ok(),
                     BinOpKind::Rem => ops::rem(&left, &right).ok(),
                     BinOpKind::Pow => ops::pow(&left, &right).ok(),
-                    BinOpKind::Concat => Some(ops::string_concat(left, &right)),
+                    BinOpKind::Concat => ops::string_concat(left, &right).ok(),
                     BinOpKind::Eq => Some(Value::from(left == right)),
                     BinOpKind::Ne => Some(Value::from(left != right)),
                     BinOpKind::Lt => Some(Value::from(left < right)),

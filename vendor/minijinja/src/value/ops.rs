@@ -293,7 +293,10 @@ pub fn add(lhs: &Value, rhs: &Value) -> Result<Value, Error> {
             .ok_or_else(|| failed_op("+", lhs, rhs))
             .map(int_as_value),
         Some(CoerceResult::F64(a, b)) => Ok((a + b).into()),
-        Some(CoerceResult::Str(a, b)) => Ok(Value::from([a, b].concat())),
+        Some(CoerceResult::Str(a, b)) => {
+            ok!(crate::budget::charge(a.len().saturating_add(b.len())));
+            Ok(Value::from([a, b].concat()))
+        }
         _ => Err(impossible_op("+", lhs, rhs)),
     }
 }
@@ -307,12 +310,14 @@ pub fn mul(lhs: &Value, rhs: &Value) -> Result<Value, Error> {
         .map(|s| (s, rhs))
         .or_else(|| rhs.as_str().map(|s| (s, lhs)))
     {
-        return Ok(Value::from(s.repeat(ok!(n.as_usize().ok_or_else(|| {
+        let n = ok!(n.as_usize().ok_or_else(|| {
             Error::new(
                 ErrorKind::InvalidOperation,
                 "strings can only be multiplied with integers",
             )
-        })))));
+        }));
+        ok!(crate::budget::charge_items(n, s.len()));
+        return Ok(Value::from(s.repeat(n)));
     } else if let Some((seq, n)) = lhs
         .as_object()
         .map(|s| (s, rhs))
@@ -346,6 +351,11 @@ fn repeat_iterable(n: &Value, seq: &DynObject) -> Result<Value, Error> {
             "cannot repeat unsized iterables",
         )
     }));
+
+    ok!(crate::budget::charge_items(
+        len.saturating_mul(n),
+        std::mem::size_of::<Value>()
+    ));
 
     // This is not optimal.  We only query the enumerator for the length once
     // but we support repeated iteration.  We could both lie about our length
@@ -435,8 +445,16 @@ pub fn neg(val: &Value) -> Result<Value, Error> {
 }
 
 /// Attempts a string concatenation.
-pub fn string_concat(left: Value, right: &Value) -> Value {
-    Value::from(format!("{left}{right}"))
+pub fn string_concat(left: Value, right: &Value) -> Result<Value, Error> {
+    // rustformations patch: charge the result before building it (two strings), or as soon as
+    // it is built (other values: their text is proportional to data that already exists).
+    if let (Some(l), Some(r)) = (left.as_str(), right.as_str()) {
+        ok!(crate::budget::charge(l.len().saturating_add(r.len())));
+        return Ok(Value::from(format!("{left}{right}")));
+    }
+    let rv = format!("{left}{right}");
+    ok!(crate::budget::charge(rv.len()));
+    Ok(Value::from(rv))
 }
 
 /// Implements a containment operation on values.
@@ -554,11 +572,11 @@ mod tests {
     #[test]
     fn test_concat() {
         assert_eq!(
-            string_concat(Value::from("foo"), &Value::from(42)),
+            string_concat(Value::from("foo"), &Value::from(42)).unwrap(),
             Value::from("foo42")
         );
         assert_eq!(
-            string_concat(Value::from(23), &Value::from(42)),
+            string_concat(Value::from(23), &Value::from(42)).unwrap(),
             Value::from("2342")
         );
     }

@@ -437,7 +437,7 @@ impl<'env> Vm<'env> {
                 Instruction::StringConcat => {
                     a = stack.pop();
                     b = stack.pop();
-                    stack.push(ops::string_concat(b, &a));
+                    stack.push(ctx_ok!(ops::string_concat(b, &a)));
                 }
                 Instruction::In => {
                     a = stack.pop();
@@ -545,6 +545,11 @@ impl<'env> Vm<'env> {
                     let args = stack.get_call_args(*arg_count);
                     let arg_count = args.len();
                     a = ctx_ok!(filter.call(state, args));
+                    // rustformations patch: a filter's string result is charged to the budget
+                    // meter (the amplifying filters also check before they allocate).
+                    if let Some(s) = a.as_str() {
+                        ctx_ok!(crate::budget::charge(s.len()));
+                    }
                     stack.drop_top(arg_count);
                     stack.push(a);
                 }
