@@ -491,6 +491,8 @@ fn shared_environment(fuel: u64) -> Arc<Environment<'static>> {
 pub(crate) struct ConfigState {
     pub env: EnvLookup,
     pub patterns: Arc<Patterns>,
+    /// Capture work one `regex_extract` call may do ([`crate::pattern::work_limit`]).
+    pub regex_work: u64,
 }
 
 impl fmt::Debug for ConfigState {
@@ -657,6 +659,7 @@ impl Compiler {
             config: Arc::new(ConfigState {
                 env: self.env_lookup,
                 patterns: self.patterns,
+                regex_work: crate::pattern::work_limit(self.limits.render_time),
             }),
             ops: self.ops.into(),
             limits: self.limits,
