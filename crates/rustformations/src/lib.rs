@@ -157,6 +157,8 @@ fn load_transformation(
 }
 
 fn compile_transformation(kind: FilterKind, config: &[u8]) -> Result<Transformation, String> {
+    // An unusable RUSTFORMATION_RENDER_MAX_* setting refuses the config, saying which.
+    transformations::Limits::from_env()?;
     let transformation =
         load_transformation(kind, config, &Options::default()).map_err(|e| e.message)?;
     for warning in transformation.warnings() {
@@ -193,6 +195,7 @@ fn new_filter_config(
                 invalid_header_dropped: envoy
                     .define_counter(&format!("{name}.invalid_header_dropped"))?,
                 render_errors: envoy.define_counter(&format!("{name}.render_errors"))?,
+                budget_exceeded: envoy.define_counter(&format!("{name}.budget_exceeded"))?,
             };
             Box::new(TransformFilterConfig {
                 name,

@@ -26,6 +26,9 @@ pub struct TransformCounters {
     pub invalid_header_dropped: CounterId,
     /// Values whose render failed (template error or render budget exceeded).
     pub render_errors: CounterId,
+    /// Values whose render exceeded the budget (fuel, bytes, time, output size); also counted
+    /// in `render_errors`.
+    pub budget_exceeded: CounterId,
 }
 
 pub struct TransformFilterConfig {
@@ -190,6 +193,13 @@ impl TransformFilter {
                 WarningKind::Render | WarningKind::Budget => self.counters.render_errors,
             };
             envoy.increment_counter(counter, 1);
+            if warning.kind == WarningKind::Budget {
+                envoy.increment_counter(self.counters.budget_exceeded, 1);
+                if !self.transformation.first_budget_warning() {
+                    log_debug!("{}: {}", self.name, warning);
+                    continue;
+                }
+            }
             log_warn!("{}: {}", self.name, warning);
         }
     }
@@ -404,6 +414,7 @@ mod tests {
 
     const DROPPED: CounterId = CounterId(0);
     const RENDER: CounterId = CounterId(1);
+    const BUDGET: CounterId = CounterId(2);
 
     fn marker() -> Marker {
         Marker {
@@ -422,6 +433,7 @@ mod tests {
             counters: TransformCounters {
                 invalid_header_dropped: DROPPED,
                 render_errors: RENDER,
+                budget_exceeded: BUDGET,
             },
         }
     }
