@@ -474,7 +474,7 @@ impl Transformation {
         if body_active {
             let body = msg.body();
             if side.parse_as == ParseAs::AsJson && !body.is_empty() {
-                // serde_json refuses nesting deeper than 128: no stack overflow on hostile input.
+                // serde_json refuses 128 levels of nesting or more: no stack overflow on hostile input.
                 json = parse_json_body(&body, &side.usage.json_names, side.usage.whole_json)
                     .map_err(|e| ApplyError::JsonParse {
                         message: e.to_string(),
