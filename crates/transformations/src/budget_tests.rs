@@ -33,7 +33,11 @@ fn render_with(
     let mut msg = MemoryMessage::new(headers, body);
     let started = Instant::now();
     let w = t
-        .apply_request(&mut msg, BodyMode::Buffered, &mut MemoryStreamInfo::default())
+        .apply_request(
+            &mut msg,
+            BodyMode::Buffered,
+            &mut MemoryStreamInfo::default(),
+        )
         .unwrap();
     (msg.header("x-out"), w, started.elapsed())
 }
@@ -63,7 +67,10 @@ fn string_repetition_is_checked_before_allocating() {
         &[("x-n", "3000000000")],
         "",
     );
-    assert!(m.contains("bytes produced or copied") && m.contains(RENDER_BYTES_ENV), "{m}");
+    assert!(
+        m.contains("bytes produced or copied") && m.contains(RENDER_BYTES_ENV),
+        "{m}"
+    );
     assert_budget("{{ body() * 1000 }}", &[], &"b".repeat(1_000_000));
     assert_budget(
         r#"{{ ([1, 2] * (request_header("x-n")|int))|list|length }}"#,
@@ -71,7 +78,10 @@ fn string_repetition_is_checked_before_allocating() {
         "",
     );
     // Within the budget, the same output as before.
-    assert_eq!(render(r#"{{ "ab" * 3 }}"#, &[], "").0.as_deref(), Some("ababab"));
+    assert_eq!(
+        render(r#"{{ "ab" * 3 }}"#, &[], "").0.as_deref(),
+        Some("ababab")
+    );
 }
 
 #[test]
@@ -204,7 +214,11 @@ fn the_budget_is_per_side_and_a_trip_leaves_other_values_alone() {
     let t = compile_with(json, Limits::default()).unwrap();
     let mut msg = MemoryMessage::new(&[("x-in", "v"), ("x-n", "40000000")], "");
     let w = t
-        .apply_request(&mut msg, BodyMode::HeadersOnly, &mut MemoryStreamInfo::default())
+        .apply_request(
+            &mut msg,
+            BodyMode::HeadersOnly,
+            &mut MemoryStreamInfo::default(),
+        )
         .unwrap();
     // x-a and x-b each fit in the 64 MiB alone, not together.
     assert_eq!(msg.header("x-a").as_deref(), Some("40000000"));
@@ -218,7 +232,11 @@ fn the_budget_is_per_side_and_a_trip_leaves_other_values_alone() {
     // The next request starts with a full budget.
     let mut msg = MemoryMessage::new(&[("x-in", "v"), ("x-n", "40000000")], "");
     let w2 = t
-        .apply_request(&mut msg, BodyMode::HeadersOnly, &mut MemoryStreamInfo::default())
+        .apply_request(
+            &mut msg,
+            BodyMode::HeadersOnly,
+            &mut MemoryStreamInfo::default(),
+        )
         .unwrap();
     assert_eq!(w2, w);
     assert!(t.first_budget_warning());
@@ -227,13 +245,22 @@ fn the_budget_is_per_side_and_a_trip_leaves_other_values_alone() {
 
 #[test]
 fn constant_folding_over_the_budget_refuses_the_config() {
-    let e = compile_with(&set1(r#"{{ ("a" * 1000000000)|length }}"#), Limits::default())
-        .unwrap_err();
+    let e = compile_with(
+        &set1(r#"{{ ("a" * 1000000000)|length }}"#),
+        Limits::default(),
+    )
+    .unwrap_err();
     let text = e.to_string();
     assert!(text.contains("request.set[0].value"), "{text}");
-    assert!(text.contains("constant expression exceeds the render budget"), "{text}");
-    let e = compile_with(&set1(r#"{{ ("a" * 3000000000 ~ "b")|length }}"#), Limits::default())
-        .unwrap_err();
+    assert!(
+        text.contains("constant expression exceeds the render budget"),
+        "{text}"
+    );
+    let e = compile_with(
+        &set1(r#"{{ ("a" * 3000000000 ~ "b")|length }}"#),
+        Limits::default(),
+    )
+    .unwrap_err();
     assert!(e.to_string().contains(RENDER_BYTES_ENV), "{e}");
     // A constant that fits is folded as before.
     assert_eq!(
@@ -247,7 +274,9 @@ fn no_meter_means_unchanged_minijinja() {
     // Outside a metered render (plain MiniJinja users, the fuzz reference) nothing is charged.
     assert!(minijinja::budget::current().is_none());
     let env = minijinja::Environment::new();
-    let out = env.render_str(r#"{{ ("a" * 100000000)|length }}"#, ()).unwrap();
+    let out = env
+        .render_str(r#"{{ ("a" * 100000000)|length }}"#, ())
+        .unwrap();
     assert_eq!(out, "100000000");
 }
 
@@ -272,8 +301,7 @@ fn limits_from_the_environment() {
     assert_eq!(l.render_bytes, 1_048_576);
     assert_eq!(l.render_time, Duration::from_millis(200));
     for bad in ["0", "-1", "64MiB", "1.5"] {
-        let pairs: &'static [(&str, &str)] =
-            Box::leak(Box::new([(RENDER_BYTES_ENV, bad)]));
+        let pairs: &'static [(&str, &str)] = Box::leak(Box::new([(RENDER_BYTES_ENV, bad)]));
         let e = Limits::from_lookup(&lookup(pairs)).unwrap_err();
         assert!(e.contains(RENDER_BYTES_ENV), "{e}");
     }
@@ -318,12 +346,17 @@ fn status_must_stay_a_valid_status() {
 #[test]
 fn json_nesting_limit_is_exactly_as_documented() {
     // serde_json's limit: 127 levels parse, 128 do not (docs/failure-behaviour.md).
-    let json = r#"{"request":{"body":{"parseAs":"AsJson"},"set":[{"name":"x","value":"{{ a }}"}]}}"#;
+    let json =
+        r#"{"request":{"body":{"parseAs":"AsJson"},"set":[{"name":"x","value":"{{ a }}"}]}}"#;
     let t = Transformation::from_json(json.as_bytes()).unwrap();
     let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
     for (depth, ok) in [(127, true), (128, false)] {
         let mut msg = MemoryMessage::new(&[("content-type", "application/json")], &nested(depth));
-        let r = t.apply_request(&mut msg, BodyMode::Buffered, &mut MemoryStreamInfo::default());
+        let r = t.apply_request(
+            &mut msg,
+            BodyMode::Buffered,
+            &mut MemoryStreamInfo::default(),
+        );
         assert_eq!(r.is_ok(), ok, "depth {depth}: {r:?}");
     }
 }

@@ -250,7 +250,10 @@ mod capture_budget {
         let err = extract(&p, &body, &Group::Index(1), limit).unwrap_err();
         assert_eq!(err.match_len, 1_000_000);
         assert!(err.units > limit);
-        assert_eq!(extract(&p, &body, &Group::Index(0), limit).unwrap().len(), 1_000_000);
+        assert_eq!(
+            extract(&p, &body, &Group::Index(0), limit).unwrap().len(),
+            1_000_000
+        );
         assert!(started.elapsed() < std::time::Duration::from_secs(2));
         // A short match of the same pattern is extracted.
         assert_eq!(extract(&p, "abc", &Group::Index(1), limit).unwrap(), "abc");

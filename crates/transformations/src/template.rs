@@ -336,10 +336,7 @@ impl Compiled {
 /// The position of a syntax error in `value` as the user wrote it. Operators in text parts
 /// are plain text to the template engine, so the value compiles to the same error at the same
 /// place without the rewriting the real compile does.
-fn template_error_position(
-    value: &str,
-    limits: &Limits,
-) -> Option<crate::error::TemplatePosition> {
+fn template_error_position(value: &str, limits: &Limits) -> Option<crate::error::TemplatePosition> {
     let env = Environment::new();
     let (result, _) = metered(limits.meter(), || env.template_from_str(value).err());
     let err = result?;
