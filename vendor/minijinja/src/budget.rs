@@ -37,6 +37,29 @@ pub struct Meter {
     pub unclocked: u64,
     /// Set when the budget was exceeded.
     pub tripped: Option<Tripped>,
+    /// The lowest stack address the recursive walks over values (printing, serializing,
+    /// comparing, hashing) may reach: [`STACK_ALLOWANCE`] below where the meter was installed.
+    pub stack_limit: usize,
+}
+
+/// Stack the recursive walks over a value may use below the point where the meter was
+/// installed. A value nested 100,000 deep (a loop of `ns.v = [ns.v]`) would otherwise overflow
+/// the thread's stack, which aborts the process.
+pub const STACK_ALLOWANCE: usize = 1024 * 1024;
+
+#[inline(always)]
+fn stack_position() -> usize {
+    let probe = 0u8;
+    std::hint::black_box(std::ptr::addr_of!(probe)) as usize
+}
+
+/// Whether a recursive walk over a value must stop here (the stack allowance is used up).
+#[inline]
+pub fn stack_exhausted() -> bool {
+    METER.with(|cell| match cell.get() {
+        Some(meter) => stack_position() < meter.stack_limit,
+        None => false,
+    })
 }
 
 /// Bytes charged between two clock readings.
@@ -51,6 +74,7 @@ impl Meter {
             started: None,
             unclocked: 0,
             tripped: None,
+            stack_limit: 0,
         }
     }
 
@@ -79,7 +103,10 @@ thread_local! {
 }
 
 /// Installs `meter` on this thread (or removes it with `None`) and returns the previous one.
-pub fn install(meter: Option<Meter>) -> Option<Meter> {
+pub fn install(mut meter: Option<Meter>) -> Option<Meter> {
+    if let Some(meter) = &mut meter {
+        meter.stack_limit = stack_position().saturating_sub(STACK_ALLOWANCE);
+    }
     METER.with(|m| m.replace(meter))
 }
 

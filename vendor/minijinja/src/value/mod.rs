@@ -459,13 +459,23 @@ impl fmt::Debug for ValueRepr {
                 }
                 write!(f, "'")
             }
-            ValueRepr::Object(ref val) => val.render(f),
+            ValueRepr::Object(ref val) => {
+                // rustformations patch: no stack overflow on a deeply nested value.
+                if crate::budget::stack_exhausted() {
+                    return Err(fmt::Error);
+                }
+                val.render(f)
+            }
         }
     }
 }
 
 impl Hash for Value {
     fn hash<H: Hasher>(&self, state: &mut H) {
+        // rustformations patch: no stack overflow on a deeply nested value (hashed shallowly).
+        if matches!(self.0, ValueRepr::Object(_)) && crate::budget::stack_exhausted() {
+            return;
+        }
         match self.0 {
             ValueRepr::None | ValueRepr::Undefined(_) => 0u8.hash(state),
             ValueRepr::String(ref s, _) => s.hash(state),
@@ -495,6 +505,10 @@ pub struct Value(pub(crate) ValueRepr);
 
 impl PartialEq for Value {
     fn eq(&self, other: &Self) -> bool {
+        // rustformations patch: no stack overflow on deeply nested values (they compare unequal).
+        if matches!(self.0, ValueRepr::Object(_)) && crate::budget::stack_exhausted() {
+            return false;
+        }
         match (&self.0, &other.0) {
             (&ValueRepr::None, &ValueRepr::None) => true,
             (&ValueRepr::Undefined(_), &ValueRepr::Undefined(_)) => true,
@@ -594,6 +608,10 @@ impl Ord for Value {
         if matches!(kind_ordering, Ordering::Less | Ordering::Greater) {
             return kind_ordering;
         }
+        // rustformations patch: no stack overflow on deeply nested values (they compare equal).
+        if matches!(self.0, ValueRepr::Object(_)) && crate::budget::stack_exhausted() {
+            return Ordering::Equal;
+        }
         match (&self.0, &other.0) {
             (&ValueRepr::None, &ValueRepr::None) => Ordering::Equal,
             (&ValueRepr::Undefined(_), &ValueRepr::Undefined(_)) => Ordering::Equal,
@@ -684,7 +702,13 @@ impl fmt::Display for Value {
             ValueRepr::SmallStr(ref val) => write!(f, "{}", val.as_str()),
             ValueRepr::Bytes(ref val) => write!(f, "{}", String::from_utf8_lossy(val)),
             ValueRepr::U128(val) => write!(f, "{}", { val.0 }),
-            ValueRepr::Object(ref x) => write!(f, "{x}"),
+            ValueRepr::Object(ref x) => {
+                // rustformations patch: no stack overflow on a deeply nested value.
+                if crate::budget::stack_exhausted() {
+                    return Err(fmt::Error);
+                }
+                write!(f, "{x}")
+            }
         }
     }
 }
@@ -1648,6 +1672,10 @@ impl Serialize for Value {
     where
         S: Serializer,
     {
+        // rustformations patch: no stack overflow on a deeply nested value.
+        if matches!(self.0, ValueRepr::Object(_)) && crate::budget::stack_exhausted() {
+            return Err(serde::ser::Error::custom("value nested too deeply"));
+        }
         // enable round tripping of values
         if serializing_for_value() {
             let handle = LAST_VALUE_HANDLE.with(|x| {
