@@ -106,19 +106,22 @@ pub fn extract(
     group: &Group<'_>,
     limit: u64,
 ) -> Result<String, OverBudget> {
-    let Some(m) = p.regex.find(value) else {
-        return Ok(String::new());
-    };
-    if *group == Group::Index(0) {
-        return Ok(m.as_str().to_owned());
-    }
-    let units = (m.len() as u64).saturating_mul(p.capture_weight);
-    if units > limit {
-        return Err(OverBudget {
-            match_len: m.len(),
-            units,
-            limit,
-        });
+    // The common case, a value whose whole length fits the work: one search, as before.
+    if (value.len() as u64).saturating_mul(p.capture_weight) > limit {
+        let Some(m) = p.regex.find(value) else {
+            return Ok(String::new());
+        };
+        if *group == Group::Index(0) {
+            return Ok(m.as_str().to_owned());
+        }
+        let units = (m.len() as u64).saturating_mul(p.capture_weight);
+        if units > limit {
+            return Err(OverBudget {
+                match_len: m.len(),
+                units,
+                limit,
+            });
+        }
     }
     let Some(caps) = p.regex.captures(value) else {
         return Ok(String::new());
