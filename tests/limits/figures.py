@@ -27,7 +27,8 @@ def table() -> str:
     cases = []
     for rows in runs.values():
         cases += [c for c in rows if c not in cases]
-    header = "| case | " + " | ".join(runs) + " |"
+    names = ["CLI" if r == "cli-cli" else r.replace("envoy-", "Envoy ") for r in runs]
+    header = "| case | " + " | ".join(names) + " |"
     lines = [header, "|---|" + "---|" * len(runs)]
     for case in cases:
         cells = []
