@@ -870,6 +870,28 @@ mod tests {
     }
 
     #[test]
+    fn budget_trips_are_counted_as_render_errors_and_budget_exceeded() {
+        let config = config(
+            r#"{"request":{"set":[{"name":"x-big","value":"{{ (\"a\" * (request_header(\"x-n\")|int))|length }}"}]}}"#,
+        );
+        for n in 1..=2 {
+            let mut f = config.new_filter();
+            let mut e = post(&[("x-n", "3000000000"), ("x-big", "orig")]);
+            f.on_request_headers(&mut e, true);
+            assert_eq!(req(&e, "x-big"), None, "removed like any render error");
+            assert_eq!(e.counter(RENDER), 1);
+            assert_eq!(e.counter(BUDGET), 1);
+            // The first trip of the policy is the warning; later ones are debug lines.
+            assert!(!config.listener.first_budget_warning(), "request {n}");
+        }
+        let mut f = config.new_filter();
+        let mut e = post(&[("x-n", "3")]);
+        f.on_request_headers(&mut e, true);
+        assert_eq!(req(&e, "x-big").as_deref(), Some("3"));
+        assert_eq!(e.counter(BUDGET), 0);
+    }
+
+    #[test]
     fn no_marker_when_switched_off() {
         let mut config = config(r#"{"response":{"set":[{"name":"x","value":"y"}]}}"#);
         config.marker = None;
