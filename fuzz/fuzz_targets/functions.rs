@@ -72,7 +72,8 @@ fuzz_target!(|input: Input<'_>| {
     let _ = query::remove_query_param(input.path, input.name);
 
     if let Ok(re) = pattern::compile(input.pattern) {
-        let _ = pattern::extract(&re, input.value, &Group::Index(input.group as usize));
-        let _ = pattern::extract(&re, input.value, &Group::Name(input.name));
+        let limit = pattern::work_limit(transformations::DEFAULT_RENDER_TIME);
+        let _ = pattern::extract(&re, input.value, &Group::Index(input.group as usize), limit);
+        let _ = pattern::extract(&re, input.value, &Group::Name(input.name), limit);
     }
 });

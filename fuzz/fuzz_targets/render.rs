@@ -33,6 +33,9 @@ const LIMITS: Limits = Limits {
     fuel: 20_000,
     max_header_value_bytes: 1024,
     max_body_bytes: 16 * 1024,
+    // A small byte budget too, so the fuzzer reaches it.
+    render_bytes: 1024 * 1024,
+    render_time: transformations::DEFAULT_RENDER_TIME,
 };
 
 fuzz_target!(|input: Input| {

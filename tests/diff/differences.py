@@ -225,8 +225,12 @@ DIFFERENCES = [
         check=_value_fails("x-v")),
     Difference(
         "budget", "Render effort",
-        "unbounded", "MiniJinja fuel and output caps per value; exceeding them is a render error (header removed "
-        "or skipped, body emptied), counted as `rustformation.render_errors`",
+        "unbounded: `\"a\" * 3000000000` aborts Envoy, a loop that copies a megabyte a turn stalls the worker "
+        "for seconds, a constant-folded giant in a route update aborts every proxy that loads it",
+        "a render budget per request side: bytes produced or copied (64 MiB, checked before allocating) and time "
+        "(50 ms), plus MiniJinja fuel and output caps per value; exceeding it is a render error (header removed or "
+        "skipped, body emptied), counted as `rustformation.render_errors` and `rustformation.budget_exceeded`; a "
+        "config whose constants blow it is refused ([Limits](#limits))",
         case=case("budget", {"response": {"set": [
             {"name": "x-v", "value": "{% for i in range(1500) %}{% for j in range(1000) %}{% endfor %}{% endfor %}done"},
             AFTER]}}), check=_budget),

@@ -195,6 +195,19 @@ def test_deeply_nested_json_is_a_400_not_a_stack_overflow(envoy):
     assert envoy.alive()
 
 
+def test_json_nesting_limit_is_128_levels(envoy):
+    # 127 levels parse (the object plus 126 arrays); 128 levels are a 400, as documented.
+    def body(levels):
+        inner = levels - 1
+        return b'{"name": "ada", "x": ' + b"[" * inner + b"]" * inner + b"}"
+
+    resp = envoy.request("POST", "/anything/json", body=body(127))
+    assert resp.status == 200
+    assert resp.json()["data"] == "ada"
+    resp = envoy.request("POST", "/anything/json", body=body(128))
+    assert resp.status == 400
+
+
 def test_request_body_over_the_buffer_limit_is_413_from_envoy(envoy):
     path = unique("/anything/buffered")
     resp = envoy.request("POST", path, body=b"x" * (4 * BUFFER_LIMIT))

@@ -1,5 +1,7 @@
 //! HTTP/1.1 messages: reading request/response files, printing messages with marked changes.
 
+use std::collections::{HashMap, HashSet};
+
 use base64::Engine as _;
 use serde_json::{Value, json};
 use transformations::memory::MemoryMessage;
@@ -196,12 +198,16 @@ pub enum Change {
     Changed,
 }
 
-fn values_of<'a>(m: &'a MemoryMessage, name: &str) -> Vec<&'a [u8]> {
-    m.headers
-        .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_slice())
-        .collect()
+/// Every value of every header of `m`, by lowercased name: one pass, so comparing two messages
+/// stays linear in their headers (a request may carry thousands).
+fn values_by_name(m: &MemoryMessage) -> HashMap<String, HashSet<&[u8]>> {
+    let mut map: HashMap<String, HashSet<&[u8]>> = HashMap::with_capacity(m.headers.len());
+    for (n, v) in &m.headers {
+        map.entry(n.to_ascii_lowercase())
+            .or_default()
+            .insert(v.as_slice());
+    }
+    map
 }
 
 /// A header line: lowercased name and value.
@@ -212,8 +218,12 @@ pub type MarkedHeader = (String, Vec<u8>, Change);
 /// Each header of `after` with its change, then the names `before` had and `after` lacks.
 pub fn diff(before: &MemoryMessage, after: &MemoryMessage) -> (Vec<MarkedHeader>, Vec<Header>) {
     let mut lines = Vec::new();
+    let before_values = values_by_name(before);
+    let after_values = values_by_name(after);
+    let none: HashSet<&[u8]> = HashSet::new();
     for (n, v) in &after.headers {
-        let old = values_of(before, n);
+        let n = n.to_ascii_lowercase();
+        let old = before_values.get(&n).unwrap_or(&none);
         let change = if old.contains(&v.as_slice()) {
             Change::Same
         } else if old.is_empty() {
@@ -221,11 +231,11 @@ pub fn diff(before: &MemoryMessage, after: &MemoryMessage) -> (Vec<MarkedHeader>
         } else {
             Change::Changed
         };
-        lines.push((n.to_ascii_lowercase(), v.clone(), change));
+        lines.push((n, v.clone(), change));
     }
     let mut removed = Vec::new();
     for (n, v) in &before.headers {
-        if values_of(after, n).is_empty() {
+        if !after_values.contains_key(&n.to_ascii_lowercase()) {
             removed.push((n.to_ascii_lowercase(), v.clone()));
         }
     }

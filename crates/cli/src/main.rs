@@ -4,6 +4,25 @@
 
 #![forbid(unsafe_code)]
 
+/// `print!` that never panics: a reader that went away (`rustformations render ... | head`)
+/// ends the program quietly with status 141, as a process killed by SIGPIPE would.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = write!(std::io::stdout().lock(), $($arg)*) {
+            $crate::output_failed(e);
+        }
+    }};
+}
+
+/// `println!` that never panics (see [`out!`]).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        out!($($arg)*);
+        out!("\n");
+    }};
+}
+
 mod explain;
 mod http;
 mod input;
@@ -124,6 +143,15 @@ enum Command {
     },
 }
 
+/// Standard output failed: quietly when the reader went away, else with a line on stderr.
+fn output_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(141);
+    }
+    eprintln!("rustformations: error: cannot write to standard output: {e}");
+    std::process::exit(2);
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -136,7 +164,7 @@ fn main() -> ExitCode {
 }
 
 fn print_json(v: &serde_json::Value) {
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
     );
@@ -177,7 +205,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         } => {
             let policy = render::load_policy(&policy, name.as_deref())?;
             match format {
-                Format::Text => print!("{}", explain::print_text(&policy)),
+                Format::Text => out!("{}", explain::print_text(&policy)),
                 Format::Json => print_json(&explain::to_json(&policy)),
             }
             Ok(ExitCode::SUCCESS)
@@ -296,7 +324,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             };
             let rendered = render::run(&policy, request, response, &stream);
             match format {
-                Format::Text => print!("{}", render::print_text(&policy, &rendered)),
+                Format::Text => out!("{}", render::print_text(&policy, &rendered)),
                 Format::Json => print_json(&render::to_json(&policy, &rendered)),
             }
             Ok(ExitCode::SUCCESS)

@@ -287,18 +287,18 @@ fn describe(f: &Finding) -> String {
 pub fn print_text(report: &Report) {
     for (_, object, what) in &report.ok {
         if what.is_empty() {
-            println!("ok {object}");
+            outln!("ok {object}");
         } else {
-            println!("ok {object} {what}");
+            outln!("ok {object} {what}");
         }
     }
     for f in &report.errors {
-        println!("{} error: {}", location(f), describe(f));
+        outln!("{} error: {}", location(f), describe(f));
     }
     for f in &report.warnings {
-        println!("{} warning: {}", location(f), describe(f));
+        outln!("{} warning: {}", location(f), describe(f));
     }
-    println!(
+    outln!(
         "{} file(s), {} ok, {} error(s), {} warning(s)",
         report.files,
         report.ok.len(),

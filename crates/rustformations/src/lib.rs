@@ -173,7 +173,10 @@ fn compile_transformation(kind: FilterKind, config: &[u8]) -> Result<SharedTrans
         FilterKind::SmartHeader => &SMART_HEADERS,
         _ => &TRANSFORMATIONS,
     };
-    // The release is chosen once per process, so equal bytes always compile the same.
+    // An unusable RUSTFORMATION_RENDER_MAX_* setting refuses the config, saying which.
+    transformations::Limits::from_env()?;
+    // The release and the limits are chosen once per process, so equal bytes always compile
+    // the same.
     let options = Options {
         release: release::current()?,
         ..Options::default()
@@ -219,6 +222,7 @@ fn new_filter_config(
                 invalid_header_dropped: envoy
                     .define_counter(&format!("{name}.invalid_header_dropped"))?,
                 render_errors: envoy.define_counter(&format!("{name}.render_errors"))?,
+                budget_exceeded: envoy.define_counter(&format!("{name}.budget_exceeded"))?,
             };
             Box::new(TransformFilterConfig {
                 name,

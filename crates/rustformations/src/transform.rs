@@ -25,6 +25,9 @@ pub struct TransformCounters {
     pub invalid_header_dropped: CounterId,
     /// Values whose render failed (template error or render budget exceeded).
     pub render_errors: CounterId,
+    /// Values whose render exceeded the budget (fuel, bytes, time, output size); also counted
+    /// in `render_errors`.
+    pub budget_exceeded: CounterId,
 }
 
 pub struct TransformFilterConfig {
@@ -189,6 +192,13 @@ impl TransformFilter {
                 WarningKind::Render | WarningKind::Budget => self.counters.render_errors,
             };
             envoy.increment_counter(counter, 1);
+            if warning.kind == WarningKind::Budget {
+                envoy.increment_counter(self.counters.budget_exceeded, 1);
+                if !self.transformation.first_budget_warning() {
+                    log_debug!("{}: {}", self.name, warning);
+                    continue;
+                }
+            }
             log_warn!("{}: {}", self.name, warning);
         }
     }
@@ -404,6 +414,7 @@ mod tests {
 
     const DROPPED: CounterId = CounterId(0);
     const RENDER: CounterId = CounterId(1);
+    const BUDGET: CounterId = CounterId(2);
 
     fn marker() -> Marker {
         Marker {
@@ -422,6 +433,7 @@ mod tests {
             counters: TransformCounters {
                 invalid_header_dropped: DROPPED,
                 render_errors: RENDER,
+                budget_exceeded: BUDGET,
             },
         }
     }
@@ -855,6 +867,28 @@ mod tests {
         assert_eq!(e.counter(DROPPED), 1);
         assert_eq!(req(&e, "x-err"), None);
         assert_eq!(req(&e, "x-crlf"), None);
+    }
+
+    #[test]
+    fn budget_trips_are_counted_as_render_errors_and_budget_exceeded() {
+        let config = config(
+            r#"{"request":{"set":[{"name":"x-big","value":"{{ (\"a\" * (request_header(\"x-n\")|int))|length }}"}]}}"#,
+        );
+        for n in 1..=2 {
+            let mut f = config.new_filter();
+            let mut e = post(&[("x-n", "3000000000"), ("x-big", "orig")]);
+            f.on_request_headers(&mut e, true);
+            assert_eq!(req(&e, "x-big"), None, "removed like any render error");
+            assert_eq!(e.counter(RENDER), 1);
+            assert_eq!(e.counter(BUDGET), 1);
+            // The first trip of the policy is the warning; later ones are debug lines.
+            assert!(!config.listener.first_budget_warning(), "request {n}");
+        }
+        let mut f = config.new_filter();
+        let mut e = post(&[("x-n", "3")]);
+        f.on_request_headers(&mut e, true);
+        assert_eq!(req(&e, "x-big").as_deref(), Some("3"));
+        assert_eq!(e.counter(BUDGET), 0);
     }
 
     #[test]

@@ -283,6 +283,9 @@ pub struct Transformation {
     engine: Engine,
     warnings: Vec<String>,
     release: KgatewayRelease,
+    /// Set once a render of this policy exceeded the budget: the first is logged as a warning,
+    /// later ones at debug level (a flood of heavy requests must not flood the log).
+    budget_reported: std::sync::atomic::AtomicBool,
 }
 
 impl Transformation {
@@ -326,7 +329,21 @@ impl Transformation {
             engine: compiler.finish(),
             warnings,
             release: options.release,
+            budget_reported: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// True the first time it is called for this transformation (then false): whether a
+    /// render budget warning is the policy's first, to log at warning level.
+    pub fn first_budget_warning(&self) -> bool {
+        !self
+            .budget_reported
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The render budget this transformation was compiled with.
+    pub fn limits(&self) -> crate::Limits {
+        self.engine.limits()
     }
 
     pub fn request(&self) -> &Side {
@@ -484,7 +501,7 @@ impl Transformation {
         if body_active {
             let body = msg.body();
             if side.parse_as == ParseAs::AsJson && !body.is_empty() {
-                // serde_json refuses nesting deeper than 128: no stack overflow on hostile input.
+                // serde_json refuses 128 levels of nesting or more: no stack overflow on hostile input.
                 json = parse_json_body(&body, &side.usage.json_names, side.usage.whole_json)
                     .map_err(|e| ApplyError::JsonParse {
                         message: e.to_string(),
@@ -669,6 +686,9 @@ fn set_header<M: HeaderMap + ?Sized>(
     warnings: &mut Vec<Warning>,
 ) {
     match rendered {
+        Ok(v) if op.name == ":status" && !is_valid_status(v) => {
+            warnings.push(invalid_status_warning(op));
+        }
         Ok(b"") => msg.remove(&op.name),
         Ok(v) if !op.checked_literal && is_invalid_header_value(v) => {
             msg.remove(&op.name);
@@ -692,6 +712,9 @@ fn add_header<M: HeaderMap + ?Sized>(
     warnings: &mut Vec<Warning>,
 ) {
     match rendered {
+        Ok(v) if op.name == ":status" && !is_valid_status(v) => {
+            warnings.push(invalid_status_warning(op));
+        }
         Ok(b"") => {}
         Ok(v) if !op.checked_literal && is_invalid_header_value(v) => {
             warnings.push(invalid_value_warning(op));
@@ -706,6 +729,20 @@ fn invalid_value_warning(op: &HeaderOp) -> Warning {
         kind: WarningKind::InvalidHeaderValue,
         field: op.field.clone(),
         message: invalid_value_message(),
+    }
+}
+
+/// A `:status` Envoy can send: three digits, 100 to 599.
+pub(crate) fn is_valid_status(v: &[u8]) -> bool {
+    matches!(v, [b'1'..=b'5', b'0'..=b'9', b'0'..=b'9'])
+}
+
+fn invalid_status_warning(op: &HeaderOp) -> Warning {
+    Warning {
+        kind: WarningKind::InvalidHeaderValue,
+        field: op.field.clone(),
+        message: "rendered :status is not three digits from 100 to 599; status left as it was"
+            .to_owned(),
     }
 }
 

@@ -11,12 +11,11 @@ use std::collections::HashMap;
 
 use minijinja::value::{Kwargs, Value};
 use minijinja::{Environment, ErrorKind as JinjaErrorKind, State};
-use regex::Regex;
 
 use crate::apply::MetadataSource;
 use crate::error::{Error, ErrorKind};
 use crate::json_edit;
-use crate::pattern::{self, Group};
+use crate::pattern::{self, Group, Pattern};
 use crate::query;
 use crate::template::{Tok, Usage, data};
 
@@ -42,7 +41,7 @@ pub struct MetadataKey {
 /// What the compiler collects from these calls across a config.
 #[derive(Debug, Default)]
 pub(crate) struct Collected {
-    pub literal_patterns: HashMap<String, Regex>,
+    pub literal_patterns: HashMap<String, Pattern>,
     pub metadata: Vec<MetadataKey>,
 }
 
@@ -91,10 +90,24 @@ pub(crate) fn register(env: &mut Environment<'static>) {
             let Some(config) = crate::template::config_state(state) else {
                 return Ok(String::new());
             };
-            Ok(config
-                .patterns
-                .with(pattern, |re| pattern::extract(re, &value, &group))
-                .unwrap_or_default())
+            minijinja::budget::charge(value.len())?;
+            match config.patterns.with(pattern, |p| {
+                pattern::extract(p, &value, &group, config.regex_work)
+            }) {
+                None => Ok(String::new()),
+                Some(Ok(extracted)) => Ok(extracted),
+                Some(Err(over)) => Err(minijinja::Error::new(
+                    JinjaErrorKind::OutOfFuel,
+                    format!(
+                        "regex_extract: extracting a group from a {}-byte match would take {} \
+                         units of work, over the {} allowed per call ({})",
+                        over.match_len,
+                        over.units,
+                        over.limit,
+                        crate::template::RENDER_TIME_ENV
+                    ),
+                )),
+            }
         },
     );
     env.add_function("query_param", |state: &State, name: &str| -> String {
@@ -108,11 +121,24 @@ pub(crate) fn register(env: &mut Environment<'static>) {
     });
     env.add_function(
         "set_query_param",
-        |path: &str, name: &str, value: Value| -> String {
-            query::set_query_param(path, name, &text(&value))
+        |path: &str, name: &str, value: Value| -> Result<String, minijinja::Error> {
+            let value = text(&value);
+            // Percent-encoding triples a byte at most.
+            minijinja::budget::charge(
+                path.len()
+                    .saturating_add(name.len().saturating_mul(3))
+                    .saturating_add(value.len().saturating_mul(3)),
+            )?;
+            Ok(query::set_query_param(path, name, &value))
         },
     );
-    env.add_function("remove_query_param", query::remove_query_param);
+    env.add_function(
+        "remove_query_param",
+        |path: &str, name: &str| -> Result<String, minijinja::Error> {
+            minijinja::budget::charge(path.len())?;
+            Ok(query::remove_query_param(path, name))
+        },
+    );
     env.add_function(
         "json_set",
         |document: Value,
@@ -123,17 +149,29 @@ pub(crate) fn register(env: &mut Environment<'static>) {
             let raw = kwargs.get::<Option<bool>>("raw")?.unwrap_or(false);
             kwargs.assert_all_used()?;
             let value = text(&value);
+            let document = text(&document);
+            // The value (escaped: 6 bytes a byte at most) and the edited document.
+            minijinja::budget::charge(
+                document
+                    .len()
+                    .saturating_add(value.len().saturating_mul(if raw { 1 } else { 6 })),
+            )?;
             let json = if raw {
                 value.into_owned()
             } else {
                 serde_json::Value::String(value.into_owned()).to_string()
             };
-            Ok(json_edit::set(&text(&document), pointer, &json).unwrap_or_default())
+            Ok(json_edit::set(&document, pointer, &json).unwrap_or_default())
         },
     );
-    env.add_function("json_delete", |document: Value, pointer: &str| -> String {
-        json_edit::delete(&text(&document), pointer).unwrap_or_default()
-    });
+    env.add_function(
+        "json_delete",
+        |document: Value, pointer: &str| -> Result<String, minijinja::Error> {
+            let document = text(&document);
+            minijinja::budget::charge(document.len())?;
+            Ok(json_edit::delete(&document, pointer).unwrap_or_default())
+        },
+    );
     env.add_function(
         "metadata",
         |state: &State,

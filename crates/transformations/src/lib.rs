@@ -132,7 +132,8 @@
 //! bodies). Exceeding it is a render error, handled like any render error: `set` removes
 //! the header, `add` and dynamic metadata skip, and a body becomes empty
 //! (`content-length: 0`, no `content-type`), as kgateway does for a body that fails to
-//! render. JSON bodies nested deeper than 128 levels are a JSON parsing error (400).
+//! render. JSON bodies nested 128 levels deep or more are a JSON parsing error (400): 127 levels
+//! parse (serde_json's recursion limit).
 //!
 //! # `my-smart-header`
 //! See [`smart_header`] for its configuration format.
@@ -160,6 +161,8 @@ pub mod smart_header;
 pub mod template;
 
 #[cfg(test)]
+mod budget_tests;
+#[cfg(test)]
 mod tests;
 
 pub use apply::{
@@ -174,6 +177,7 @@ pub use prerender::RequestCapture;
 pub use release::KgatewayRelease;
 pub use smart_header::{SmartHeaderConfig, smart_header_transformation};
 pub use template::{
-    DEFAULT_FUEL, EnvLookup, HeaderNeeds, HeaderSnapshot, Limits, MAX_BODY_BYTES,
-    MAX_HEADER_VALUE_BYTES, Options,
+    DEFAULT_FUEL, DEFAULT_RENDER_BYTES, DEFAULT_RENDER_TIME, EnvLookup, HeaderNeeds,
+    HeaderSnapshot, Limits, MAX_BODY_BYTES, MAX_HEADER_VALUE_BYTES, Options, RENDER_BYTES_ENV,
+    RENDER_TIME_ENV,
 };

@@ -20,6 +20,9 @@ use std::io;
 use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use minijinja::budget::{self, Meter, Tripped};
 
 use minijinja::value::{Object, Value};
 use minijinja::{AutoEscape, Environment, State, Template, UndefinedBehavior};
@@ -39,12 +42,27 @@ pub const MAX_HEADER_VALUE_BYTES: usize = 64 * 1024;
 /// Default cap on one rendered body.
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
+/// Default bytes the templates of one request side (or one value compiled at load time) may
+/// produce or copy: strings built by `*`, `~`, `+`, filters, captured output, our functions.
+pub const DEFAULT_RENDER_BYTES: u64 = 64 * 1024 * 1024;
+/// Default time the templates of one request side (or one value compiled at load time) may run.
+pub const DEFAULT_RENDER_TIME: Duration = Duration::from_millis(50);
+/// Environment variable setting [`Limits::render_bytes`] (a byte count).
+pub const RENDER_BYTES_ENV: &str = "RUSTFORMATION_RENDER_MAX_BYTES";
+/// Environment variable setting [`Limits::render_time`] (milliseconds).
+pub const RENDER_TIME_ENV: &str = "RUSTFORMATION_RENDER_MAX_MS";
+
 /// The render budget. Exceeding any part of it is a render error for that value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub fuel: u64,
     pub max_header_value_bytes: usize,
     pub max_body_bytes: usize,
+    /// Bytes produced or copied per request side by templates (checked before allocating).
+    pub render_bytes: u64,
+    /// Time per request side spent in templates (checked every 1024 instructions and every
+    /// MiB charged, and bounding `regex_extract`).
+    pub render_time: Duration,
 }
 
 impl Default for Limits {
@@ -53,7 +71,46 @@ impl Default for Limits {
             fuel: DEFAULT_FUEL,
             max_header_value_bytes: MAX_HEADER_VALUE_BYTES,
             max_body_bytes: MAX_BODY_BYTES,
+            render_bytes: DEFAULT_RENDER_BYTES,
+            render_time: DEFAULT_RENDER_TIME,
         }
+    }
+}
+
+impl Limits {
+    /// The defaults with [`RENDER_BYTES_ENV`] and [`RENDER_TIME_ENV`] applied, read from the
+    /// process environment once; an unusable setting is an error naming the variable.
+    pub fn from_env() -> Result<Limits, String> {
+        static FROM_ENV: OnceLock<Result<Limits, String>> = OnceLock::new();
+        FROM_ENV
+            .get_or_init(|| Limits::from_lookup(&|n| std::env::var(n).ok()))
+            .clone()
+    }
+
+    /// The defaults with the two settings read through `lookup`.
+    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Limits, String> {
+        let mut limits = Limits::default();
+        let read = |name: &str| -> Result<Option<u64>, String> {
+            match lookup(name) {
+                None => Ok(None),
+                Some(v) if v.trim().is_empty() => Ok(None),
+                Some(v) => match v.trim().parse::<u64>() {
+                    Ok(n) if n > 0 => Ok(Some(n)),
+                    _ => Err(format!("{name}={v:?} is not a positive integer")),
+                },
+            }
+        };
+        if let Some(bytes) = read(RENDER_BYTES_ENV)? {
+            limits.render_bytes = bytes;
+        }
+        if let Some(ms) = read(RENDER_TIME_ENV)? {
+            limits.render_time = Duration::from_millis(ms);
+        }
+        Ok(limits)
+    }
+
+    fn meter(&self) -> Meter {
+        Meter::new(self.render_bytes, self.render_time)
     }
 }
 
@@ -73,7 +130,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Options {
         Options {
-            limits: Limits::default(),
+            limits: Limits::from_env().unwrap_or_default(),
             env: Arc::new(|name| std::env::var(name).ok()),
             release: KgatewayRelease::default(),
         }
@@ -307,9 +364,10 @@ impl Compiled {
 /// The position of a syntax error in `value` as the user wrote it. Operators in text parts
 /// are plain text to the template engine, so the value compiles to the same error at the same
 /// place without the rewriting the real compile does.
-fn template_error_position(value: &str) -> Option<crate::error::TemplatePosition> {
+fn template_error_position(value: &str, limits: &Limits) -> Option<crate::error::TemplatePosition> {
     let env = Environment::new();
-    let err = env.template_from_str(value).err()?;
+    let (result, _) = metered(limits.meter(), || env.template_from_str(value).err());
+    let err = result?;
     let line = err.line()?;
     let column = match err.range() {
         Some(range) if range.start <= value.len() && value.is_char_boundary(range.start) => {
@@ -404,7 +462,8 @@ impl OwnedTemplate {
         env: Arc<Environment<'static>>,
         name: String,
         source: String,
-    ) -> Result<Arc<OwnedTemplate>, minijinja::Error> {
+        limits: &Limits,
+    ) -> Result<Arc<OwnedTemplate>, CompileError> {
         /// The live templates by the hash of (environment, name, source), each bucket checked
         /// against the templates' own name and source (so the table keeps no copy of either),
         /// and the size at which the dead ones are next forgotten.
@@ -437,18 +496,27 @@ impl OwnedTemplate {
                 }
             }
         }
-        let template = Arc::new(OwnedTemplate::try_new(
-            TemplateSource {
-                env,
-                name: name.into_boxed_str(),
-                source: source.into_boxed_str(),
-                names: OnceLock::new(),
-            },
-            |o| {
-                let env: &Environment<'_> = &o.env;
-                env.template_from_named_str(&o.name, &o.source)
-            },
-        )?);
+        // MiniJinja folds constant expressions while it compiles (`"a" * 1000000000` is built
+        // here): the fold runs under the render budget, and a template whose constant parts
+        // do not fit is refused.
+        let (template, meter) = metered(limits.meter(), || {
+            OwnedTemplate::try_new(
+                TemplateSource {
+                    env,
+                    name: name.into_boxed_str(),
+                    source: source.into_boxed_str(),
+                    names: OnceLock::new(),
+                },
+                |o| {
+                    let env: &Environment<'_> = &o.env;
+                    env.template_from_named_str(&o.name, &o.source)
+                },
+            )
+        });
+        if let Some(why) = meter.tripped {
+            return Err(CompileError::Budget(budget_message(why, limits)));
+        }
+        let template = Arc::new(template.map_err(CompileError::Template)?);
         if interned.live.len() >= interned.prune_at {
             // Forget the templates no config holds any more; grow the threshold with the live set.
             interned.live.retain(|_, bucket| {
@@ -470,6 +538,45 @@ impl OwnedTemplate {
 fn global_names(env: &Environment<'static>) -> &'static HashSet<String> {
     static NAMES: OnceLock<HashSet<String>> = OnceLock::new();
     NAMES.get_or_init(|| env.globals().map(|(k, _)| k.to_owned()).collect())
+}
+
+/// Why a template was refused.
+pub(crate) enum CompileError {
+    Template(minijinja::Error),
+    /// Its constant parts blow the render budget (the message says which part).
+    Budget(String),
+}
+
+/// Runs `f` with `meter` installed on this thread; returns its result and the meter after it.
+fn metered<R>(meter: Meter, f: impl FnOnce() -> R) -> (R, Meter) {
+    /// Puts the previous meter back, also when `f` panics.
+    struct Restore(Option<Option<Meter>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if let Some(previous) = self.0.take() {
+                budget::install(previous);
+            }
+        }
+    }
+    let mut restore = Restore(Some(budget::install(Some(meter))));
+    let result = f();
+    let previous = restore.0.take().flatten();
+    let after = budget::install(previous).unwrap_or(meter);
+    (result, after)
+}
+
+/// What a user reads when the render budget trips (after "render budget exceeded: ").
+pub(crate) fn budget_message(why: Tripped, limits: &Limits) -> String {
+    match why {
+        Tripped::Bytes => format!(
+            "more than {} bytes produced or copied ({RENDER_BYTES_ENV})",
+            limits.render_bytes
+        ),
+        Tripped::Time => format!(
+            "more than {} ms of template work ({RENDER_TIME_ENV})",
+            limits.render_time.as_millis()
+        ),
+    }
 }
 
 /// One template environment per fuel budget, shared by every config compiled with it: the
@@ -495,6 +602,8 @@ fn shared_environment(fuel: u64) -> Arc<Environment<'static>> {
 pub(crate) struct ConfigState {
     pub env: EnvLookup,
     pub patterns: Arc<Patterns>,
+    /// Capture work one `regex_extract` call may do ([`crate::pattern::work_limit`]).
+    pub regex_work: u64,
 }
 
 impl fmt::Debug for ConfigState {
@@ -600,11 +709,17 @@ impl Compiler {
         }
         source.shrink_to_fit();
         let template =
-            OwnedTemplate::compile(self.env.clone(), field.to_owned(), source).map_err(|e| {
-                Error::new(ErrorKind::Template, e.to_string())
-                    .at(field)
-                    .with_position(template_error_position(value))
-            })?;
+            OwnedTemplate::compile(self.env.clone(), field.to_owned(), source, &self.limits)
+                .map_err(|e| match e {
+                    CompileError::Template(e) => Error::new(ErrorKind::Template, e.to_string())
+                        .at(field)
+                        .with_position(template_error_position(value, &self.limits)),
+                    CompileError::Budget(message) => Error::new(
+                        ErrorKind::Template,
+                        format!("a constant expression exceeds the render budget: {message}"),
+                    )
+                    .at(field),
+                })?;
         let names = template.names();
         let has = |n: &str| {
             names
@@ -647,6 +762,7 @@ impl Compiler {
             config: Arc::new(ConfigState {
                 env: self.env_lookup,
                 patterns: self.patterns,
+                regex_work: crate::pattern::work_limit(self.limits.render_time),
             }),
             ops: self.ops.into(),
             limits: self.limits,
@@ -984,6 +1100,8 @@ pub(crate) struct Scope {
     /// MiniJinja's context, built on the first template render: values made only of text and
     /// command operators never need it (nor the shared copy of the render data it holds).
     ctx: std::cell::OnceCell<Value>,
+    /// What is left of the side's render budget (bytes and time), carried from value to value.
+    meter: std::cell::Cell<Meter>,
 }
 
 impl Scope {
@@ -1017,6 +1135,7 @@ impl Engine {
             data,
             vars: json.cloned(),
             ctx: std::cell::OnceCell::new(),
+            meter: std::cell::Cell::new(self.limits.meter()),
         }
     }
 
@@ -1057,18 +1176,31 @@ impl Engine {
                 // MiniJinja 2.12 panics on a few inputs (ordering a 128-bit integer against a
                 // float, say). The render touches nothing shared, so such a panic is one
                 // failed value, not a failed request.
-                let result = panic::catch_unwind(AssertUnwindSafe(|| {
-                    template.with_dependent(|_, t| {
-                        t.render_to_write(scope.ctx(&self.config), &mut w)
-                            .map(|_| ())
-                    })
-                }))
-                .map_err(|_| RenderError {
+                let before = scope.meter.get();
+                let (result, after) = metered(before, || {
+                    panic::catch_unwind(AssertUnwindSafe(|| {
+                        template.with_dependent(|_, t| {
+                            t.render_to_write(scope.ctx(&self.config), &mut w)
+                                .map(|_| ())
+                        })
+                    }))
+                });
+                scope.meter.set(after);
+                let result = result.map_err(|_| RenderError {
                     kind: WarningKind::Render,
                     message: "the template engine panicked while rendering this value".to_owned(),
                 })?;
                 if w.overflow {
                     return Err(too_large(cap));
+                }
+                if let (Err(_), Some(why)) = (&result, after.tripped) {
+                    return Err(RenderError {
+                        kind: WarningKind::Budget,
+                        message: format!(
+                            "render budget exceeded: {}",
+                            budget_message(why, &self.limits)
+                        ),
+                    });
                 }
                 result.map_err(render_error)?;
                 *out = lossy_string(Cow::Owned(w.buf));
