@@ -9,15 +9,35 @@
 
 use std::collections::BTreeSet;
 
-use minijinja::machinery::{WhitespaceConfig, ast, parse};
+use std::collections::HashSet;
+
+use minijinja::machinery::{WhitespaceConfig, ast, find_undeclared, parse};
 use minijinja::syntax::SyntaxConfig;
 
-/// Every variable name `source` refers to anywhere; `None` when it does not parse.
-pub(crate) fn referenced_names(source: &str) -> Option<BTreeSet<String>> {
+/// What one parse of a template tells.
+pub(crate) struct Names {
+    /// Every variable name the code refers to anywhere.
+    pub referenced: BTreeSet<String>,
+    /// What MiniJinja's `Template::undeclared_variables(false)` answers (kgateway's module asks
+    /// it before rendering), from the same tree.
+    pub undeclared: HashSet<String>,
+}
+
+/// The names of `source`; `None` when it does not parse.
+pub(crate) fn analyse(source: &str) -> Option<Names> {
     let tree = parse(source, "<names>", SyntaxConfig, WhitespaceConfig::default()).ok()?;
-    let mut names = BTreeSet::new();
-    statement(&tree, &mut names);
-    Some(names)
+    let mut referenced = BTreeSet::new();
+    statement(&tree, &mut referenced);
+    Some(Names {
+        undeclared: find_undeclared(&tree, false),
+        referenced,
+    })
+}
+
+/// Every variable name `source` refers to anywhere; `None` when it does not parse.
+#[cfg(test)]
+fn referenced_names(source: &str) -> Option<BTreeSet<String>> {
+    analyse(source).map(|n| n.referenced)
 }
 
 fn statements(body: &[ast::Stmt<'_>], names: &mut BTreeSet<String>) {
@@ -184,5 +204,22 @@ mod tests {
     #[test]
     fn a_template_that_does_not_parse_has_no_names() {
         assert!(referenced_names("{{ x").is_none());
+    }
+
+    #[test]
+    fn undeclared_is_what_minijinja_answers() {
+        let env = minijinja::Environment::new();
+        for source in [
+            "{{ text[2:] }}",
+            "{% set a = b %}{{ a }}{{ c.d }}",
+            "{% for x in xs %}{{ x }}{{ y }}{% endfor %}",
+            "{{ f(g) }}",
+        ] {
+            let want = env
+                .template_from_str(source)
+                .unwrap()
+                .undeclared_variables(false);
+            assert_eq!(super::analyse(source).unwrap().undeclared, want, "{source}");
+        }
     }
 }

@@ -432,7 +432,14 @@ impl OwnedTemplate {
             // They decide the 400 of a value that reads JSON variables without a parsed JSON
             // body, so they stay exactly kgateway's (a name used only as a slice target is not
             // among them).
-            let all = self.with_dependent(|_, t| t.undeclared_variables(false));
+            // One parse for both questions below; MiniJinja's own answer where it fails.
+            let (all, referenced) = match crate::names::analyse(&source.source) {
+                Some(names) => (names.undeclared, Some(names.referenced)),
+                None => (
+                    self.with_dependent(|_, t| t.undeclared_variables(false)),
+                    None,
+                ),
+            };
             let globals = global_names(&source.env);
             let mut undeclared: Vec<String> = all
                 .iter()
@@ -442,8 +449,7 @@ impl OwnedTemplate {
             undeclared.sort();
             // What the template may read: every name its code refers to, wherever it stands (a
             // slice target too), from the parse tree; MiniJinja's list where that fails.
-            let referenced = crate::names::referenced_names(&source.source)
-                .unwrap_or_else(|| all.iter().cloned().collect());
+            let referenced = referenced.unwrap_or_else(|| all.iter().cloned().collect());
             TemplateNames {
                 calls_operators: referenced.contains(OP_FN),
                 variables: referenced.into_iter().filter(|n| n != OP_FN).collect(),

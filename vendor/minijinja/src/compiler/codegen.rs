@@ -921,6 +921,9 @@ impl<'source> CodeGenerator<'source> {
         BTreeMap<&'source str, Instructions<'source>>,
     ) {
         assert!(self.pending_block.is_empty());
-        (self.instructions, self.blocks)
+        let (mut instructions, mut blocks) = (self.instructions, self.blocks);
+        instructions.shrink_to_fit();
+        blocks.values_mut().for_each(Instructions::shrink_to_fit);
+        (instructions, blocks)
     }
 }

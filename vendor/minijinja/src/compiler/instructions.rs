@@ -289,6 +289,15 @@ impl<'source> Instructions<'source> {
         }
     }
 
+    /// Gives back the room reserved for growth (rustformations patch: a compiled template is
+    /// kept for as long as its config, often on thousands of routes).
+    pub(crate) fn shrink_to_fit(&mut self) {
+        self.instructions.shrink_to_fit();
+        self.line_infos.shrink_to_fit();
+        #[cfg(feature = "debug")]
+        self.span_infos.shrink_to_fit();
+    }
+
     /// Returns the name of the template.
     pub fn name(&self) -> &'source str {
         self.name
