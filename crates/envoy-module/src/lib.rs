@@ -21,6 +21,9 @@
 //! is supported and the override, and the load is refused.
 
 pub mod api;
+/// The in-memory fake Envoy for unit tests; behind the `testing` feature, so a shipped module
+/// carries none of it.
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 mod abi;
