@@ -7,7 +7,7 @@
 
 use std::ffi::{c_char, c_void};
 
-use crate::abi::{EnvoyBuffer, EnvoyHttpHeader, each_header, each_header_name_of_lengths};
+use crate::abi::{self, EnvoyBuffer, EnvoyHttpHeader, each_header, each_header_name_of_lengths};
 use crate::api::{
     Attribute, CounterId, Direction, EnvoyFilterConfig, EnvoyHttpFilter, HeaderKind, LogLevel,
     MetadataSource, PerRouteConfig,
@@ -42,6 +42,7 @@ type FilterPtr = *mut c_void;
 type ConfigPtr = *mut c_void;
 
 callback_table! {
+    UnifiedCallbacks;
     log: fn(u32, ModuleBuffer);
     log_enabled: fn(u32) -> bool;
     http_get_header: fn(FilterPtr, u32, ModuleBuffer, *mut EnvoyBuffer, usize, *mut usize) -> bool;
@@ -70,12 +71,12 @@ callback_table! {
 // ------------------------------------------------------------------------------------------------
 // Logging
 
-pub(crate) fn log_enabled(cb: &Callbacks, level: LogLevel) -> bool {
+pub(crate) fn log_enabled(cb: &UnifiedCallbacks, level: LogLevel) -> bool {
     // SAFETY: resolved callback; takes a level by value.
     unsafe { (cb.log_enabled)(level as u32) }
 }
 
-pub(crate) fn log(cb: &Callbacks, level: LogLevel, message: &str) {
+pub(crate) fn log(cb: &UnifiedCallbacks, level: LogLevel, message: &str) {
     // SAFETY: resolved callbacks; the message buffer outlives the call.
     unsafe {
         if (cb.log_enabled)(level as u32) {
@@ -113,11 +114,8 @@ fn attribute_id(attribute: Attribute) -> u32 {
     }
 }
 
-/// [`EnvoyHttpFilter`] over the C ABI for the duration of one hook.
-pub(crate) struct FfiFilter {
-    pub(crate) ptr: FilterPtr,
-    pub(crate) cb: &'static Callbacks,
-}
+/// [`EnvoyHttpFilter`] over this family's C ABI for the duration of one hook.
+pub(crate) type FfiFilter = abi::FfiFilter<UnifiedCallbacks>;
 
 impl FfiFilter {
     fn chunks(&self, body_type: u32) -> Vec<EnvoyBuffer> {
@@ -357,13 +355,7 @@ impl EnvoyHttpFilter for FfiFilter {
                 || (self.cb.http_append_body)(self.ptr, received_type, ModuleBuffer::of(data))
                 || (self.cb.http_append_body)(self.ptr, buffered_type, ModuleBuffer::of(data))
         };
-        let headers = match direction {
-            Direction::Request => HeaderKind::RequestHeaders,
-            Direction::Response => HeaderKind::ResponseHeaders,
-        };
-        if self.header_count(headers, "content-length") > 0 {
-            self.set_header(headers, "content-length", data.len().to_string().as_bytes());
-        }
+        abi::content_length_follows(self, direction, data.len());
         ok
     }
 
@@ -374,15 +366,7 @@ impl EnvoyHttpFilter for FfiFilter {
         body: &[u8],
         details: &str,
     ) {
-        let raw: Vec<EnvoyHttpHeader> = headers
-            .iter()
-            .map(|(k, v)| EnvoyHttpHeader {
-                key_ptr: k.as_ptr().cast(),
-                key_length: k.len(),
-                value_ptr: v.as_ptr().cast(),
-                value_length: v.len(),
-            })
-            .collect();
+        let raw = EnvoyHttpHeader::array_of(headers);
         // SAFETY: header array, body and details outlive the call; Envoy copies them.
         unsafe {
             (self.cb.http_send_response)(
@@ -447,35 +431,20 @@ impl EnvoyHttpFilter for FfiFilter {
     }
 
     fn per_route_config(&self) -> Option<PerRouteConfig> {
-        if !crate::runtime::any_per_route_config() {
-            return None;
-        }
-        // SAFETY: valid filter pointer during the hook.
-        let ptr = unsafe { (self.cb.get_most_specific_route_config)(self.ptr) };
-        if ptr.is_null() {
-            return None;
-        }
-        // SAFETY: non-null results are what our `per_route_config_new` returned (a boxed
-        // PerRouteConfig), alive while the route references it.
-        Some(unsafe { &*ptr.cast::<PerRouteConfig>() }.clone())
+        self.route_config()
     }
 
     fn continue_request(&mut self) {
-        // SAFETY: valid filter pointer.
-        unsafe { (self.cb.http_filter_continue_decoding)(self.ptr) }
+        self.resume(Direction::Request)
     }
 
     fn continue_response(&mut self) {
-        // SAFETY: valid filter pointer.
-        unsafe { (self.cb.http_filter_continue_encoding)(self.ptr) }
+        self.resume(Direction::Response)
     }
 }
 
-/// [`EnvoyFilterConfig`] over the C ABI while `config_new` runs.
-pub(crate) struct FfiFilterConfig {
-    pub(crate) ptr: ConfigPtr,
-    pub(crate) cb: &'static Callbacks,
-}
+/// [`EnvoyFilterConfig`] over this family's C ABI while `config_new` runs.
+pub(crate) type FfiFilterConfig = abi::FfiFilterConfig<UnifiedCallbacks>;
 
 impl EnvoyFilterConfig for FfiFilterConfig {
     fn define_counter(&mut self, name: &str) -> Result<CounterId, String> {
@@ -493,3 +462,5 @@ impl EnvoyFilterConfig for FfiFilterConfig {
         runtime::counter_defined(name, result, id)
     }
 }
+
+abi::common_callbacks!(UnifiedCallbacks);

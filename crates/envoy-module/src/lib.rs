@@ -30,9 +30,9 @@ mod abi;
 mod abi_1_36;
 mod abi_1_37;
 mod callbacks;
+mod exports;
 mod hooks;
 mod runtime;
-mod stream_hooks;
 mod target;
 
 pub use api::*;

@@ -125,8 +125,8 @@ pub fn load_config_with(
         }
         // Its config callback, run against a config side outside Envoy (it only defines a counter).
         FilterKind::SizeLimit => size_limit::new_config(&mut OutsideEnvoy, config)
-        .map(|_| LoadedConfig::Other)
-        .map_err(plain),
+            .map(|_| LoadedConfig::Other)
+            .map_err(plain),
         FilterKind::TestPanic => test_filters::parse(config)
             .map(|_| LoadedConfig::Other)
             .map_err(plain),

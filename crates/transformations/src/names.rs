@@ -14,13 +14,7 @@ use minijinja::syntax::SyntaxConfig;
 
 /// Every variable name `source` refers to anywhere; `None` when it does not parse.
 pub(crate) fn referenced_names(source: &str) -> Option<BTreeSet<String>> {
-    let tree = parse(
-        source,
-        "<names>",
-        SyntaxConfig,
-        WhitespaceConfig::default(),
-    )
-    .ok()?;
+    let tree = parse(source, "<names>", SyntaxConfig, WhitespaceConfig::default()).ok()?;
     let mut names = BTreeSet::new();
     statement(&tree, &mut names);
     Some(names)
