@@ -11,7 +11,7 @@ use std::ffi::{c_char, c_void};
 use std::sync::OnceLock;
 
 use crate::api::{
-    Direction, EnvoyFilterConfig, EnvoyHttpFilter, HeaderKind, LogLevel, PerRouteConfig,
+    Attribute, Direction, EnvoyFilterConfig, EnvoyHttpFilter, HeaderKind, LogLevel, PerRouteConfig,
 };
 use crate::target::{Api, Family};
 use crate::{abi_1_36, abi_1_37};
@@ -181,6 +181,7 @@ pub(crate) trait CommonCallbacks {
     fn get_most_specific_route_config(&self) -> unsafe extern "C" fn(*mut c_void) -> *const c_void;
     fn continue_decoding(&self) -> unsafe extern "C" fn(*mut c_void);
     fn continue_encoding(&self) -> unsafe extern "C" fn(*mut c_void);
+    fn get_attribute_int(&self) -> unsafe extern "C" fn(*mut c_void, u32, *mut u64) -> bool;
 }
 
 /// Implements [`CommonCallbacks`] for a family's table, whose fields carry Envoy's names.
@@ -199,6 +200,12 @@ macro_rules! common_callbacks {
 
             fn continue_encoding(&self) -> unsafe extern "C" fn(*mut c_void) {
                 self.http_filter_continue_encoding
+            }
+
+            fn get_attribute_int(
+                &self,
+            ) -> unsafe extern "C" fn(*mut c_void, u32, *mut u64) -> bool {
+                self.http_filter_get_attribute_int
             }
         }
     };
@@ -232,6 +239,56 @@ impl<C: CommonCallbacks> FfiFilter<C> {
         // SAFETY: valid filter pointer.
         unsafe { resume(self.ptr) }
     }
+
+    /// [`EnvoyHttpFilter::attribute_int`] in both families.
+    #[inline]
+    pub(crate) fn attribute_integer(&self, attribute: Attribute) -> Option<i64> {
+        let mut out = 0u64;
+        // SAFETY: out-pointer valid for the call.
+        let ok =
+            unsafe { (self.cb.get_attribute_int())(self.ptr, attribute_id(attribute), &mut out) };
+        ok.then_some(out as i64)
+    }
+}
+
+/// Envoy's attribute ids (the same in both families).
+pub(crate) fn attribute_id(attribute: Attribute) -> u32 {
+    match attribute {
+        Attribute::RequestTime => 8,
+        Attribute::RequestProtocol => 10,
+        Attribute::ResponseCode => 15,
+        Attribute::SourceAddress => 24,
+    }
+}
+
+/// Total bytes of `chunks`.
+pub(crate) fn total(chunks: &[EnvoyBuffer]) -> usize {
+    chunks.iter().map(|c| c.length).sum()
+}
+
+/// [`EnvoyHttpFilter::body`] in both families: the buffered chunks, then the current ones unless
+/// they are the buffered data itself (`same`), copied into one byte string.
+///
+/// # Safety
+/// Every chunk is an Envoy-owned buffer valid for the call.
+#[inline]
+pub(crate) unsafe fn copy_body(
+    buffered: Vec<EnvoyBuffer>,
+    received: Vec<EnvoyBuffer>,
+    same: bool,
+) -> Vec<u8> {
+    let parts: Vec<EnvoyBuffer> = if same {
+        buffered
+    } else {
+        buffered.into_iter().chain(received).collect()
+    };
+    let mut body = Vec::with_capacity(total(&parts));
+    for chunk in parts {
+        // SAFETY: Envoy-owned chunk, valid during the call (this function's contract); copied
+        // out immediately.
+        body.extend_from_slice(unsafe { chunk.as_slice() });
+    }
+    body
 }
 
 /// After `replace_body`: a `content-length` header of `direction`, if any, says `len`.

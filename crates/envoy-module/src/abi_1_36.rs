@@ -6,7 +6,7 @@
 
 use std::ffi::{c_char, c_void};
 
-use crate::abi::{self, EnvoyBuffer, EnvoyHttpHeader, each_header};
+use crate::abi::{self, EnvoyBuffer, EnvoyHttpHeader, attribute_id, each_header, total};
 use crate::api::{
     Attribute, CounterId, Direction, EnvoyFilterConfig, EnvoyHttpFilter, HeaderKind, LogLevel,
     MetadataSource, PerRouteConfig,
@@ -95,15 +95,6 @@ pub(crate) fn log(cb: &PerDirectionCallbacks, level: LogLevel, message: &str) {
 
 // ------------------------------------------------------------------------------------------------
 // The Envoy side of a stream
-
-fn attribute_id(attribute: Attribute) -> u32 {
-    match attribute {
-        Attribute::RequestTime => 8,
-        Attribute::RequestProtocol => 10,
-        Attribute::ResponseCode => 15,
-        Attribute::SourceAddress => 24,
-    }
-}
 
 /// Per-direction body callbacks: (vector, vector size, append, drain).
 struct BodyFns {
@@ -229,10 +220,6 @@ impl FfiFilter {
     }
 }
 
-fn total(chunks: &[EnvoyBuffer]) -> usize {
-    chunks.iter().map(|c| c.length).sum()
-}
-
 impl EnvoyHttpFilter for FfiFilter {
     fn header(&self, kind: HeaderKind, name: &str, index: usize) -> Option<&[u8]> {
         let mut ptr: Bytes = std::ptr::null();
@@ -338,17 +325,8 @@ impl EnvoyHttpFilter for FfiFilter {
 
     fn body(&self, direction: Direction) -> Vec<u8> {
         let (buffered, received, same) = self.body_chunks(direction);
-        let parts: Vec<EnvoyBuffer> = if same {
-            buffered
-        } else {
-            buffered.into_iter().chain(received).collect()
-        };
-        let mut body = Vec::with_capacity(total(&parts));
-        for chunk in parts {
-            // SAFETY: Envoy-owned chunk, valid during the hook; copied out immediately.
-            body.extend_from_slice(unsafe { chunk.as_slice() });
-        }
-        body
+        // SAFETY: Envoy-owned chunks of this stream, valid during the hook.
+        unsafe { abi::copy_body(buffered, received, same) }
     }
 
     fn body_len(&self, direction: Direction) -> usize {
@@ -463,12 +441,7 @@ impl EnvoyHttpFilter for FfiFilter {
     }
 
     fn attribute_int(&self, attribute: Attribute) -> Option<i64> {
-        let mut out = 0u64;
-        // SAFETY: out-pointer valid for the call.
-        let ok = unsafe {
-            (self.cb.http_filter_get_attribute_int)(self.ptr, attribute_id(attribute), &mut out)
-        };
-        ok.then_some(out as i64)
+        self.attribute_integer(attribute)
     }
 
     fn increment_counter(&mut self, counter: CounterId, by: u64) {

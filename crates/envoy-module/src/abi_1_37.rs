@@ -7,7 +7,9 @@
 
 use std::ffi::{c_char, c_void};
 
-use crate::abi::{self, EnvoyBuffer, EnvoyHttpHeader, each_header, each_header_name_of_lengths};
+use crate::abi::{
+    self, EnvoyBuffer, EnvoyHttpHeader, attribute_id, each_header, each_header_name_of_lengths,
+};
 use crate::api::{
     Attribute, CounterId, Direction, EnvoyFilterConfig, EnvoyHttpFilter, HeaderKind, LogLevel,
     MetadataSource, PerRouteConfig,
@@ -102,15 +104,6 @@ fn body_types(direction: Direction) -> (u32, u32) {
     match direction {
         Direction::Request => (0, 1),
         Direction::Response => (2, 3),
-    }
-}
-
-fn attribute_id(attribute: Attribute) -> u32 {
-    match attribute {
-        Attribute::RequestTime => 8,
-        Attribute::RequestProtocol => 10,
-        Attribute::ResponseCode => 15,
-        Attribute::SourceAddress => 24,
     }
 }
 
@@ -305,17 +298,8 @@ impl EnvoyHttpFilter for FfiFilter {
 
     fn body(&self, direction: Direction) -> Vec<u8> {
         let (buffered, received, same) = self.body_chunks(direction);
-        let parts: Vec<EnvoyBuffer> = if same {
-            buffered
-        } else {
-            buffered.into_iter().chain(received).collect()
-        };
-        let mut body = Vec::with_capacity(parts.iter().map(|c| c.length).sum());
-        for chunk in parts {
-            // SAFETY: Envoy-owned chunk, valid during the hook; copied out immediately.
-            body.extend_from_slice(unsafe { chunk.as_slice() });
-        }
-        body
+        // SAFETY: Envoy-owned chunks of this stream, valid during the hook.
+        unsafe { abi::copy_body(buffered, received, same) }
     }
 
     fn body_len(&self, direction: Direction) -> usize {
@@ -415,12 +399,7 @@ impl EnvoyHttpFilter for FfiFilter {
     }
 
     fn attribute_int(&self, attribute: Attribute) -> Option<i64> {
-        let mut out = 0u64;
-        // SAFETY: out-pointer valid for the call.
-        let ok = unsafe {
-            (self.cb.http_filter_get_attribute_int)(self.ptr, attribute_id(attribute), &mut out)
-        };
-        ok.then_some(out as i64)
+        self.attribute_integer(attribute)
     }
 
     fn increment_counter(&mut self, counter: CounterId, by: u64) {
