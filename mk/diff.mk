@@ -21,7 +21,7 @@ DIFF_SEED_v2.4 = $(DIFF_SEED_V24)
 
 .PHONY: test-diff
 
-test-diff: build venv
+test-diff: build venv ## Differential suite: this module beside kgateway v2.3's and v2.4's in real Envoy
 	@for oracle in $(DIFF_ORACLES); do \
 	  case $$oracle in v2.3) envoy=$(DIFF_ENVOY_v2.3); seed=$(DIFF_SEED_v2.3);; \
 	                   v2.4) envoy=$(DIFF_ENVOY_v2.4); seed=$(DIFF_SEED_v2.4);; \

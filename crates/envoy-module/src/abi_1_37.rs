@@ -7,7 +7,9 @@
 
 use std::ffi::{c_char, c_void};
 
-use crate::abi::{EnvoyBuffer, EnvoyHttpHeader, each_header, each_header_name_of_lengths};
+use crate::abi::{
+    self, EnvoyBuffer, EnvoyHttpHeader, attribute_id, each_header, each_header_name_of_lengths,
+};
 use crate::api::{
     Attribute, CounterId, Direction, EnvoyFilterConfig, EnvoyHttpFilter, HeaderKind, LogLevel,
     MetadataSource, PerRouteConfig,
@@ -42,6 +44,7 @@ type FilterPtr = *mut c_void;
 type ConfigPtr = *mut c_void;
 
 callback_table! {
+    UnifiedCallbacks;
     log: fn(u32, ModuleBuffer);
     log_enabled: fn(u32) -> bool;
     http_get_header: fn(FilterPtr, u32, ModuleBuffer, *mut EnvoyBuffer, usize, *mut usize) -> bool;
@@ -70,12 +73,12 @@ callback_table! {
 // ------------------------------------------------------------------------------------------------
 // Logging
 
-pub(crate) fn log_enabled(cb: &Callbacks, level: LogLevel) -> bool {
+pub(crate) fn log_enabled(cb: &UnifiedCallbacks, level: LogLevel) -> bool {
     // SAFETY: resolved callback; takes a level by value.
     unsafe { (cb.log_enabled)(level as u32) }
 }
 
-pub(crate) fn log(cb: &Callbacks, level: LogLevel, message: &str) {
+pub(crate) fn log(cb: &UnifiedCallbacks, level: LogLevel, message: &str) {
     // SAFETY: resolved callbacks; the message buffer outlives the call.
     unsafe {
         if (cb.log_enabled)(level as u32) {
@@ -104,20 +107,8 @@ fn body_types(direction: Direction) -> (u32, u32) {
     }
 }
 
-fn attribute_id(attribute: Attribute) -> u32 {
-    match attribute {
-        Attribute::RequestTime => 8,
-        Attribute::RequestProtocol => 10,
-        Attribute::ResponseCode => 15,
-        Attribute::SourceAddress => 24,
-    }
-}
-
-/// [`EnvoyHttpFilter`] over the C ABI for the duration of one hook.
-pub(crate) struct FfiFilter {
-    pub(crate) ptr: FilterPtr,
-    pub(crate) cb: &'static Callbacks,
-}
+/// [`EnvoyHttpFilter`] over this family's C ABI for the duration of one hook.
+pub(crate) type FfiFilter = abi::FfiFilter<UnifiedCallbacks>;
 
 impl FfiFilter {
     fn chunks(&self, body_type: u32) -> Vec<EnvoyBuffer> {
@@ -307,17 +298,8 @@ impl EnvoyHttpFilter for FfiFilter {
 
     fn body(&self, direction: Direction) -> Vec<u8> {
         let (buffered, received, same) = self.body_chunks(direction);
-        let parts: Vec<EnvoyBuffer> = if same {
-            buffered
-        } else {
-            buffered.into_iter().chain(received).collect()
-        };
-        let mut body = Vec::with_capacity(parts.iter().map(|c| c.length).sum());
-        for chunk in parts {
-            // SAFETY: Envoy-owned chunk, valid during the hook; copied out immediately.
-            body.extend_from_slice(unsafe { chunk.as_slice() });
-        }
-        body
+        // SAFETY: Envoy-owned chunks of this stream, valid during the hook.
+        unsafe { abi::copy_body(buffered, received, same) }
     }
 
     fn body_len(&self, direction: Direction) -> usize {
@@ -357,13 +339,7 @@ impl EnvoyHttpFilter for FfiFilter {
                 || (self.cb.http_append_body)(self.ptr, received_type, ModuleBuffer::of(data))
                 || (self.cb.http_append_body)(self.ptr, buffered_type, ModuleBuffer::of(data))
         };
-        let headers = match direction {
-            Direction::Request => HeaderKind::RequestHeaders,
-            Direction::Response => HeaderKind::ResponseHeaders,
-        };
-        if self.header_count(headers, "content-length") > 0 {
-            self.set_header(headers, "content-length", data.len().to_string().as_bytes());
-        }
+        abi::content_length_follows(self, direction, data.len());
         ok
     }
 
@@ -374,15 +350,7 @@ impl EnvoyHttpFilter for FfiFilter {
         body: &[u8],
         details: &str,
     ) {
-        let raw: Vec<EnvoyHttpHeader> = headers
-            .iter()
-            .map(|(k, v)| EnvoyHttpHeader {
-                key_ptr: k.as_ptr().cast(),
-                key_length: k.len(),
-                value_ptr: v.as_ptr().cast(),
-                value_length: v.len(),
-            })
-            .collect();
+        let raw = EnvoyHttpHeader::array_of(headers);
         // SAFETY: header array, body and details outlive the call; Envoy copies them.
         unsafe {
             (self.cb.http_send_response)(
@@ -431,12 +399,7 @@ impl EnvoyHttpFilter for FfiFilter {
     }
 
     fn attribute_int(&self, attribute: Attribute) -> Option<i64> {
-        let mut out = 0u64;
-        // SAFETY: out-pointer valid for the call.
-        let ok = unsafe {
-            (self.cb.http_filter_get_attribute_int)(self.ptr, attribute_id(attribute), &mut out)
-        };
-        ok.then_some(out as i64)
+        self.attribute_integer(attribute)
     }
 
     fn increment_counter(&mut self, counter: CounterId, by: u64) {
@@ -447,35 +410,20 @@ impl EnvoyHttpFilter for FfiFilter {
     }
 
     fn per_route_config(&self) -> Option<PerRouteConfig> {
-        if !crate::runtime::any_per_route_config() {
-            return None;
-        }
-        // SAFETY: valid filter pointer during the hook.
-        let ptr = unsafe { (self.cb.get_most_specific_route_config)(self.ptr) };
-        if ptr.is_null() {
-            return None;
-        }
-        // SAFETY: non-null results are what our `per_route_config_new` returned (a boxed
-        // PerRouteConfig), alive while the route references it.
-        Some(unsafe { &*ptr.cast::<PerRouteConfig>() }.clone())
+        self.route_config()
     }
 
     fn continue_request(&mut self) {
-        // SAFETY: valid filter pointer.
-        unsafe { (self.cb.http_filter_continue_decoding)(self.ptr) }
+        self.resume(Direction::Request)
     }
 
     fn continue_response(&mut self) {
-        // SAFETY: valid filter pointer.
-        unsafe { (self.cb.http_filter_continue_encoding)(self.ptr) }
+        self.resume(Direction::Response)
     }
 }
 
-/// [`EnvoyFilterConfig`] over the C ABI while `config_new` runs.
-pub(crate) struct FfiFilterConfig {
-    pub(crate) ptr: ConfigPtr,
-    pub(crate) cb: &'static Callbacks,
-}
+/// [`EnvoyFilterConfig`] over this family's C ABI while `config_new` runs.
+pub(crate) type FfiFilterConfig = abi::FfiFilterConfig<UnifiedCallbacks>;
 
 impl EnvoyFilterConfig for FfiFilterConfig {
     fn define_counter(&mut self, name: &str) -> Result<CounterId, String> {
@@ -493,3 +441,5 @@ impl EnvoyFilterConfig for FfiFilterConfig {
         runtime::counter_defined(name, result, id)
     }
 }
+
+abi::common_callbacks!(UnifiedCallbacks);

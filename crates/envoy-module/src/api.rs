@@ -1,7 +1,10 @@
 //! The safe surface of the SDK: what a filter sees of Envoy, and what Envoy sees of a filter.
 //!
-//! Nothing here touches raw pointers. The FFI layer (`ffi`) implements [`EnvoyHttpFilter`] over the
-//! C ABI; [`crate::testing::FakeEnvoy`] implements it in memory so filters are unit-tested without Envoy.
+//! Nothing here touches raw pointers. Each API family implements [`EnvoyHttpFilter`] and
+//! [`EnvoyFilterConfig`] over Envoy's C ABI (`abi_1_36::FfiFilter` for Envoy 1.36,
+//! `abi_1_37::FfiFilter` for 1.37 and later, both the generic `abi::FfiFilter` over that family's
+//! callback table); `testing::FakeEnvoy` (the `testing` feature) implements them in memory so
+//! filters are unit-tested without Envoy.
 
 use std::any::Any;
 use std::sync::Arc;

@@ -17,12 +17,12 @@ pub(crate) fn exported(name: &CStr) -> bool {
     !lookup(name).is_null()
 }
 
-/// Declares the callback table of one API family: a struct of typed function pointers whose field
-/// names are the callback names without the `envoy_dynamic_module_callback_` prefix, the list of
-/// names, and a resolver that reports every missing symbol.
+/// Declares the callback table of one API family: a struct named `$table` of typed function
+/// pointers whose field names are the callback names without the `envoy_dynamic_module_callback_`
+/// prefix, the list of names, and a resolver that reports every missing symbol.
 macro_rules! callback_table {
-    ($( $field:ident : fn($($arg:ty),* $(,)?) $(-> $ret:ty)? ; )*) => {
-        pub(crate) struct Callbacks {
+    ($table:ident; $( $field:ident : fn($($arg:ty),* $(,)?) $(-> $ret:ty)? ; )*) => {
+        pub(crate) struct $table {
             $( pub(crate) $field: unsafe extern "C" fn($($arg),*) $(-> $ret)?, )*
         }
 
@@ -30,7 +30,7 @@ macro_rules! callback_table {
             $( concat!("envoy_dynamic_module_callback_", stringify!($field)), )*
         ];
 
-        impl Callbacks {
+        impl $table {
             /// Resolve every callback, or name all that are missing.
             pub(crate) fn resolve() -> Result<Self, Vec<&'static str>> {
                 let mut missing = Vec::new();

@@ -19,17 +19,32 @@
 //! `ENVOY_ABI_VERSION` of the Envoy process replaces that string (for a patch release whose
 //! string differs). An Envoy the module cannot serve gets one line naming its detected family, what
 //! is supported and the override, and the load is refused.
+//!
+//! # Layout
+//! - `api.rs`: the safe traits and types a filter sees ([`api`]);
+//! - `exports.rs`: the `extern "C"` hooks [`declare_module!`] emits into the module;
+//! - `hooks.rs`: the hooks' bodies, the same for every Envoy;
+//! - `runtime/`: configs, streams and their memory, panics and counters behind the hooks;
+//! - `target.rs`: the supported Envoy families and their detection ([`Family`]);
+//! - `callbacks.rs`: resolving a family's callback table with `dlsym`;
+//! - `abi.rs`: `Callbacks`, the running family's table (`PerDirectionCallbacks` or
+//!   `UnifiedCallbacks`), and what both families share;
+//! - `abi_1_36.rs`, `abi_1_37.rs`: Envoy's side of a stream and a config over each family's C API;
+//! - `testing.rs`: the in-memory fake Envoy (the `testing` feature).
 
 pub mod api;
+/// The in-memory fake Envoy for unit tests; behind the `testing` feature, so a shipped module
+/// carries none of it.
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 mod abi;
 mod abi_1_36;
 mod abi_1_37;
 mod callbacks;
+mod exports;
 mod hooks;
 mod runtime;
-mod stream_hooks;
 mod target;
 
 pub use api::*;

@@ -124,16 +124,23 @@ pub fn load_config_with(
         FilterKind::SizeLimit if per_route => {
             Err(plain(format!("{SIZE_LIMIT} has no per-route config")))
         }
-        // Its config callback, run against the in-memory Envoy side (it only defines a counter).
-        FilterKind::SizeLimit => size_limit::new_config(
-            &mut envoy_module::testing::FakeFilterConfigEnvoy::new(),
-            config,
-        )
-        .map(|_| LoadedConfig::Other)
-        .map_err(plain),
+        // Its config callback, run against a config side outside Envoy (it only defines a counter).
+        FilterKind::SizeLimit => size_limit::new_config(&mut OutsideEnvoy, config)
+            .map(|_| LoadedConfig::Other)
+            .map_err(plain),
         FilterKind::TestPanic => test_filters::parse(config)
             .map(|_| LoadedConfig::Other)
             .map_err(plain),
+    }
+}
+
+/// The filter-config side of a config loaded outside Envoy (the CLI's path): every counter is
+/// defined, as it would be while Envoy loads the config; nothing ever increments it.
+struct OutsideEnvoy;
+
+impl EnvoyFilterConfig for OutsideEnvoy {
+    fn define_counter(&mut self, _name: &str) -> Result<envoy_module::CounterId, String> {
+        Ok(envoy_module::CounterId(0))
     }
 }
 
