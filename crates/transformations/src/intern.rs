@@ -17,7 +17,7 @@ use std::fmt;
 use std::ops::Deref;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-type Table<T> = HashMap<Arc<[u8]>, Weak<Entry<T>>>;
+type Table<T> = HashMap<Arc<[u8]>, Weak<Entry<T>>, foldhash::quality::RandomState>;
 
 /// A table of live values keyed by the bytes they were made from. Meant to be a `static`
 /// (its entries point back to it to remove themselves).
@@ -61,7 +61,7 @@ impl<T: 'static> Interner<T> {
         }
         let value = make()?;
         let mut guard = self.lock();
-        let table = guard.get_or_insert_with(HashMap::new);
+        let table = guard.get_or_insert_with(HashMap::default);
         // Another thread may have listed the same bytes meanwhile: share theirs (ours is
         // dropped after the lock is released).
         if let Some(live) = table.get(key).and_then(Weak::upgrade) {

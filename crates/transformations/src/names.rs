@@ -26,12 +26,17 @@ pub(crate) struct Names {
 /// The names of `source`; `None` when it does not parse.
 pub(crate) fn analyse(source: &str) -> Option<Names> {
     let tree = parse(source, "<names>", SyntaxConfig, WhitespaceConfig::default()).ok()?;
+    Some(of_tree(&tree))
+}
+
+/// The names of a parsed template (the compile shows us its tree: no second parse).
+pub(crate) fn of_tree(tree: &ast::Stmt<'_>) -> Names {
     let mut referenced = BTreeSet::new();
-    statement(&tree, &mut referenced);
-    Some(Names {
-        undeclared: find_undeclared(&tree, false),
+    statement(tree, &mut referenced);
+    Names {
+        undeclared: find_undeclared(tree, false),
         referenced,
-    })
+    }
 }
 
 /// Every variable name `source` refers to anywhere; `None` when it does not parse.

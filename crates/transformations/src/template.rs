@@ -9,21 +9,24 @@
 //!   inside `{{ }}` / `{% %}` (e.g. in a string literal) are left to Jinja untouched: use
 //!   `request_header()` there.
 
+use foldhash::quality::RandomState;
 use std::borrow::Cow;
-use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::BuildHasher;
 
 use smallvec::SmallVec;
+use std::cell::RefCell;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
+use std::rc::Rc;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use minijinja::budget::{self, Meter, Tripped};
 
+use minijinja::machinery::{ast, with_parse_tree_visitor};
 use minijinja::value::{Object, Value};
 use minijinja::{AutoEscape, Environment, State, Template, UndefinedBehavior};
 
@@ -403,6 +406,38 @@ pub(crate) struct TemplateNames {
     calls_operators: bool,
 }
 
+impl TemplateNames {
+    /// From the names of its parse tree (MiniJinja's own `undeclared_variables` where there are
+    /// none).
+    fn new(template: &OwnedTemplate, names: Option<crate::names::Names>) -> TemplateNames {
+        // What kgateway's module checks before rendering: MiniJinja's undeclared variables. They
+        // decide the 400 of a value that reads JSON variables without a parsed JSON body, so
+        // they stay exactly kgateway's (a name used only as a slice target is not among them).
+        let (all, referenced) = match names {
+            Some(names) => (names.undeclared, Some(names.referenced)),
+            None => (
+                template.with_dependent(|_, t| t.undeclared_variables(false)),
+                None,
+            ),
+        };
+        let globals = global_names(&template.borrow_owner().env);
+        let mut undeclared: Vec<String> = all
+            .iter()
+            .filter(|n| *n != OP_FN && !globals.contains(n.as_str()))
+            .cloned()
+            .collect();
+        undeclared.sort();
+        // What the template may read: every name its code refers to, wherever it stands (a
+        // slice target too), from the parse tree; MiniJinja's list where there is none.
+        let referenced = referenced.unwrap_or_else(|| all.iter().cloned().collect());
+        TemplateNames {
+            calls_operators: referenced.contains(OP_FN),
+            variables: referenced.into_iter().filter(|n| n != OP_FN).collect(),
+            undeclared: undeclared.into(),
+        }
+    }
+}
+
 type BorrowedTemplate<'a> = Template<'a, 'a>;
 
 self_cell::self_cell!(
@@ -427,34 +462,10 @@ impl OwnedTemplate {
     /// The names the template looks up.
     fn names(&self) -> &TemplateNames {
         let source = self.borrow_owner();
+        // Set when it compiled; worked out again only for a tree MiniJinja did not show us.
         source.names.get_or_init(|| {
-            // What kgateway's module checks before rendering: MiniJinja's undeclared variables.
-            // They decide the 400 of a value that reads JSON variables without a parsed JSON
-            // body, so they stay exactly kgateway's (a name used only as a slice target is not
-            // among them).
-            // One parse for both questions below; MiniJinja's own answer where it fails.
-            let (all, referenced) = match crate::names::analyse(&source.source) {
-                Some(names) => (names.undeclared, Some(names.referenced)),
-                None => (
-                    self.with_dependent(|_, t| t.undeclared_variables(false)),
-                    None,
-                ),
-            };
-            let globals = global_names(&source.env);
-            let mut undeclared: Vec<String> = all
-                .iter()
-                .filter(|n| *n != OP_FN && !globals.contains(n.as_str()))
-                .cloned()
-                .collect();
-            undeclared.sort();
-            // What the template may read: every name its code refers to, wherever it stands (a
-            // slice target too), from the parse tree; MiniJinja's list where that fails.
-            let referenced = referenced.unwrap_or_else(|| all.iter().cloned().collect());
-            TemplateNames {
-                calls_operators: referenced.contains(OP_FN),
-                variables: referenced.into_iter().filter(|n| n != OP_FN).collect(),
-                undeclared: undeclared.into(),
-            }
+            let names = crate::names::analyse(&source.source);
+            TemplateNames::new(self, names)
         })
     }
 
@@ -482,7 +493,7 @@ impl OwnedTemplate {
         let env_id = Arc::as_ptr(&env) as usize;
         let mut guard = INTERNED.lock().unwrap_or_else(|e| e.into_inner());
         let interned = guard.get_or_insert_with(|| Interned {
-            hasher: RandomState::new(),
+            hasher: RandomState::default(),
             live: HashMap::new(),
             prune_at: 64,
         });
@@ -505,24 +516,35 @@ impl OwnedTemplate {
         // MiniJinja folds constant expressions while it compiles (`"a" * 1000000000` is built
         // here): the fold runs under the render budget, and a template whose constant parts
         // do not fit is refused.
+        // The compile shows us its parse tree: what the template reads is read from it.
+        let seen: Rc<RefCell<Option<crate::names::Names>>> = Rc::default();
+        let sink = seen.clone();
+        let visitor = Box::new(move |tree: &ast::Stmt<'_>| {
+            *sink.borrow_mut() = Some(crate::names::of_tree(tree));
+        });
         let (template, meter) = metered(limits.meter(), || {
-            OwnedTemplate::try_new(
-                TemplateSource {
-                    env,
-                    name: name.into_boxed_str(),
-                    source: source.into_boxed_str(),
-                    names: OnceLock::new(),
-                },
-                |o| {
-                    let env: &Environment<'_> = &o.env;
-                    env.template_from_named_str(&o.name, &o.source)
-                },
-            )
+            with_parse_tree_visitor(visitor, || {
+                OwnedTemplate::try_new(
+                    TemplateSource {
+                        env,
+                        name: name.into_boxed_str(),
+                        source: source.into_boxed_str(),
+                        names: OnceLock::new(),
+                    },
+                    |o| {
+                        let env: &Environment<'_> = &o.env;
+                        env.template_from_named_str(&o.name, &o.source)
+                    },
+                )
+            })
         });
         if let Some(why) = meter.tripped {
             return Err(CompileError::Budget(budget_message(why, limits)));
         }
         let template = Arc::new(template.map_err(CompileError::Template)?);
+        let names = TemplateNames::new(&template, seen.take());
+        // Nothing else has seen this template yet.
+        let _ = template.borrow_owner().names.set(names);
         if interned.live.len() >= interned.prune_at {
             // Forget the templates no config holds any more; grow the threshold with the live set.
             interned.live.retain(|_, bucket| {

@@ -378,6 +378,12 @@ impl<'source> CompiledTemplate<'source> {
             config.syntax_config.clone(),
             config.ws_config
         ));
+        #[cfg(feature = "unstable_machinery")]
+        PARSE_TREE_VISITOR.with(|visitor| {
+            if let Some(visit) = visitor.borrow_mut().as_mut() {
+                visit(&ast);
+            }
+        });
         let mut g = CodeGenerator::new(name, source);
         g.compile_stmt(&ast);
         let buffer_size_hint = g.buffer_size_hint();
@@ -390,4 +396,33 @@ impl<'source> CompiledTemplate<'source> {
             initial_auto_escape: (config.default_auto_escape)(name),
         })
     }
+}
+
+#[cfg(feature = "unstable_machinery")]
+type ParseTreeVisitor = Box<dyn FnMut(&crate::compiler::ast::Stmt<'_>)>;
+
+#[cfg(feature = "unstable_machinery")]
+thread_local! {
+    /// rustformations patch: shown the parse tree of every template this thread compiles while
+    /// it is installed ([`with_parse_tree_visitor`]).
+    static PARSE_TREE_VISITOR: std::cell::RefCell<Option<ParseTreeVisitor>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with `visitor` shown the parse tree of every template compiled on this thread
+/// meanwhile (rustformations patch: a caller that analyses what a template reads does not parse
+/// it a second time). The visitor must not compile templates itself.
+#[cfg(feature = "unstable_machinery")]
+pub fn with_parse_tree_visitor<R>(visitor: ParseTreeVisitor, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<Option<ParseTreeVisitor>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if let Some(previous) = self.0.take() {
+                PARSE_TREE_VISITOR.with(|v| *v.borrow_mut() = previous);
+            }
+        }
+    }
+    let previous = PARSE_TREE_VISITOR.with(|v| v.replace(Some(visitor)));
+    let _restore = Restore(Some(previous));
+    f()
 }
