@@ -276,7 +276,31 @@ def start_envoy(
     comes from LDS names its port in `listener_port` instead. Envoy's whole log (stdout and
     stderr) goes to one file, read with `Envoy.logs()`. `module_dir` is where Envoy looks for
     `librust_module.so` (default: the module under test).
+
+    A free port can be taken by another process between our check and Envoy's bind (the
+    differential suite starts two Envoys at once): a start that fails only to bind is tried again
+    on other ports, up to three times.
     """
+    for attempt in range(3):
+        envoy = _start_envoy_once(config, env, expect_failure, concurrency, extra_args, listener_port, module_dir)
+        lost_race = not envoy.alive() and "Address already in use" in envoy.logs()
+        if not lost_race or attempt == 2:
+            break
+    if not expect_failure and not envoy.alive():
+        raise RuntimeError(f"envoy exited with {envoy.proc.returncode}:\n{envoy.logs()[-4000:]}")
+    return envoy
+
+
+def _start_envoy_once(
+    config: dict,
+    env: dict[str, str] | None,
+    expect_failure: bool,
+    concurrency: int,
+    extra_args: list[str] | None,
+    listener_port: int | None,
+    module_dir: str | None,
+) -> Envoy:
+    """One try of `start_envoy`: an Envoy that serves, or one that exited (the caller decides)."""
     config = copy.deepcopy(config)
     admin_port = free_port()
     config["admin"] = {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}}
@@ -305,9 +329,7 @@ def start_envoy(
     deadline = time.time() + 30
     while time.time() < deadline:
         if proc.poll() is not None:
-            if expect_failure:
-                return envoy
-            raise RuntimeError(f"envoy exited with {proc.returncode}:\n{envoy.logs()[-4000:]}")
+            return envoy
         if not expect_failure:
             try:
                 if request(admin_port, "GET", "/ready", timeout=1).status == 200:
