@@ -255,7 +255,7 @@ fn new_filter_config(
     Ok(Box::new(lifecycle::Counted::new(config)))
 }
 
-fn new_per_route_config(name: &str, config: &[u8]) -> Result<PerRouteConfig, String> {
+pub fn new_per_route_config(name: &str, config: &[u8]) -> Result<PerRouteConfig, String> {
     let kind = filter_kind(name)?;
     let route_config = match kind {
         FilterKind::SmartHeader | FilterKind::Transformation(_) => {
