@@ -134,10 +134,19 @@ impl Default for Options {
     fn default() -> Options {
         Options {
             limits: Limits::from_env().unwrap_or_default(),
-            env: Arc::new(|name| std::env::var(name).ok()),
+            env: process_env(),
             release: KgatewayRelease::default(),
         }
     }
+}
+
+/// The lookup of the process environment: one for the process, so configs compiled with the
+/// default options can share their state ([`shared_config_state`]).
+fn process_env() -> EnvLookup {
+    static PROCESS_ENV: OnceLock<EnvLookup> = OnceLock::new();
+    PROCESS_ENV
+        .get_or_init(|| Arc::new(|name| std::env::var(name).ok()))
+        .clone()
 }
 
 impl fmt::Debug for Options {
@@ -642,6 +651,33 @@ impl fmt::Debug for ConfigState {
 
 impl Object for ConfigState {}
 
+/// The state of a config without literal `regex_extract` patterns: one per `env()` lookup and
+/// regex work limit, shared by every such config (most configs; a distinct policy on each of
+/// 100,000 routes would otherwise keep 100,000 equal states). Computed patterns are then cached
+/// for them together, still bounded ([`crate::pattern::DYNAMIC_CACHE_SIZE`]).
+fn shared_config_state(env: EnvLookup, regex_work: u64) -> Arc<ConfigState> {
+    type Shared = Vec<(usize, u64, Weak<ConfigState>)>;
+    static SHARED: Mutex<Shared> = Mutex::new(Vec::new());
+    // The state holds its lookup, so a live entry's address is not reused by another lookup.
+    let env_id = Arc::as_ptr(&env) as *const () as usize;
+    let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(state) = shared
+        .iter()
+        .find(|(e, w, _)| *e == env_id && *w == regex_work)
+        .and_then(|(_, _, state)| state.upgrade())
+    {
+        return state;
+    }
+    shared.retain(|(_, _, state)| state.strong_count() > 0);
+    let state = Arc::new(ConfigState {
+        env,
+        patterns: Arc::default(),
+        regex_work,
+    });
+    shared.push((env_id, regex_work, Arc::downgrade(&state)));
+    state
+}
+
 pub(crate) fn config_state(state: &State) -> Option<Arc<ConfigState>> {
     state.lookup(CONFIG_KEY)?.downcast_object::<ConfigState>()
 }
@@ -652,7 +688,6 @@ pub(crate) struct Compiler {
     env_lookup: EnvLookup,
     ops: Vec<Operator>,
     limits: Limits,
-    patterns: Arc<Patterns>,
     collected: extensions::Collected,
     /// `Some(response_phase)` where a value made only of text and `{{ header("x") }}` /
     /// `{{ request_header("x") }}` may be compiled to header operators instead of a template:
@@ -663,14 +698,12 @@ pub(crate) struct Compiler {
 
 impl Compiler {
     pub fn new(options: &Options) -> Compiler {
-        let patterns = Arc::new(Patterns::default());
         let env = shared_environment(options.limits.fuel);
         Compiler {
             env,
             env_lookup: options.env.clone(),
             ops: Vec::new(),
             limits: options.limits,
-            patterns,
             collected: extensions::Collected::default(),
             lower_header_calls: None,
         }
@@ -785,13 +818,20 @@ impl Compiler {
     }
 
     pub fn finish(self) -> Engine {
-        self.patterns.set_literal(self.collected.literal_patterns);
-        Engine {
-            config: Arc::new(ConfigState {
+        let regex_work = crate::pattern::work_limit(self.limits.render_time);
+        let config = if self.collected.literal_patterns.is_empty() {
+            shared_config_state(self.env_lookup, regex_work)
+        } else {
+            let patterns = Patterns::default();
+            patterns.set_literal(self.collected.literal_patterns);
+            Arc::new(ConfigState {
                 env: self.env_lookup,
-                patterns: self.patterns,
-                regex_work: crate::pattern::work_limit(self.limits.render_time),
-            }),
+                patterns: Arc::new(patterns),
+                regex_work,
+            })
+        };
+        Engine {
+            config,
             ops: self.ops.into(),
             limits: self.limits,
             metadata: self.collected.metadata.into(),
