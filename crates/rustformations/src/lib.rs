@@ -222,7 +222,7 @@ fn new_filter_config(
             };
             let listener = compile_transformation(kind, config)?;
             let marker = match kind {
-                FilterKind::Transformation(_) => marker::from_env()?.map(Arc::new),
+                FilterKind::Transformation(_) => marker::of_process()?.map(Arc::new),
                 _ => None,
             };
             let counters = TransformCounters {
@@ -261,7 +261,7 @@ pub fn new_per_route_config(name: &str, config: &[u8]) -> Result<PerRouteConfig,
         FilterKind::SmartHeader | FilterKind::Transformation(_) => {
             let marker = match kind {
                 // An unusable marker setting refuses the listener config, which says why.
-                FilterKind::Transformation(_) => marker::from_env().ok().flatten(),
+                FilterKind::Transformation(_) => marker::of_process().ok().flatten(),
                 _ => None,
             };
             RouteConfig::Transformation(RouteTransformation::new(
