@@ -843,7 +843,7 @@ fn compile_side(
         && !body.value.is_empty()
     {
         let field = format!("{side_name}.body.value");
-        let compiled = compiler.compile(&body.value, &field, &mut usage)?;
+        let compiled = crate::value_cache::compile(compiler, &body.value, &field, &mut usage)?;
         side.body = Some((compiled, field));
     }
     for (list, kind, out) in [
@@ -862,7 +862,7 @@ fn compile_side(
                 continue;
             };
             let field = field_path(side_name, kind, i, "value");
-            let value = compiler.compile(&nv.value, &field, &mut usage)?;
+            let value = crate::value_cache::compile(compiler, &nv.value, &field, &mut usage)?;
             if value
                 .literal()
                 .is_some_and(|v| is_invalid_header_value(v.as_bytes()))
@@ -918,7 +918,7 @@ fn compile_side(
             continue;
         }
         let field = field_path(side_name, "dynamicMetadata", i, "value.stringValue");
-        let value = compiler.compile(&md.value.string_value, &field, &mut usage)?;
+        let value = crate::value_cache::compile(compiler, &md.value.string_value, &field, &mut usage)?;
         // The last entry for a namespace and key replaces the earlier ones, which never run:
         // it alone decides, even when it renders empty or fails (as kgateway, which keeps its
         // entries by namespace and key).

@@ -159,6 +159,7 @@ pub mod query;
 pub mod release;
 pub mod smart_header;
 pub mod template;
+mod value_cache;
 
 #[cfg(test)]
 mod budget_tests;

@@ -56,7 +56,7 @@ pub const RENDER_BYTES_ENV: &str = "RUSTFORMATION_RENDER_MAX_BYTES";
 pub const RENDER_TIME_ENV: &str = "RUSTFORMATION_RENDER_MAX_MS";
 
 /// The render budget. Exceeding any part of it is a render error for that value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Limits {
     pub fuel: u64,
     pub max_header_value_bytes: usize,
@@ -216,9 +216,12 @@ impl HeaderNeeds {
     pub(crate) fn merge(&mut self, other: &HeaderNeeds) {
         if other.all {
             self.set_all();
-        } else {
+        } else if !self.all {
+            // The other list is lowercased already: copy only the names this one lacks.
             for n in &other.names {
-                self.add(n);
+                if let Err(at) = self.names.binary_search(n) {
+                    self.names.insert(at, n.clone());
+                }
             }
         }
     }
@@ -265,6 +268,25 @@ impl Usage {
         ] {
             needs.shrink();
         }
+    }
+
+    /// Adds what `other` reads.
+    pub(crate) fn merge(&mut self, other: &Usage) {
+        self.header_fn.merge(&other.header_fn);
+        self.request_header_fn.merge(&other.request_header_fn);
+        self.req_op.merge(&other.req_op);
+        self.resp_op.merge(&other.resp_op);
+        self.body |= other.body;
+        self.whole_json |= other.whole_json;
+        for name in &other.json_names {
+            if !self.json_names.contains(name) {
+                self.json_names.insert(name.clone());
+            }
+        }
+        self.protocol |= other.protocol;
+        self.start_time |= other.start_time;
+        self.remote_address |= other.remote_address;
+        self.metadata.extend(other.metadata.iter().copied());
     }
 
     fn record_op(&mut self, op: &Operator) {
@@ -696,7 +718,27 @@ pub(crate) struct Compiler {
     pub lower_header_calls: Option<bool>,
 }
 
+/// What, besides a value's text and field, decides how the compiler compiles it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct CompilerMode {
+    /// The fuel picks the shared environment; the rest bounds constant folding.
+    limits: Limits,
+    lower_header_calls: Option<bool>,
+}
+
 impl Compiler {
+    pub(crate) fn mode(&self) -> CompilerMode {
+        CompilerMode {
+            limits: self.limits,
+            lower_header_calls: self.lower_header_calls,
+        }
+    }
+
+    /// How many command operators the config's templates call so far.
+    pub(crate) fn operator_count(&self) -> usize {
+        self.ops.len()
+    }
+
     pub fn new(options: &Options) -> Compiler {
         let env = shared_environment(options.limits.fuel);
         Compiler {
