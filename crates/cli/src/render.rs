@@ -316,18 +316,17 @@ pub fn run(
         stream.protocol.clone().into_bytes(),
     );
     for (source, namespace, key, value) in &stream.metadata {
-        let at = (namespace.clone(), key.clone());
-        match source {
-            MetadataSource::Dynamic => envoy.dynamic_metadata.insert(at, value.clone()),
-            MetadataSource::Route => metadata_of(&mut envoy, envoy_module::MetadataSource::Route)
-                .insert(at, value.clone()),
-            MetadataSource::Cluster => {
-                metadata_of(&mut envoy, envoy_module::MetadataSource::Cluster)
-                    .insert(at, value.clone())
-            }
-            MetadataSource::Host => metadata_of(&mut envoy, envoy_module::MetadataSource::Host)
-                .insert(at, value.clone()),
+        let source = match source {
+            MetadataSource::Dynamic => envoy_module::MetadataSource::Dynamic,
+            MetadataSource::Route => envoy_module::MetadataSource::Route,
+            MetadataSource::Cluster => envoy_module::MetadataSource::Cluster,
+            MetadataSource::Host => envoy_module::MetadataSource::Host,
         };
+        let values = match source {
+            envoy_module::MetadataSource::Dynamic => &mut envoy.dynamic_metadata,
+            other => envoy.metadata.entry(other).or_default(),
+        };
+        values.insert((namespace.clone(), key.clone()), value.clone());
     }
 
     let t = &policy.transformation;
@@ -365,13 +364,6 @@ pub fn run(
     });
     rendered.metadata = envoy.dynamic_metadata_writes;
     Ok(rendered)
-}
-
-fn metadata_of(
-    envoy: &mut FakeEnvoy,
-    source: envoy_module::MetadataSource,
-) -> &mut std::collections::BTreeMap<(String, String), String> {
-    envoy.metadata.entry(source).or_default()
 }
 
 /// The client's view of a local reply, as Envoy sends it.
