@@ -181,6 +181,17 @@ mod tests {
         assert!(crate::hooks::program_init().is_null());
         assert!(crate::log_enabled(crate::LogLevel::Trace));
         crate::log(crate::LogLevel::Info, "stderr fallback");
+
+        // A host outside Envoy chooses what reaches stderr (in this one test: the level is global).
+        use crate::LogLevel::{Critical, Info, Trace, Warn};
+        crate::set_log_level_outside_envoy(Some(Warn));
+        assert!(!crate::log_enabled(Info));
+        assert!(crate::log_enabled(Warn) && crate::log_enabled(Critical));
+        crate::set_log_level_outside_envoy(None);
+        assert!(!crate::log_enabled(Critical));
+        crate::log(Critical, "not shown");
+        crate::set_log_level_outside_envoy(Some(Trace));
+        assert!(crate::log_enabled(Trace));
     }
 
     #[test]
