@@ -260,7 +260,8 @@ impl FakeEnvoy {
     /// [`HttpFilter::hooks`] are called, asked before each; a hook that stops holds the side back
     /// until a later hook continues it (or the filter calls `continue_request`). Afterwards the
     /// request maps hold what goes upstream. `Err` when the filter stopped the request and never
-    /// resumed it (in Envoy, a stream that hangs).
+    /// resumed it (in Envoy, a stream that hangs). The caller creates the filter; Envoy creates
+    /// none for a config whose `stream_is_idle` holds, where the filter would do nothing anyway.
     pub fn send_request(
         &mut self,
         filter: &mut dyn HttpFilter,
