@@ -1,5 +1,7 @@
 """`rustformations render` against the real Envoy with the module: for every case, the request the
-upstream receives and the response the client gets must be the same.
+upstream receives and the response the client gets must be the same. The CLI runs the module's own
+filter, driven by the fake Envoy (`envoy_module::testing`), so this guards the fake Envoy's
+fidelity: the order and end-of-stream flags of the hooks, buffering, local replies.
 
 The cases are the kgateway transformation policies of test_kgateway_transformation.py (as
 kgateway's control plane sends them, per route, `rustformation`) plus the lab's

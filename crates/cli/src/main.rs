@@ -245,7 +245,18 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 Some(s) => rust_module::release::choose(None, Some(s))?.0,
                 None => transformations::KgatewayRelease::default(),
             };
-            let policy = render::load_policy_with_env(&policy, name.as_deref(), given, release)?;
+            let marker = match marker {
+                Some(m) => transformations::marker::parse(&m)?,
+                None => transformations::marker::from_env()?,
+            };
+            let start_time = match start_time {
+                Some(t) => render::parse_time(&t)?,
+                None => SystemTime::now(),
+            };
+            // The module's filter reads these from Envoy's process; set before anything loads.
+            let options = render::compile_options(given, release);
+            render::set_outside_envoy_options(options.clone(), marker, start_time)?;
+            let policy = render::load_policy_with(&policy, name.as_deref(), &options)?;
             let curl_like = method.is_some() || !headers.is_empty() || body.is_some();
             let request = match request.as_deref() {
                 None => {
@@ -304,10 +315,6 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     http::build_response(http::parse_status(&status.to_string())?, hs, body)?
                 }
             };
-            let marker = match marker {
-                Some(m) => transformations::marker::parse(&m)?,
-                None => transformations::marker::from_env()?,
-            };
             let metadata = metadata
                 .iter()
                 .map(|m| render::parse_metadata(m))
@@ -315,14 +322,9 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let stream = render::Stream {
                 metadata,
                 protocol,
-                start_time: match start_time {
-                    Some(t) => render::parse_time(&t)?,
-                    None => SystemTime::now(),
-                },
                 remote_address,
-                marker,
             };
-            let rendered = render::run(&policy, request, response, &stream);
+            let rendered = render::run(&policy, request, response, &stream)?;
             match format {
                 Format::Text => out!("{}", render::print_text(&policy, &rendered)),
                 Format::Json => print_json(&render::to_json(&policy, &rendered)),

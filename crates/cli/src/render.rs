@@ -1,16 +1,19 @@
-//! `rustformations render`: one request (and its upstream response) through a policy, with the
-//! filter's own steps (`transformations::exchange`).
+//! `rustformations render`: one request (and its upstream response) through a policy, by the
+//! module's own filter: its config callbacks build the filter, and the fake Envoy
+//! (`envoy_module::testing`) runs its hooks on the request and the response as Envoy would.
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use std::sync::Arc;
 
+use envoy_module::Attribute;
+use envoy_module::testing::{Delivery, FakeEnvoy, FakeFilterConfigEnvoy, HeaderMap, HttpMessage};
+use rust_module::outside_envoy::{self, OutsideEnvoyOptions};
 use rust_module::{LoadedConfig, load_config_with};
 use serde_json::{Value, json};
-use transformations::exchange::{self, LocalReply, RequestOutcome};
 use transformations::marker::Marker;
-use transformations::memory::{MemoryMessage, MemoryStreamInfo};
+use transformations::memory::MemoryMessage;
 use transformations::{
     KgatewayRelease, MetadataSource, Options, SideAction, Transformation, Warning,
 };
@@ -25,22 +28,22 @@ pub struct Policy {
     pub label: String,
     pub filter_name: String,
     pub transformation: Transformation,
+    /// A route's config (a TrafficPolicy, a `DynamicModuleFilterPerRoute`, raw transformation
+    /// JSON), as opposed to the listener's (`DynamicModuleFilter`).
+    pub per_route: bool,
+    /// The config bytes the module receives.
+    pub config: Vec<u8>,
 }
 
 /// Loads a policy: a TrafficPolicy (or Envoy config) file, `--name` picking one when it holds
 /// several, or a file of raw transformation JSON. Compiled by the module's own loader.
 pub fn load_policy(path: &str, name: Option<&str>) -> Result<Policy, String> {
-    load_policy_with_env(path, name, Vec::new(), KgatewayRelease::default())
+    load_policy_with(path, name, &Options::default())
 }
 
-/// [`load_policy`] where `env(NAME)` reads `env` first, then this process's environment.
-pub fn load_policy_with_env(
-    path: &str,
-    name: Option<&str>,
-    env: Vec<(String, String)>,
-    release: KgatewayRelease,
-) -> Result<Policy, String> {
-    let options = Options {
+/// Compile options where `env(NAME)` reads `env` first, then this process's environment.
+pub fn compile_options(env: Vec<(String, String)>, release: KgatewayRelease) -> Options {
+    Options {
         env: Arc::new(move |n: &str| {
             env.iter()
                 .rev()
@@ -50,7 +53,15 @@ pub fn load_policy_with_env(
         }),
         release,
         ..Options::default()
-    };
+    }
+}
+
+/// [`load_policy`] with compile options.
+pub fn load_policy_with(
+    path: &str,
+    name: Option<&str>,
+    options: &Options,
+) -> Result<Policy, String> {
     let source = input::read(path)?;
     let text = source.text()?;
     let docs = yaml::parse(text).map_err(|e| format!("{}: {e}", source.name))?;
@@ -69,16 +80,18 @@ pub fn load_policy_with_env(
         && docs.len() == 1
         && docs[0].value.is_object()
         && docs[0].value.get("kind").is_none();
-    let (label, filter_name, config) = if raw {
+    let (label, filter_name, per_route, config) = if raw {
         // Raw transformation JSON (or YAML of the same shape), as the filter receives it.
         let bytes = if serde_json::from_str::<Value>(text).is_ok() {
             text.as_bytes().to_vec()
         } else {
             docs[0].value.to_string().into_bytes()
         };
+        // As kgateway sends a policy: per route.
         (
             source.name.clone(),
             rust_module::RUSTFORMATION.to_owned(),
+            true,
             bytes,
         )
     } else {
@@ -90,6 +103,7 @@ pub fn load_policy_with_env(
             [one] => (
                 one.label.clone(),
                 one.filter_name.clone(),
+                one.per_route,
                 one.config.clone(),
             ),
             [] if name.is_some() => {
@@ -117,15 +131,34 @@ pub fn load_policy_with_env(
             }
         }
     };
-    match load_config_with(&filter_name, &config, true, &options) {
+    match load_config_with(&filter_name, &config, per_route, options) {
         Ok(LoadedConfig::Transformation(t)) => Ok(Policy {
             label,
             filter_name,
             transformation: *t,
+            per_route,
+            config,
         }),
         Ok(_) => Err(format!("{label}: not a transformation")),
         Err(e) => Err(format!("{label}: the module refuses this config: {e}")),
     }
+}
+
+/// Sets what the module takes from Envoy's process to the tool's choices, before any config is
+/// loaded: compile options, the marker header, the start time of the stream. Keeps the filter's
+/// warnings and replies for the output, and its log lines out of it.
+pub fn set_outside_envoy_options(
+    compile: Options,
+    marker: Option<Marker>,
+    start_time: SystemTime,
+) -> Result<(), String> {
+    envoy_module::set_log_level_outside_envoy(None);
+    outside_envoy::set_outside_envoy_options(OutsideEnvoyOptions {
+        compile,
+        marker,
+        start_time: Some(start_time),
+        keep_reports: true,
+    })
 }
 
 /// Stream facts Envoy would supply.
@@ -133,9 +166,7 @@ pub struct Stream {
     /// What `metadata()` reads: (source, namespace, key, value).
     pub metadata: Vec<(MetadataSource, String, String, String)>,
     pub protocol: String,
-    pub start_time: SystemTime,
     pub remote_address: SocketAddr,
-    pub marker: Option<Marker>,
 }
 
 /// Parses `--metadata [SOURCE/]NAMESPACE:KEY=VALUE` (the namespace may hold dots, not `:`).
@@ -205,49 +236,111 @@ pub fn parse_time(s: &str) -> Result<SystemTime, String> {
     Ok(UNIX_EPOCH + Duration::from_secs(secs as u64) + Duration::from_millis(millis))
 }
 
+/// A local reply of the filter, and why it was sent.
+pub struct Reply {
+    pub reply: envoy_module::testing::LocalReply,
+    /// What went wrong, as the filter logs it.
+    pub reason: String,
+}
+
 /// What happened to one exchange.
 pub struct Rendered {
     pub request_before: MemoryMessage,
+    /// The request as it goes upstream (as far as the filter got, when it answered instead).
     pub request: MemoryMessage,
-    pub request_outcome: RequestOutcome,
+    pub request_action: SideAction,
+    pub request_warnings: Vec<Warning>,
+    /// The filter answered the request itself: nothing went upstream.
+    pub answered: bool,
     pub response_before: Option<MemoryMessage>,
     pub response: Option<MemoryMessage>,
     pub response_action: Option<SideAction>,
     pub response_warnings: Vec<Warning>,
     /// The reply the client gets instead of a response, if any.
-    pub reply: Option<LocalReply>,
+    pub reply: Option<Reply>,
     pub metadata: Vec<(String, String, String)>,
 }
 
+fn to_http(m: &MemoryMessage) -> HttpMessage {
+    HttpMessage {
+        headers: HeaderMap::from_pairs(m.headers.iter().map(|(n, v)| (n, v))),
+        body: m.body.clone(),
+        trailers: HeaderMap::new(),
+    }
+}
+
+fn to_memory(headers: &HeaderMap, body: &[u8]) -> MemoryMessage {
+    MemoryMessage {
+        headers: headers
+            .iter()
+            .map(|(n, v)| (n.to_owned(), v.to_vec()))
+            .collect(),
+        body: body.to_vec(),
+    }
+}
+
+/// Runs the exchange through the module's filter: the config callbacks build it (for a route's
+/// policy, the listener's `{}` config as kgateway sends it plus the route's config), and the fake
+/// Envoy drives its hooks over the request, then over the upstream's response.
 pub fn run(
     policy: &Policy,
     request: MemoryMessage,
     response: MemoryMessage,
     stream: &Stream,
-) -> Rendered {
+) -> Result<Rendered, String> {
+    let refused = |e: String| format!("{}: the module refuses this config: {e}", policy.label);
+    let listener_config: &[u8] = if policy.per_route {
+        b"{}"
+    } else {
+        &policy.config
+    };
+    let config = rust_module::new_filter_config(
+        &mut FakeFilterConfigEnvoy::new(),
+        &policy.filter_name,
+        listener_config,
+    )
+    .map_err(refused)?;
+    let mut envoy = FakeEnvoy::new();
+    if policy.per_route {
+        envoy.per_route = Some(
+            rust_module::new_per_route_config(&policy.filter_name, &policy.config)
+                .map_err(refused)?,
+        );
+    }
+    envoy.string_attributes.insert(
+        Attribute::SourceAddress,
+        stream.remote_address.to_string().into_bytes(),
+    );
+    envoy.string_attributes.insert(
+        Attribute::RequestProtocol,
+        stream.protocol.clone().into_bytes(),
+    );
+    for (source, namespace, key, value) in &stream.metadata {
+        let source = match source {
+            MetadataSource::Dynamic => envoy_module::MetadataSource::Dynamic,
+            MetadataSource::Route => envoy_module::MetadataSource::Route,
+            MetadataSource::Cluster => envoy_module::MetadataSource::Cluster,
+            MetadataSource::Host => envoy_module::MetadataSource::Host,
+        };
+        let values = match source {
+            envoy_module::MetadataSource::Dynamic => &mut envoy.dynamic_metadata,
+            other => envoy.metadata.entry(other).or_default(),
+        };
+        values.insert((namespace.clone(), key.clone()), value.clone());
+    }
+
     let t = &policy.transformation;
-    let marker = match policy.filter_name.as_str() {
-        rust_module::SMART_HEADER => None,
-        _ => stream.marker.as_ref(),
-    };
-    let mut info = MemoryStreamInfo {
-        protocol: Some(stream.protocol.clone()),
-        start_time: Some(stream.start_time),
-        downstream_remote_address: Some(stream.remote_address),
-        metadata: stream
-            .metadata
-            .iter()
-            .map(|(source, ns, key, value)| ((*source, ns.clone(), key.clone()), value.clone()))
-            .collect(),
-        ..MemoryStreamInfo::default()
-    };
-    let request_before = request.clone();
-    let mut request = request;
-    let outcome = exchange::run_request(t, marker, &mut request, &mut info);
+    let headers_only_stream = t.headers_only_stream(&request);
+    let mut filter = config.new_filter();
+    outside_envoy::take_reports();
+    let delivery = envoy.send_request(&mut *filter, to_http(&request))?;
+    let request_reports = outside_envoy::take_reports();
     let mut rendered = Rendered {
-        request_before,
-        request,
-        request_outcome: outcome,
+        request: to_memory(&envoy.request_headers, &envoy.request_body),
+        request_before: request,
+        request_action: t.request().action(headers_only_stream),
+        request_warnings: request_reports.warnings,
+        answered: delivery == Delivery::LocalReply,
         response_before: None,
         response: None,
         response_action: None,
@@ -255,41 +348,28 @@ pub fn run(
         reply: None,
         metadata: Vec::new(),
     };
-    if let Some(reply) = &rendered.request_outcome.reply {
-        rendered.reply = Some(reply.clone());
-    } else {
-        let mut response_after = response.clone();
-        let r = exchange::run_response(
-            t,
-            marker,
-            &rendered.request_outcome,
-            &mut response_after,
-            &mut info,
-        );
-        rendered.response_action = Some(r.action);
-        rendered.response_warnings = r.warnings;
-        rendered.reply = r.reply;
+    let mut reply_reason = request_reports.reply_reason;
+    if delivery == Delivery::Forwarded {
+        envoy.send_response(&mut *filter, to_http(&response))?;
+        let response_reports = outside_envoy::take_reports();
+        rendered.response_action = Some(t.response().action(headers_only_stream));
+        rendered.response_warnings = response_reports.warnings;
+        reply_reason = reply_reason.or(response_reports.reply_reason);
+        rendered.response = Some(to_memory(&envoy.response_headers, &envoy.response_body));
         rendered.response_before = Some(response);
-        rendered.response = Some(response_after);
     }
-    rendered.metadata = info.dynamic_metadata;
-    rendered
+    rendered.reply = envoy.local_reply.take().map(|reply| Reply {
+        reply,
+        reason: reply_reason.unwrap_or_default(),
+    });
+    rendered.metadata = envoy.dynamic_metadata_writes;
+    Ok(rendered)
 }
 
-/// The client's view of a local reply: Envoy sends the reply's headers and `content-length`.
-fn reply_message(reply: &LocalReply) -> MemoryMessage {
-    let mut m = MemoryMessage::default();
-    m.headers
-        .push((":status".into(), reply.status.to_string().into_bytes()));
-    for (n, v) in &reply.headers {
-        m.headers.push((n.clone(), v.clone().into_bytes()));
-    }
-    m.headers.push((
-        "content-length".into(),
-        reply.body.len().to_string().into_bytes(),
-    ));
-    m.body = reply.body.clone();
-    m
+/// The client's view of a local reply, as Envoy sends it.
+fn reply_message(reply: &Reply) -> MemoryMessage {
+    let client = reply.reply.to_client();
+    to_memory(&client.headers, &client.body)
 }
 
 fn header(m: &MemoryMessage, name: &str) -> String {
@@ -313,13 +393,15 @@ fn status_line(m: &MemoryMessage) -> String {
 pub fn print_text(policy: &Policy, r: &Rendered) -> String {
     let mut out = String::new();
     out.push_str(&format!("# policy: {}\n", policy.label));
-    let o = &r.request_outcome;
-    out.push_str(&format!("# request side: {}\n", action_name(o.action)));
-    for w in &o.warnings {
+    out.push_str(&format!(
+        "# request side: {}\n",
+        action_name(r.request_action)
+    ));
+    for w in &r.request_warnings {
         out.push_str(&format!("# warning: {w}\n"));
     }
     out.push('\n');
-    if o.reply.is_some() {
+    if r.answered {
         out.push_str("== upstream request: none, the filter answered the request ==\n\n");
     } else {
         out.push_str("== upstream request ==\n");
@@ -350,7 +432,7 @@ pub fn print_text(policy: &Policy, r: &Rendered) -> String {
             http::print_message(&status_line(&m), &MemoryMessage::default(), &m, &mut out);
             out.push_str(&format!(
                 "# details: {}\n# reason: {}\n",
-                reply.details, reply.reason
+                reply.reply.details, reply.reason
             ));
         }
         (None, Some(before), Some(after)) => {
@@ -372,8 +454,7 @@ fn warnings_json(w: &[Warning]) -> Vec<Value> {
 }
 
 pub fn to_json(policy: &Policy, r: &Rendered) -> Value {
-    let o = &r.request_outcome;
-    let upstream = if o.reply.is_some() {
+    let upstream = if r.answered {
         Value::Null
     } else {
         let mut m = http::message_json(&r.request_before, &r.request);
@@ -386,9 +467,9 @@ pub fn to_json(policy: &Policy, r: &Rendered) -> Value {
         (Some(reply), _, _) => {
             let m = reply_message(reply);
             let mut v = http::message_json(&MemoryMessage::default(), &m);
-            v["status"] = reply.status.into();
+            v["status"] = reply.reply.status.into();
             v["local_reply"] = true.into();
-            v["details"] = reply.details.into();
+            v["details"] = reply.reply.details.clone().into();
             v["reason"] = reply.reason.clone().into();
             v
         }
@@ -405,7 +486,7 @@ pub fn to_json(policy: &Policy, r: &Rendered) -> Value {
     };
     json!({
         "policy": policy.label,
-        "request_side": {"action": action_name(o.action), "warnings": warnings_json(&o.warnings)},
+        "request_side": {"action": action_name(r.request_action), "warnings": warnings_json(&r.request_warnings)},
         "upstream_request": upstream,
         "response_side": r.response_action.map(|a| json!({"action": action_name(a), "warnings": warnings_json(&r.response_warnings)})),
         "client_response": client,

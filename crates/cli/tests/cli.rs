@@ -358,3 +358,52 @@ spec:
         stdout(&o)
     );
 }
+
+#[test]
+fn render_runs_the_filter_as_envoy_would_buffering_only_what_it_must() {
+    let policy = temp(
+        "buffers.json",
+        br#"{"request":{"body":{"value":"B {{ body() }}"},"set":[{"name":"x","value":"[{{ body() }}]"}]},
+             "response":{"set":[{"name":"x-err","value":"{{ \"a\" + 1 }}"}],"body":{"value":"R"}}}"#,
+    );
+    // A WebSocket upgrade never buffers: the body templates read nothing, the body passes.
+    let o = cli(&[
+        "render",
+        &policy,
+        "--format",
+        "json",
+        "-H",
+        "upgrade: websocket",
+        "-d",
+        "frame",
+        "/a",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stderr(&o), "", "the filter's log stays out of the output");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["request_side"]["action"], "headers-only");
+    assert_eq!(v["upstream_request"]["body"], "frame");
+    let headers = &v["upstream_request"]["headers"];
+    assert!(
+        headers
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["name"] == "x" && h["value"] == "[]"),
+        "{headers}"
+    );
+    assert_eq!(v["response_side"]["action"], "headers-only");
+
+    // Otherwise both sides buffer, and each side's warnings are its own.
+    let o = cli(&["render", &policy, "--format", "json", "-d", "frame", "/a"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["request_side"]["action"], "buffered");
+    assert_eq!(v["request_side"]["warnings"], serde_json::json!([]));
+    assert_eq!(v["upstream_request"]["body"], "B frame");
+    assert_eq!(v["response_side"]["action"], "buffered");
+    assert_eq!(
+        v["response_side"]["warnings"][0]["field"],
+        "response.set[0].value"
+    );
+    assert_eq!(v["client_response"]["body"], "R");
+}

@@ -87,16 +87,33 @@ pub const PANIC_COUNTER: &str = "rust_module_panics";
 /// Response code details of the local reply sent when a filter panicked.
 pub const PANIC_DETAILS: &str = "rust_module_panic";
 
-/// Whether a message at `level` would be logged (always true when not running inside Envoy).
+/// Whether a message at `level` would be logged: Envoy's logger decides; outside Envoy, the
+/// level set by [`set_log_level_outside_envoy`] (every level unless a host chose).
 pub fn log_enabled(level: LogLevel) -> bool {
-    abi::log_enabled(level).unwrap_or(true)
+    abi::log_enabled(level).unwrap_or_else(|| logged_outside_envoy(level))
 }
 
-/// Log through Envoy's `dynamic_modules` logger; falls back to stderr outside Envoy.
+/// Log through Envoy's `dynamic_modules` logger; outside Envoy, to stderr from the level set by
+/// [`set_log_level_outside_envoy`].
 pub fn log(level: LogLevel, message: &str) {
-    if !abi::log(level, message) {
+    if !abi::log(level, message) && logged_outside_envoy(level) {
         eprintln!("[{level:?}] {message}");
     }
+}
+
+/// The lowest level logged to stderr outside Envoy, or `None` for nothing: a host running the
+/// filters by itself (a command-line tool) keeps its output its own. Inside Envoy, Envoy decides.
+pub fn set_log_level_outside_envoy(level: Option<LogLevel>) {
+    let threshold = level.map_or(LOG_NOTHING, |level| level as u8);
+    OUTSIDE_ENVOY_LOG_THRESHOLD.store(threshold, std::sync::atomic::Ordering::Relaxed);
+}
+
+const LOG_NOTHING: u8 = u8::MAX;
+static OUTSIDE_ENVOY_LOG_THRESHOLD: std::sync::atomic::AtomicU8 =
+    std::sync::atomic::AtomicU8::new(LogLevel::Trace as u8);
+
+fn logged_outside_envoy(level: LogLevel) -> bool {
+    level as u8 >= OUTSIDE_ENVOY_LOG_THRESHOLD.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Log with `format!` arguments, formatting only when the level is enabled.
@@ -164,6 +181,17 @@ mod tests {
         assert!(crate::hooks::program_init().is_null());
         assert!(crate::log_enabled(crate::LogLevel::Trace));
         crate::log(crate::LogLevel::Info, "stderr fallback");
+
+        // A host outside Envoy chooses what reaches stderr (in this one test: the level is global).
+        use crate::LogLevel::{Critical, Info, Trace, Warn};
+        crate::set_log_level_outside_envoy(Some(Warn));
+        assert!(!crate::log_enabled(Info));
+        assert!(crate::log_enabled(Warn) && crate::log_enabled(Critical));
+        crate::set_log_level_outside_envoy(None);
+        assert!(!crate::log_enabled(Critical));
+        crate::log(Critical, "not shown");
+        crate::set_log_level_outside_envoy(Some(Trace));
+        assert!(crate::log_enabled(Trace));
     }
 
     #[test]

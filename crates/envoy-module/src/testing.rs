@@ -4,12 +4,17 @@
 //! The fake follows the real semantics the SDK documents: header names are case-insensitive and
 //! keep insertion order, `set_header` replaces every value, `add_header` appends one, bodies are
 //! whole byte strings, and a local reply is recorded (only the first one, as Envoy sends one).
+//!
+//! [`FakeEnvoy::send_request`] and [`FakeEnvoy::send_response`] drive a filter through a whole
+//! message as Envoy's filter manager does (the hooks in order, only those the filter asks for,
+//! buffering while it stops, a local reply ending the side), so a tool can show what a filter does
+//! to one exchange by running the filter itself.
 
 use std::collections::{BTreeMap, HashMap};
 
 use crate::api::{
-    Attribute, CounterId, Direction, EnvoyFilterConfig, EnvoyHttpFilter, HeaderKind,
-    MetadataSource, PerRouteConfig,
+    Attribute, BodyStatus, CounterId, Direction, EnvoyFilterConfig, EnvoyHttpFilter, HeaderKind,
+    HeadersStatus, Hooks, HttpFilter, MetadataSource, PerRouteConfig, TrailersStatus,
 };
 
 /// An ordered multi-map of headers with case-insensitive names (stored lower-case).
@@ -107,6 +112,46 @@ pub struct LocalReply {
     pub details: String,
 }
 
+impl LocalReply {
+    /// The response the client receives for this reply, as Envoy sends it: `:status`, the
+    /// reply's headers, `content-length`, and `content-type: text/plain` for a non-empty body
+    /// that names no type.
+    pub fn to_client(&self) -> HttpMessage {
+        let mut headers = HeaderMap::new();
+        headers.add(":status", self.status.to_string().as_bytes());
+        for (name, value) in &self.headers {
+            headers.add(name, value);
+        }
+        headers.set("content-length", self.body.len().to_string().as_bytes());
+        if !self.body.is_empty() && headers.count("content-type") == 0 {
+            headers.add("content-type", b"text/plain");
+        }
+        HttpMessage {
+            headers,
+            body: self.body.clone(),
+            trailers: HeaderMap::new(),
+        }
+    }
+}
+
+/// One HTTP message whole: headers (pseudo-headers included), body, trailers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HttpMessage {
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+    pub trailers: HeaderMap,
+}
+
+/// Where one side of the stream went after the filter ran on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Passed on: the request upstream, the response to the client (the fake's maps of that
+    /// direction hold it as sent).
+    Forwarded,
+    /// The filter answered with a local reply ([`FakeEnvoy::local_reply`]) instead.
+    LocalReply,
+}
+
 /// An in-memory stream. Fields are public so tests arrange and inspect them directly.
 #[derive(Default)]
 pub struct FakeEnvoy {
@@ -120,6 +165,8 @@ pub struct FakeEnvoy {
     pub local_reply: Option<LocalReply>,
     /// Dynamic metadata by (namespace, key).
     pub dynamic_metadata: BTreeMap<(String, String), String>,
+    /// Every dynamic metadata write of the filter, `(namespace, key, value)` in order.
+    pub dynamic_metadata_writes: Vec<(String, String, String)>,
     /// Route, cluster and host metadata by source, then (namespace, key) (string values).
     pub metadata: BTreeMap<MetadataSource, BTreeMap<(String, String), String>>,
     pub string_attributes: HashMap<Attribute, Vec<u8>>,
@@ -181,6 +228,133 @@ impl FakeEnvoy {
 
     fn writable(&self, kind: HeaderKind) -> bool {
         !self.read_only.contains(&kind)
+    }
+}
+
+/// One direction's hooks, for the driver.
+struct SideHooks {
+    direction: Direction,
+    headers: Hooks,
+    body: Hooks,
+    trailers: Hooks,
+}
+
+const REQUEST_SIDE: SideHooks = SideHooks {
+    direction: Direction::Request,
+    headers: Hooks::REQUEST_HEADERS,
+    body: Hooks::REQUEST_BODY,
+    trailers: Hooks::REQUEST_TRAILERS,
+};
+
+const RESPONSE_SIDE: SideHooks = SideHooks {
+    direction: Direction::Response,
+    headers: Hooks::RESPONSE_HEADERS,
+    body: Hooks::RESPONSE_BODY,
+    trailers: Hooks::RESPONSE_TRAILERS,
+};
+
+impl FakeEnvoy {
+    /// Runs a whole request through `filter` as Envoy does when the request arrives in one piece:
+    /// the headers hook (end of stream when neither body nor trailers follow), the body in one
+    /// chunk (end of stream when no trailers follow), the trailers hook. Only the hooks in
+    /// [`HttpFilter::hooks`] are called, asked before each; a hook that stops holds the side back
+    /// until a later hook continues it (or the filter calls `continue_request`). Afterwards the
+    /// request maps hold what goes upstream. `Err` when the filter stopped the request and never
+    /// resumed it (in Envoy, a stream that hangs). The caller creates the filter; Envoy creates
+    /// none for a config whose `stream_is_idle` holds, where the filter would do nothing anyway.
+    pub fn send_request(
+        &mut self,
+        filter: &mut dyn HttpFilter,
+        request: HttpMessage,
+    ) -> Result<Delivery, String> {
+        self.request_headers = request.headers;
+        self.request_body = request.body;
+        self.request_trailers = request.trailers;
+        self.run_side(filter, &REQUEST_SIDE)
+    }
+
+    /// [`FakeEnvoy::send_request`] for the upstream's response, after the request went upstream:
+    /// afterwards the response maps hold what the client receives, unless the filter answered
+    /// with a local reply ([`LocalReply::to_client`]). The filter's response hooks are not run
+    /// on its own local reply: Envoy calls them while the replying hook is still live, and the
+    /// SDK passes such re-entrant calls through.
+    pub fn send_response(
+        &mut self,
+        filter: &mut dyn HttpFilter,
+        response: HttpMessage,
+    ) -> Result<Delivery, String> {
+        self.response_headers = response.headers;
+        self.response_body = response.body;
+        self.response_trailers = response.trailers;
+        self.run_side(filter, &RESPONSE_SIDE)
+    }
+
+    fn continued(&self, direction: Direction) -> usize {
+        match direction {
+            Direction::Request => self.continued_requests,
+            Direction::Response => self.continued_responses,
+        }
+    }
+
+    fn run_side(
+        &mut self,
+        filter: &mut dyn HttpFilter,
+        side: &SideHooks,
+    ) -> Result<Delivery, String> {
+        let has_body = !self.body_ref(side.direction).is_empty();
+        let has_trailers = !self.map(trailers_kind(side.direction)).is_empty();
+        let continued_before = self.continued(side.direction);
+        // Whether the last hook stopped the side: a hook that continues (or one the SDK answers
+        // for the filter, which is Continue) lets go of what earlier hooks held back.
+        let end_of_stream = !has_body && !has_trailers;
+        let mut held = filter.hooks().contains(side.headers)
+            && !matches!(
+                match side.direction {
+                    Direction::Request => filter.on_request_headers(self, end_of_stream),
+                    Direction::Response => filter.on_response_headers(self, end_of_stream),
+                },
+                HeadersStatus::Continue | HeadersStatus::ContinueAndDontEndStream
+            );
+        if self.local_reply.is_some() {
+            return Ok(Delivery::LocalReply);
+        }
+        if has_body {
+            held = filter.hooks().contains(side.body)
+                && match side.direction {
+                    Direction::Request => filter.on_request_body(self, !has_trailers),
+                    Direction::Response => filter.on_response_body(self, !has_trailers),
+                } != BodyStatus::Continue;
+            if self.local_reply.is_some() {
+                return Ok(Delivery::LocalReply);
+            }
+        }
+        if has_trailers {
+            held = filter.hooks().contains(side.trailers)
+                && match side.direction {
+                    Direction::Request => filter.on_request_trailers(self),
+                    Direction::Response => filter.on_response_trailers(self),
+                } != TrailersStatus::Continue;
+            if self.local_reply.is_some() {
+                return Ok(Delivery::LocalReply);
+            }
+        }
+        if held && self.continued(side.direction) == continued_before {
+            return Err(format!(
+                "the filter stopped the {} at its end and never resumed it",
+                match side.direction {
+                    Direction::Request => "request",
+                    Direction::Response => "response",
+                }
+            ));
+        }
+        Ok(Delivery::Forwarded)
+    }
+}
+
+fn trailers_kind(direction: Direction) -> HeaderKind {
+    match direction {
+        Direction::Request => HeaderKind::RequestTrailers,
+        Direction::Response => HeaderKind::ResponseTrailers,
     }
 }
 
@@ -275,6 +449,11 @@ impl EnvoyHttpFilter for FakeEnvoy {
     }
 
     fn set_dynamic_metadata_string(&mut self, namespace: &str, key: &str, value: &str) -> bool {
+        self.dynamic_metadata_writes.push((
+            namespace.to_string(),
+            key.to_string(),
+            value.to_string(),
+        ));
         self.dynamic_metadata
             .insert((namespace.to_string(), key.to_string()), value.to_string());
         true
@@ -496,5 +675,210 @@ mod tests {
         e.continue_request();
         e.continue_response();
         assert_eq!((e.continued_requests, e.continued_responses), (1, 1));
+    }
+
+    /// Holds the headers and the body back until end of stream, then wraps the body; answers
+    /// 403 to a request carrying `x-deny`; calls nothing outside `hooks`.
+    struct Wrapper {
+        hooks: Hooks,
+        calls: Vec<&'static str>,
+    }
+
+    impl HttpFilter for Wrapper {
+        fn on_request_headers(
+            &mut self,
+            envoy: &mut dyn EnvoyHttpFilter,
+            end_of_stream: bool,
+        ) -> HeadersStatus {
+            self.calls.push("request headers");
+            if envoy.header_count(HeaderKind::RequestHeaders, "x-deny") > 0 {
+                envoy.send_local_reply(403, &[("x-why", b"deny")], b"", "denied");
+                return HeadersStatus::StopIteration;
+            }
+            if end_of_stream {
+                HeadersStatus::Continue
+            } else {
+                HeadersStatus::StopIteration
+            }
+        }
+        fn on_request_body(
+            &mut self,
+            envoy: &mut dyn EnvoyHttpFilter,
+            end_of_stream: bool,
+        ) -> BodyStatus {
+            self.calls.push("request body");
+            if !end_of_stream {
+                return BodyStatus::StopIterationAndBuffer;
+            }
+            let wrapped = [b"[".as_slice(), &envoy.body(Direction::Request), b"]"].concat();
+            envoy.replace_body(Direction::Request, &wrapped);
+            BodyStatus::Continue
+        }
+        fn on_request_trailers(&mut self, _envoy: &mut dyn EnvoyHttpFilter) -> TrailersStatus {
+            self.calls.push("request trailers");
+            TrailersStatus::Continue
+        }
+        fn on_response_headers(
+            &mut self,
+            envoy: &mut dyn EnvoyHttpFilter,
+            _end_of_stream: bool,
+        ) -> HeadersStatus {
+            self.calls.push("response headers");
+            envoy.set_header(HeaderKind::ResponseHeaders, "x-seen", b"yes");
+            HeadersStatus::Continue
+        }
+        fn hooks(&self) -> Hooks {
+            self.hooks
+        }
+    }
+
+    fn request(headers: &[(&str, &str)], body: &str, trailers: &[(&str, &str)]) -> HttpMessage {
+        HttpMessage {
+            headers: HeaderMap::from_pairs(headers.iter().copied()),
+            body: body.as_bytes().to_vec(),
+            trailers: HeaderMap::from_pairs(trailers.iter().copied()),
+        }
+    }
+
+    #[test]
+    fn a_whole_request_runs_the_hooks_in_order_and_what_goes_upstream_is_kept() {
+        let mut filter = Wrapper {
+            hooks: Hooks::ALL,
+            calls: Vec::new(),
+        };
+        let mut e = FakeEnvoy::new();
+        let sent = request(&[(":path", "/"), ("content-length", "2")], "ab", &[]);
+        assert_eq!(e.send_request(&mut filter, sent), Ok(Delivery::Forwarded));
+        assert_eq!(filter.calls, ["request headers", "request body"]);
+        assert_eq!(e.request_body, b"[ab]");
+        assert_eq!(
+            e.request_headers.get_str("content-length").as_deref(),
+            Some("4")
+        );
+        let response = request(&[(":status", "200")], "", &[]);
+        assert_eq!(
+            e.send_response(&mut filter, response),
+            Ok(Delivery::Forwarded)
+        );
+        assert_eq!(e.response_headers.get_str("x-seen").as_deref(), Some("yes"));
+
+        // Trailers end the body: it is not at end of stream, so it stays buffered until the
+        // trailers hook continues.
+        let mut filter = Wrapper {
+            hooks: Hooks::ALL,
+            calls: Vec::new(),
+        };
+        let mut e = FakeEnvoy::new();
+        let sent = request(&[(":path", "/")], "ab", &[("x-t", "1")]);
+        assert_eq!(e.send_request(&mut filter, sent), Ok(Delivery::Forwarded));
+        assert_eq!(
+            filter.calls,
+            ["request headers", "request body", "request trailers"]
+        );
+        assert_eq!(e.request_body, b"ab");
+        assert_eq!(e.request_trailers.get_str("x-t").as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn hooks_outside_the_filters_set_are_not_called_and_let_the_side_go() {
+        let mut filter = Wrapper {
+            hooks: Hooks::REQUEST_HEADERS,
+            calls: Vec::new(),
+        };
+        let mut e = FakeEnvoy::new();
+        let sent = request(&[(":path", "/")], "ab", &[]);
+        assert_eq!(e.send_request(&mut filter, sent), Ok(Delivery::Forwarded));
+        assert_eq!(filter.calls, ["request headers"]);
+        assert_eq!(e.request_body, b"ab");
+        let response = request(&[(":status", "200")], "", &[]);
+        assert_eq!(
+            e.send_response(&mut filter, response),
+            Ok(Delivery::Forwarded)
+        );
+        assert_eq!(e.response_headers.get_str("x-seen"), None);
+    }
+
+    #[test]
+    fn a_local_reply_ends_the_side_and_reaches_the_client_as_envoy_sends_it() {
+        let mut filter = Wrapper {
+            hooks: Hooks::ALL,
+            calls: Vec::new(),
+        };
+        let mut e = FakeEnvoy::new();
+        let sent = request(&[(":path", "/"), ("x-deny", "1")], "ab", &[]);
+        assert_eq!(e.send_request(&mut filter, sent), Ok(Delivery::LocalReply));
+        assert_eq!(filter.calls, ["request headers"]);
+        let client = e.local_reply.as_ref().unwrap().to_client();
+        assert_eq!(
+            client.headers.iter().collect::<Vec<_>>(),
+            [
+                (":status", &b"403"[..]),
+                ("x-why", b"deny"),
+                ("content-length", b"0")
+            ]
+        );
+        let with_body = LocalReply {
+            status: 413,
+            headers: Vec::new(),
+            body: b"too large".to_vec(),
+            details: "big".into(),
+        };
+        let client = with_body.to_client();
+        assert_eq!(
+            client.headers.get_str("content-length").as_deref(),
+            Some("9")
+        );
+        assert_eq!(
+            client.headers.get_str("content-type").as_deref(),
+            Some("text/plain")
+        );
+    }
+
+    #[test]
+    fn a_side_stopped_at_its_end_and_never_resumed_is_an_error() {
+        let mut filter = Wrapper {
+            hooks: Hooks::REQUEST_HEADERS,
+            calls: Vec::new(),
+        };
+        let mut e = FakeEnvoy::new();
+        // Headers stop (a body follows) and the trailers hook, answered by the SDK, continues.
+        let sent = request(&[(":path", "/")], "ab", &[("x-t", "1")]);
+        assert_eq!(e.send_request(&mut filter, sent), Ok(Delivery::Forwarded));
+
+        struct Stopper;
+        impl HttpFilter for Stopper {
+            fn on_request_headers(
+                &mut self,
+                _envoy: &mut dyn EnvoyHttpFilter,
+                _end_of_stream: bool,
+            ) -> HeadersStatus {
+                HeadersStatus::StopIteration
+            }
+        }
+        let mut e = FakeEnvoy::new();
+        let err = e
+            .send_request(&mut Stopper, request(&[(":path", "/")], "", &[]))
+            .unwrap_err();
+        assert_eq!(
+            err,
+            "the filter stopped the request at its end and never resumed it"
+        );
+    }
+
+    #[test]
+    fn dynamic_metadata_writes_are_kept_in_order() {
+        let mut e = FakeEnvoy::new();
+        e.dynamic_metadata
+            .insert(("ns".into(), "given".into()), "before".into());
+        e.set_dynamic_metadata_string("ns", "b", "2");
+        e.set_dynamic_metadata_string("ns", "a", "1");
+        assert_eq!(
+            e.dynamic_metadata_writes,
+            [
+                ("ns".to_string(), "b".to_string(), "2".to_string()),
+                ("ns".to_string(), "a".to_string(), "1".to_string())
+            ]
+        );
+        assert_eq!(e.dynamic_metadata.len(), 3);
     }
 }

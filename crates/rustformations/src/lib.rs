@@ -14,6 +14,7 @@ use transformations::{Options, Transformation};
 mod envoy_message;
 mod http_acl;
 mod lifecycle;
+pub mod outside_envoy;
 mod per_route;
 pub mod release;
 pub mod size_limit;
@@ -184,10 +185,7 @@ fn compile_transformation(kind: FilterKind, config: &[u8]) -> Result<SharedTrans
     transformations::Limits::from_env()?;
     // The release and the limits are chosen once per process, so equal bytes always compile
     // the same.
-    let options = Options {
-        release: release::current()?,
-        ..Options::default()
-    };
+    let options = outside_envoy::compile_options()?;
     let transformation = table.get_or_try_insert_with(config, || {
         load_transformation(kind, config, &options).map_err(|e| e.message)
     })?;
@@ -208,7 +206,7 @@ fn parse_acl(config: &[u8]) -> Result<acl::AclPolicy, String> {
     acl::AclConfig::from_json(config).map_err(|e| e.to_string())
 }
 
-fn new_filter_config(
+pub fn new_filter_config(
     envoy: &mut dyn EnvoyFilterConfig,
     filter_name: &str,
     config: &[u8],
@@ -222,7 +220,7 @@ fn new_filter_config(
             };
             let listener = compile_transformation(kind, config)?;
             let marker = match kind {
-                FilterKind::Transformation(_) => marker::of_process()?.map(Arc::new),
+                FilterKind::Transformation(_) => outside_envoy::marker()?.map(Arc::new),
                 _ => None,
             };
             let counters = TransformCounters {
@@ -261,7 +259,7 @@ pub fn new_per_route_config(name: &str, config: &[u8]) -> Result<PerRouteConfig,
         FilterKind::SmartHeader | FilterKind::Transformation(_) => {
             let marker = match kind {
                 // An unusable marker setting refuses the listener config, which says why.
-                FilterKind::Transformation(_) => marker::of_process().ok().flatten(),
+                FilterKind::Transformation(_) => outside_envoy::marker().ok().flatten(),
                 _ => None,
             };
             RouteConfig::Transformation(RouteTransformation::new(

@@ -11,7 +11,7 @@ use envoy_module::{
     HttpFilter, HttpFilterConfig, NewFilter, TrailersStatus, log_debug, log_warn,
 };
 use transformations::{
-    ApplyError, BodyMode, LocalReply, RequestCapture, Side, SideAction, Warning, WarningKind,
+    ApplyError, BodyMode, RequestCapture, Side, SideAction, Warning, WarningKind,
 };
 
 use crate::envoy_message::{EnvoyMessage, EnvoyStreamInfo};
@@ -187,6 +187,7 @@ impl TransformFilter {
 
     fn report(&self, envoy: &mut dyn EnvoyHttpFilter, warnings: &[Warning]) {
         for warning in warnings {
+            crate::outside_envoy::report_warning(warning);
             let counter = match warning.kind {
                 WarningKind::InvalidHeaderValue => self.counters.invalid_header_dropped,
                 WarningKind::Render | WarningKind::Budget => self.counters.render_errors,
@@ -217,13 +218,13 @@ impl TransformFilter {
         );
         // Envoy runs the response hooks of our own local reply while this hook is still live, and
         // the SDK passes such re-entrant calls through: the marker travels with the reply.
-        let reply = LocalReply::for_error(error, self.marker.as_deref());
-        let headers: Vec<(&str, &[u8])> = reply
-            .headers
+        crate::outside_envoy::report_reply_reason(error);
+        let marker: Vec<(&str, &[u8])> = self
+            .marker
             .iter()
-            .map(|(n, v)| (n.as_str(), v.as_bytes()))
+            .map(|m| (m.name.as_str(), m.value.as_bytes()))
             .collect();
-        envoy.send_local_reply(reply.status, &headers, &reply.body, reply.details);
+        envoy.send_local_reply(error.status(), &marker, b"", error.details());
     }
 
     /// Picks the route's transformation and snapshots what the response side reads of the request.
@@ -238,7 +239,7 @@ impl TransformFilter {
         }
         // The clock is read only for a transformation that renders %START_TIME%.
         if self.transformation.reads_start_time() {
-            self.start_time = SystemTime::now();
+            self.start_time = crate::outside_envoy::stream_start_time();
         }
         let shared = RefCell::new(envoy);
         let request = EnvoyMessage {

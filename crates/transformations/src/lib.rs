@@ -143,7 +143,6 @@
 pub mod apply;
 pub mod config;
 pub mod error;
-pub mod exchange;
 pub mod extensions;
 pub mod functions;
 pub mod intern;
@@ -172,7 +171,6 @@ pub use apply::{
 };
 pub use config::{ParseAs, TransformationConfig};
 pub use error::{ApplyError, Error, ErrorKind, TemplatePosition, Warning, WarningKind};
-pub use exchange::LocalReply;
 pub use plan::{SideAction, Target, ValueInfo, ValueKind};
 pub use prerender::RequestCapture;
 pub use release::KgatewayRelease;
