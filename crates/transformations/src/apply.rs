@@ -185,7 +185,7 @@ impl HeaderSnapshot {
 pub(crate) struct HeaderOp {
     pub(crate) name: String,
     pub(crate) value: Compiled,
-    pub(crate) field: String,
+    pub(crate) field: FieldPath,
     /// A literal value with no CR, LF or NUL: sent as it is, without the per-request check.
     pub(crate) checked_literal: bool,
 }
@@ -195,7 +195,7 @@ pub(crate) struct MetadataOp {
     pub(crate) namespace: String,
     pub(crate) key: String,
     pub(crate) value: Compiled,
-    pub(crate) field: String,
+    pub(crate) field: FieldPath,
 }
 
 /// One side (request or response), compiled.
@@ -727,7 +727,7 @@ fn add_header<M: HeaderMap + ?Sized>(
 fn invalid_value_warning(op: &HeaderOp) -> Warning {
     Warning {
         kind: WarningKind::InvalidHeaderValue,
-        field: op.field.clone(),
+        field: op.field.to_string(),
         message: invalid_value_message(),
     }
 }
@@ -740,7 +740,7 @@ pub(crate) fn is_valid_status(v: &[u8]) -> bool {
 fn invalid_status_warning(op: &HeaderOp) -> Warning {
     Warning {
         kind: WarningKind::InvalidHeaderValue,
-        field: op.field.clone(),
+        field: op.field.to_string(),
         message: "rendered :status is not three digits from 100 to 599; status left as it was"
             .to_owned(),
     }
@@ -749,7 +749,7 @@ fn invalid_status_warning(op: &HeaderOp) -> Warning {
 fn render_warning(op: &HeaderOp, e: RenderError) -> Warning {
     Warning {
         kind: e.kind,
-        field: op.field.clone(),
+        field: op.field.to_string(),
         message: e.message,
     }
 }
@@ -871,7 +871,7 @@ fn compile_side(
                     ErrorKind::InvalidValue,
                     "header value contains CR, LF or NUL",
                 )
-                .at(field));
+                .at(&*field));
             }
             let checked_literal =
                 matches!(&value, Compiled::Literal(v) if !is_invalid_header_value(v.as_bytes()));
@@ -918,7 +918,8 @@ fn compile_side(
             continue;
         }
         let field = field_path(side_name, "dynamicMetadata", i, "value.stringValue");
-        let value = crate::value_cache::compile(compiler, &md.value.string_value, &field, &mut usage)?;
+        let value =
+            crate::value_cache::compile(compiler, &md.value.string_value, &field, &mut usage)?;
         // The last entry for a namespace and key replaces the earlier ones, which never run:
         // it alone decides, even when it renders empty or fails (as kgateway, which keeps its
         // entries by namespace and key).
@@ -955,10 +956,37 @@ fn compile_side(
     Ok(side)
 }
 
-/// `side.list[index].leaf`, the path that names a value in errors and warnings (and its
-/// template). Built by hand: `format!` cost a tenth of compiling a lowered value, on every
-/// value of every route.
-fn field_path(side: &str, list: &str, index: usize, leaf: &str) -> String {
+/// The path that names a value in errors and warnings (and its template), e.g.
+/// `request.set[0].value`. The paths of the first entries of each list are shared by every
+/// config in the process, rather than kept once per route.
+pub(crate) type FieldPath = std::sync::Arc<str>;
+
+/// Lists of up to this many entries have their paths shared (a bounded table: 2 sides × 3
+/// lists × this many).
+const SHARED_FIELD_PATHS: usize = 64;
+
+/// [`field_path_text`], shared for the first [`SHARED_FIELD_PATHS`] entries of a list.
+fn field_path(side: &str, list: &str, index: usize, leaf: &str) -> FieldPath {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static SHARED: Mutex<Option<HashSet<FieldPath>>> = Mutex::new(None);
+    let text = field_path_text(side, list, index, leaf);
+    if index >= SHARED_FIELD_PATHS {
+        return text.into();
+    }
+    let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+    let shared = shared.get_or_insert_with(HashSet::new);
+    if let Some(path) = shared.get(text.as_str()) {
+        return path.clone();
+    }
+    let path: FieldPath = text.into();
+    shared.insert(path.clone());
+    path
+}
+
+/// `side.list[index].leaf`, built by hand: `format!` cost a tenth of compiling a lowered value,
+/// on every value of every route.
+fn field_path_text(side: &str, list: &str, index: usize, leaf: &str) -> String {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     let mut rest = index;
@@ -989,17 +1017,34 @@ fn header_name(name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::field_path;
+    use std::sync::Arc;
 
     #[test]
     fn field_paths_name_the_list_index_and_leaf() {
-        assert_eq!(field_path("request", "set", 0, "value"), "request.set[0].value");
         assert_eq!(
-            field_path("response", "dynamicMetadata", 1207, "value.stringValue"),
+            &*field_path("request", "set", 0, "value"),
+            "request.set[0].value"
+        );
+        assert_eq!(
+            &*field_path("response", "dynamicMetadata", 1207, "value.stringValue"),
             "response.dynamicMetadata[1207].value.stringValue"
         );
         assert_eq!(
-            field_path("request", "add", usize::MAX, "value"),
+            *field_path("request", "add", usize::MAX, "value"),
             format!("request.add[{}].value", usize::MAX)
         );
+    }
+
+    #[test]
+    fn the_paths_of_first_entries_are_shared_and_later_ones_are_not() {
+        let shared = |i| {
+            Arc::ptr_eq(
+                &field_path("response", "add", i, "value"),
+                &field_path("response", "add", i, "value"),
+            )
+        };
+        assert!(shared(0));
+        assert!(shared(63));
+        assert!(!shared(64));
     }
 }
