@@ -144,21 +144,23 @@ pub mod apply;
 pub mod config;
 pub mod error;
 pub mod exchange;
-pub mod extensions;
 pub mod functions;
 pub mod intern;
 pub mod json_edit;
 pub mod marker;
 pub mod memory;
-mod names;
+pub mod message;
 pub mod operators;
 pub mod pattern;
 pub mod plan;
 pub mod prerender;
 pub mod query;
 pub mod release;
+pub mod side;
 pub mod smart_header;
 pub mod template;
+
+pub use template::extensions;
 
 #[cfg(test)]
 mod budget_tests;
