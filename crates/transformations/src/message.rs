@@ -121,3 +121,11 @@ impl MetadataSource {
         })
     }
 }
+
+/// One metadata value a template reads: decided at load time from the call's literals.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MetadataKey {
+    pub source: MetadataSource,
+    pub namespace: String,
+    pub key: String,
+}

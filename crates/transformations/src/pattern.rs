@@ -271,5 +271,5 @@ mod capture_budget {
         assert_eq!(got.len(), 1_000_000);
     }
 
-    const DEFAULT_TIME: std::time::Duration = crate::template::limits::DEFAULT_RENDER_TIME;
+    const DEFAULT_TIME: std::time::Duration = crate::template::DEFAULT_RENDER_TIME;
 }

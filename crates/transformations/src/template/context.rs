@@ -10,11 +10,10 @@ use std::sync::Arc;
 use minijinja::State;
 use minijinja::value::{Object, Value};
 
-use crate::message::MetadataSource;
+use crate::message::{MetadataKey, MetadataSource};
 use crate::operators::{Operator, OperatorSource};
 use crate::pattern::Patterns;
 
-use super::extensions::MetadataKey;
 use super::limits::EnvLookup;
 use super::snapshot::HeaderSnapshot;
 

@@ -11,11 +11,11 @@ use minijinja::budget::Meter;
 use minijinja::value::Value;
 
 use crate::error::WarningKind;
+use crate::message::MetadataKey;
 use crate::operators::{Operator, Segment};
 
-use super::compiler::Compiled;
+use super::compiled::Compiled;
 use super::context::{ConfigState, RenderData, Root};
-use super::extensions::MetadataKey;
 use super::limits::{Limits, budget_message, metered};
 
 /// The compiled environment plus the operator table.

@@ -16,6 +16,7 @@ use minijinja::{Environment, ErrorKind as JinjaErrorKind, State};
 use minijinja::machinery::ast;
 
 use crate::json_edit;
+pub use crate::message::MetadataKey;
 use crate::message::MetadataSource;
 use crate::pattern::{self, Group, Pattern};
 use crate::query;
@@ -33,14 +34,6 @@ pub const NAMES: [&str; 7] = [
     "json_delete",
     "metadata",
 ];
-
-/// One metadata value a template reads: decided at load time from the call's literals.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct MetadataKey {
-    pub source: MetadataSource,
-    pub namespace: String,
-    pub key: String,
-}
 
 /// What the compiler collects from these calls across a config.
 #[derive(Debug, Default)]

@@ -1,4 +1,4 @@
-//! What compiled values read at render time ([`Usage`]), and which headers ([`HeaderNeeds`]):
+//! What compiled values read at render time (`Usage`), and which headers ([`HeaderNeeds`]):
 //! decided at load, so a side snapshots, buffers and parses only what its values can read.
 
 use std::collections::BTreeSet;
