@@ -87,9 +87,8 @@ impl Compiler {
         if value.is_empty() {
             return Ok(Compiled::Empty);
         }
-        let regions = regions::split(value);
         let op_err = |msg: String| Error::new(ErrorKind::Operator, msg).at(field);
-        if !regions.iter().any(|r| matches!(r, Region::Jinja { .. })) {
+        if !regions::has_markup(value) {
             let segments = operators::parse(value).map_err(op_err)?;
             if !segments.iter().any(|s| matches!(s, Segment::Op(_))) {
                 let text: String = segments
@@ -104,29 +103,40 @@ impl Compiler {
             return Ok(Compiled::ops(segments, usage));
         }
 
-        if let Some(response_phase) = self.lower_header_calls
-            && let Some(segments) = lower_header_calls(value, &regions, response_phase)
-        {
-            return Ok(Compiled::ops(segments.map_err(op_err)?, usage));
-        }
-
-        let mut source = String::with_capacity(value.len() + 16);
-        for region in &regions {
-            match region {
-                Region::Text(range) => {
-                    for seg in operators::parse(&value[range.clone()]).map_err(op_err)? {
-                        match seg {
-                            Segment::Literal(l) => source.push_str(&l),
-                            Segment::Op(op) => {
-                                usage.record_op(&op);
-                                source.push_str(&format!("{{{{ {OP_FN}({}) }}}}", self.ops.len()));
-                                self.ops.push(op);
+        // The lexer pass finds the text parts (where operators are rewritten) and the header
+        // calls that lower to operators; a value with neither compiles as it is written.
+        let may_lower = self.lower_header_calls.is_some() && regions::may_be_header_calls(value);
+        let mut source = String::new();
+        if may_lower || operators::may_contain(value) {
+            let regions = regions::split(value);
+            if let Some(response_phase) = self.lower_header_calls
+                && let Some(segments) = lower_header_calls(value, &regions, response_phase)
+            {
+                return Ok(Compiled::ops(segments.map_err(op_err)?, usage));
+            }
+            source.reserve(value.len() + 16);
+            for region in &regions {
+                match region {
+                    Region::Text(range) => {
+                        for seg in operators::parse(&value[range.clone()]).map_err(op_err)? {
+                            match seg {
+                                Segment::Literal(l) => source.push_str(&l),
+                                Segment::Op(op) => {
+                                    usage.record_op(&op);
+                                    source.push_str(&format!(
+                                        "{{{{ {OP_FN}({}) }}}}",
+                                        self.ops.len()
+                                    ));
+                                    self.ops.push(op);
+                                }
                             }
                         }
                     }
+                    Region::Jinja { range, .. } => source.push_str(&value[range.clone()]),
                 }
-                Region::Jinja { range, .. } => source.push_str(&value[range.clone()]),
             }
+        } else {
+            source.push_str(value);
         }
         source.shrink_to_fit();
         let template =

@@ -31,6 +31,20 @@ pub(crate) struct HeaderCall {
     pub name: String,
 }
 
+/// Whether `value` holds any markup: `{{`, `{%` or `{#`, the markers MiniJinja's lexer starts
+/// markup at (anywhere, even inside what would be text). Without one the lexer would give back
+/// the whole value as text, so it is not run.
+pub(crate) fn has_markup(value: &str) -> bool {
+    memchr::memchr_iter(b'{', value.as_bytes())
+        .any(|i| matches!(value.as_bytes().get(i + 1), Some(b'{' | b'%' | b'#')))
+}
+
+/// Whether every piece of markup of `value` could be a lone `{{ header("x") }}` or
+/// `{{ request_header("x") }}`: a quick test before the lexer pass that decides it.
+pub(crate) fn may_be_header_calls(value: &str) -> bool {
+    value.contains("header") && !value.contains("{%") && !value.contains("{#")
+}
+
 /// The value's pieces, in order; whitespace-only stretches between markup are text, so a value
 /// without markup is one text region (or none when empty).
 pub(crate) fn split(value: &str) -> Vec<Region> {
@@ -297,6 +311,30 @@ mod tests {
             "{# {{ header('a') }} #}",
         ] {
             assert!(calls(other).iter().all(Option::is_none), "{other}");
+        }
+    }
+
+    #[test]
+    fn a_value_has_markup_exactly_when_the_lexer_finds_some() {
+        for value in [
+            "plain",
+            "a { b",
+            "{",
+            "}}",
+            "%}",
+            "{{ x }}",
+            "a{%",
+            "{# c",
+            "x{#",
+            "{ {",
+            "{{",
+            "%REQ(a)% {% raw %}{{{% endraw %}",
+            "é{é{{",
+        ] {
+            let lexed = split(value)
+                .iter()
+                .any(|r| matches!(r, Region::Jinja { .. }));
+            assert_eq!(has_markup(value), lexed, "{value:?}");
         }
     }
 }
