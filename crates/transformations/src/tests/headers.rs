@@ -113,6 +113,30 @@ fn only_used_headers_are_snapshotted() {
     assert!(t.response_request_headers().is_empty());
 }
 
+/// What a template reads comes from its parse tree: a header function called through another
+/// name, in a call block or with an escaped literal still has its header captured.
+#[test]
+fn header_reads_are_known_from_the_parse_tree_however_the_function_is_reached() {
+    let headers = [("x-a", "1"), ("x'b", "2")];
+    assert_eq!(
+        render("{% set f = header %}{{ f('x-a') }}", &headers, "").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        render("{% macro m() %}{{ caller() }}{% endmacro %}{% call m() %}{{ header('x-a') }}{% endcall %}", &headers, "").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        render(
+            r#"{{ header("x\'b") }}{{ header('x' ~ '-a') }}"#,
+            &headers,
+            ""
+        )
+        .as_deref(),
+        Some("21")
+    );
+}
+
 #[test]
 fn response_phase_reads_request_snapshot_from_before_request_transformation() {
     let t = compile(
