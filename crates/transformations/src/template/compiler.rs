@@ -23,7 +23,7 @@ use super::engine::Engine;
 use super::environment::shared_environment;
 use super::extensions::{self, CallFact};
 use super::limits::{EnvLookup, Limits, Options, metered};
-use super::owned_template::{CompileError, OwnedTemplate};
+use super::owned_template::{CompileError, OwnedTemplate, Read};
 use super::regions::{self, Region};
 use super::usage::Usage;
 
@@ -172,40 +172,45 @@ impl Compiler {
         }
         // An unknown function is an undeclared name like a JSON variable: kgateway loads such a
         // template and answers its requests as it does for a missing JSON variable.
-        usage.header_fn.merge(&reads.header_fn);
-        usage.request_header_fn.merge(&reads.request_header_fn);
-        self.learn_from_extension_calls(&reads.extension_calls, field, usage)?;
+        self.learn_from_reads(&reads.reads, field, usage)?;
         Ok(Compiled::Template { template })
     }
 
-    /// Compiles the literal patterns of a template's `regex_extract` calls (an invalid one is a
-    /// config error at `field`) and records the metadata its `metadata` calls read.
-    fn learn_from_extension_calls(
+    /// Records the headers a template reads, compiles the literal patterns of its
+    /// `regex_extract` calls (an invalid one is a config error at `field`) and records the
+    /// metadata its `metadata` calls read.
+    fn learn_from_reads(
         &mut self,
-        calls: &[CallFact],
+        reads: &[Read],
         field: &str,
         usage: &mut Usage,
     ) -> Result<(), Error> {
         let err = |msg: String| Error::new(ErrorKind::Template, msg).at(field);
-        for call in calls {
-            match call {
-                CallFact::LiteralPattern(pattern) => extensions::compile_literal_pattern(
-                    pattern,
-                    &mut self.collected.literal_patterns,
-                )
-                .map_err(err)?,
-                CallFact::Metadata(key) => {
+        for read in reads {
+            match read {
+                Read::Header(name) => usage.header_fn.add(name),
+                Read::RequestHeader(name) => usage.request_header_fn.add(name),
+                Read::EveryHeader => usage.header_fn.set_all(),
+                Read::EveryRequestHeader => usage.request_header_fn.set_all(),
+                Read::Call(CallFact::LiteralPattern(pattern)) => {
+                    extensions::compile_literal_pattern(
+                        pattern,
+                        &mut self.collected.literal_patterns,
+                    )
+                    .map_err(err)?
+                }
+                Read::Call(CallFact::Metadata(key)) => {
                     let metadata = &mut self.collected.metadata;
-                    let index = match metadata.iter().position(|m| m == key) {
+                    let index = match metadata.iter().position(|m| m == &**key) {
                         Some(index) => index,
                         None => {
-                            metadata.push(key.clone());
+                            metadata.push((**key).clone());
                             metadata.len() - 1
                         }
                     };
                     usage.metadata.insert(index);
                 }
-                CallFact::Invalid(message) => return Err(err(message.clone())),
+                Read::Call(CallFact::Invalid(message)) => return Err(err(message.clone())),
             }
         }
         Ok(())

@@ -195,8 +195,8 @@ pub(crate) enum CallFact {
     /// `regex_extract` with its pattern written as a string literal: compiled when the config
     /// loads (an invalid one rejects it).
     LiteralPattern(String),
-    /// `metadata(...)`: the one value it reads.
-    Metadata(MetadataKey),
+    /// `metadata(...)`: the one value it reads (boxed: the list lives with the template).
+    Metadata(Box<MetadataKey>),
     /// A call the config must not load with; the message says why.
     Invalid(String),
 }
@@ -218,7 +218,7 @@ pub(crate) fn analyse_call(function: &str, args: &[ast::CallArg<'_>], facts: &mu
             }
         }
         "metadata" => facts.push(match metadata_key(args) {
-            Ok(key) => CallFact::Metadata(key),
+            Ok(key) => CallFact::Metadata(Box::new(key)),
             Err(message) => CallFact::Invalid(message),
         }),
         _ => {}
@@ -305,11 +305,11 @@ mod tests {
         assert_eq!(facts("{{ regex_extract() }}{{ regex_extract(v) }}"), []);
         assert_eq!(
             facts(r#"{{ metadata("ns", "k", source="route") }}"#),
-            [CallFact::Metadata(MetadataKey {
+            [CallFact::Metadata(Box::new(MetadataKey {
                 source: MetadataSource::Route,
                 namespace: "ns".to_owned(),
                 key: "k".to_owned(),
-            })]
+            }))]
         );
     }
 

@@ -43,14 +43,36 @@ pub(crate) struct TemplateReads {
     pub undeclared: Box<[String]>,
     /// Whether it calls the hidden operator function.
     pub calls_operators: bool,
-    /// Headers `header()` reads.
-    pub header_fn: HeaderNeeds,
-    /// Request headers `request_header()` and the cookie and query functions read.
-    pub request_header_fn: HeaderNeeds,
     /// `include`, `import` or `extends`.
     pub pulls_in_templates: bool,
-    /// What the calls of our own functions tell, in order.
-    pub extension_calls: Box<[CallFact]>,
+    /// The headers it reads, then what the calls of our own functions tell (in order): one list,
+    /// as a template lives as long as its config, on every route that has it.
+    pub reads: Box<[Read]>,
+}
+
+/// One thing a template reads beyond its variables.
+#[derive(Debug)]
+pub(crate) enum Read {
+    /// `header("x")`, the name lowercased.
+    Header(Box<str>),
+    /// `request_header("x")` (or `cookie` for the cookie functions, `:path` for `query_param`).
+    RequestHeader(Box<str>),
+    /// `header()` with a computed name: every header.
+    EveryHeader,
+    /// `request_header()` with a computed name: every request header.
+    EveryRequestHeader,
+    /// A call of one of our functions.
+    Call(CallFact),
+}
+
+impl Read {
+    fn headers(needs: &HeaderNeeds, every: Read, one: fn(Box<str>) -> Read) -> Vec<Read> {
+        if needs.all() {
+            vec![every]
+        } else {
+            needs.names().map(|n| one(n.into())).collect()
+        }
+    }
 }
 
 impl TemplateReads {
@@ -82,12 +104,15 @@ impl TemplateReads {
             .cloned()
             .collect();
         undeclared.sort();
+        let mut reads = Read::headers(&analysis.header_fn, Read::EveryHeader, Read::Header);
+        reads.extend(Read::headers(
+            &analysis.request_header_fn,
+            Read::EveryRequestHeader,
+            Read::RequestHeader,
+        ));
+        reads.extend(analysis.extension_calls.into_iter().map(Read::Call));
         // What the template may read: every name its code refers to, wherever it stands (a
         // slice target too).
-        let mut header_fn = analysis.header_fn;
-        let mut request_header_fn = analysis.request_header_fn;
-        header_fn.shrink();
-        request_header_fn.shrink();
         TemplateReads {
             calls_operators: analysis.referenced.contains(OP_FN),
             variables: analysis
@@ -96,10 +121,8 @@ impl TemplateReads {
                 .filter(|n| n != OP_FN)
                 .collect(),
             undeclared: undeclared.into(),
-            header_fn,
-            request_header_fn,
             pulls_in_templates: analysis.pulls_in_templates,
-            extension_calls: analysis.extension_calls.into(),
+            reads: reads.into(),
         }
     }
 }
