@@ -193,7 +193,9 @@ impl CallMatch {
 }
 
 /// Whether `rest` starts with `{% endraw %}` (any whitespace control): the text before it was
-/// the content of a raw block.
+/// the content of a raw block. The lexer gives no token for the `raw` and `endraw` tags, only
+/// the content as text; the closing tag right after it is what sets a raw block apart, since
+/// anywhere else `{% endraw %}` does not compile.
 fn closes_raw(rest: &str) -> bool {
     let Some(tag) = rest.strip_prefix("{%") else {
         return false;
