@@ -26,7 +26,7 @@ test-diff: build venv ## Differential suite: this module beside kgateway v2.3's 
 	  case $$oracle in v2.3) envoy=$(DIFF_ENVOY_v2.3); seed=$(DIFF_SEED_v2.3);; \
 	                   v2.4) envoy=$(DIFF_ENVOY_v2.4); seed=$(DIFF_SEED_v2.4);; \
 	                   *) echo "unknown oracle $$oracle (v2.3 or v2.4)" >&2; exit 2;; esac; \
-	  $(MAKE) --no-print-directory ENVOY_VERSION=$$envoy envoy || exit 1; \
+	  $(MAKE) --no-print-directory ENVOY_VERSION=$$envoy ENVOY_BIN=$(TOOLS)/envoy-$$envoy/envoy envoy || exit 1; \
 	  echo "== differential suite against kgateway $$oracle's module, Envoy $$envoy, seed $$seed"; \
 	  DIFF_ORACLE=$$oracle ENVOY_VERSION=$$envoy ENVOY_BIN=$(TOOLS)/envoy-$$envoy/envoy \
 	    DIFF_CASES=$(DIFF_CASES) DIFF_CONFIGS=$(DIFF_CONFIGS) DIFF_SEED=$$seed \
