@@ -3,8 +3,6 @@
 
 use std::borrow::Cow;
 use std::cell::Cell;
-use std::net::SocketAddr;
-use std::time::SystemTime;
 
 use minijinja::value::Value;
 
@@ -13,127 +11,14 @@ use crate::error::{ApplyError, Error, ErrorKind, Warning, WarningKind};
 use crate::operators::format_start_time;
 use crate::prerender::{Prerendered, RequestCapture};
 use crate::release::KgatewayRelease;
+use crate::side::{HeaderOp, MetadataOp, field_path};
 use crate::template::{
     Compiled, Compiler, Engine, HeaderNeeds, HeaderSnapshot, Options, RenderData, RenderError,
-    SnapshotData, Usage, parse_json_body,
+    Usage, compile_value, parse_json_body,
 };
 
-/// A header map. Names are matched case-insensitively.
-pub trait HeaderMap {
-    /// The last value of `name`, if any.
-    fn get(&self, name: &str) -> Option<Cow<'_, [u8]>>;
-    /// Lends the last value of `name` to `f`; false when absent. Snapshots read through this, so
-    /// a map that can lend its value avoids a copy.
-    fn with_last(&self, name: &str, f: &mut dyn FnMut(&[u8])) -> bool {
-        match self.get(name) {
-            Some(v) => {
-                f(&v);
-                true
-            }
-            None => false,
-        }
-    }
-    /// [`HeaderMap::with_last`] as text, invalid UTF-8 replaced. A map that knows a cheaper check
-    /// for the usual ASCII value overrides it.
-    fn with_last_str(&self, name: &str, f: &mut dyn FnMut(&str)) -> bool {
-        self.with_last(name, &mut |v| match std::str::from_utf8(v) {
-            Ok(v) => f(v),
-            Err(_) => f(&String::from_utf8_lossy(v)),
-        })
-    }
-    /// Lends every value of `name` to `f`, in order; false when absent. A map that can look a
-    /// name up directly overrides it.
-    fn with_each(&self, name: &str, f: &mut dyn FnMut(&[u8])) -> bool {
-        let mut found = false;
-        self.for_each(&mut |n, v| {
-            if n.eq_ignore_ascii_case(name.as_bytes()) {
-                found = true;
-                f(v);
-            }
-        });
-        found
-    }
-    /// Every header, in order (duplicates included).
-    fn for_each(&self, f: &mut dyn FnMut(&[u8], &[u8]));
-    /// The names of [`HeaderMap::for_each`] whose length `n` is below 64 with bit `n` of
-    /// `lengths` set; a map that can pass over the others without a call overrides it.
-    fn for_each_name_of_lengths(&self, lengths: u64, f: &mut dyn FnMut(&[u8])) {
-        self.for_each(&mut |name, _| {
-            if name.len() < 64 && lengths & (1 << name.len()) != 0 {
-                f(name);
-            }
-        });
-    }
-    /// Replaces every value of `name` by `value`.
-    fn set(&mut self, name: &str, value: &[u8]);
-    /// Appends a value.
-    fn add(&mut self, name: &str, value: &[u8]);
-    /// Whether adding a header that is absent costs less than setting it. Then a side reads the
-    /// map's names once, and adds the headers it sets that are not there (Envoy's set searches
-    /// the whole map to remove before it adds).
-    fn adds_absent_cheaper(&self) -> bool {
-        false
-    }
-    /// Removes every value of `name`.
-    fn remove(&mut self, name: &str);
-}
-
-/// A request or a response: headers plus the whole (buffered) body.
-pub trait Message: HeaderMap {
-    fn body(&self) -> Cow<'_, [u8]>;
-    /// Replaces the whole body.
-    fn set_body(&mut self, body: &[u8]);
-}
-
-/// The stream around the message, for command operators, plus the dynamic-metadata sink.
-/// Only what a transformation uses is asked for.
-pub trait StreamInfo {
-    /// `HTTP/1.0`, `HTTP/1.1`, `HTTP/2` or `HTTP/3`.
-    fn protocol(&self) -> Option<Cow<'_, str>> {
-        None
-    }
-    fn start_time(&self) -> Option<SystemTime> {
-        None
-    }
-    fn downstream_remote_address(&self) -> Option<SocketAddr> {
-        None
-    }
-    /// Sets string dynamic metadata `namespace/key`.
-    fn set_dynamic_metadata(&mut self, namespace: &str, key: &str, value: &str);
-    /// A string value of metadata `namespace/key` from `source` (what `metadata()` reads);
-    /// `None` when absent or not a string. Asked only for the pairs the templates name, once
-    /// per side application.
-    fn metadata(&self, source: MetadataSource, namespace: &str, key: &str) -> Option<String> {
-        let _ = (source, namespace, key);
-        None
-    }
-}
-
-/// Where `metadata(namespace, key, source)` reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum MetadataSource {
-    /// The stream's dynamic metadata (set by filters: `header_to_metadata`, `ext_authz`, ...).
-    Dynamic,
-    /// The route's `metadata`.
-    Route,
-    /// The upstream cluster's `metadata` (once the route picked a cluster).
-    Cluster,
-    /// The upstream host's `metadata` (response side: once a host was picked).
-    Host,
-}
-
-impl MetadataSource {
-    /// `dynamic`, `route`, `cluster` or `host`.
-    pub fn from_name(name: &str) -> Option<MetadataSource> {
-        Some(match name {
-            "dynamic" => MetadataSource::Dynamic,
-            "route" => MetadataSource::Route,
-            "cluster" => MetadataSource::Cluster,
-            "host" => MetadataSource::Host,
-            _ => return None,
-        })
-    }
-}
+pub use crate::message::{HeaderMap, Message, MetadataSource, StreamInfo};
+pub use crate::side::Side;
 
 /// Whether the side's body is part of this application.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,123 +40,6 @@ pub fn is_upgrade_or_connect<H: HeaderMap + ?Sized>(request_headers: &H) -> bool
             .is_some_and(|v| v.eq_ignore_ascii_case(want.as_bytes()))
     };
     is("upgrade", "websocket") || is(":method", "CONNECT")
-}
-
-impl HeaderSnapshot {
-    /// Copies every value of the headers `needs` asks for (names lowercased; values are made
-    /// UTF-8 when read), to be read as `release` reads a repeated header.
-    pub fn capture<H: HeaderMap + ?Sized>(
-        headers: &H,
-        needs: &HeaderNeeds,
-        release: KgatewayRelease,
-    ) -> HeaderSnapshot {
-        if needs.is_empty() {
-            return HeaderSnapshot::default();
-        }
-        if needs.all() {
-            let mut data = SnapshotData::with_capacity(release, 16, 1024);
-            headers.for_each(&mut |n, v| data.push(n, v));
-            return HeaderSnapshot::from_data(data);
-        }
-        let mut data = SnapshotData::new(release);
-        for name in needs.names() {
-            headers.with_each(name, &mut |v| data.push(name.as_bytes(), v));
-        }
-        HeaderSnapshot::from_data(data)
-    }
-}
-
-#[derive(Debug)]
-pub(crate) struct HeaderOp {
-    pub(crate) name: String,
-    pub(crate) value: Compiled,
-    pub(crate) field: FieldPath,
-    /// A literal value with no CR, LF or NUL: sent as it is, without the per-request check.
-    pub(crate) checked_literal: bool,
-}
-
-#[derive(Debug)]
-pub(crate) struct MetadataOp {
-    pub(crate) namespace: String,
-    pub(crate) key: String,
-    pub(crate) value: Compiled,
-    pub(crate) field: FieldPath,
-}
-
-/// One side (request or response), compiled.
-#[derive(Debug, Default)]
-pub struct Side {
-    pub(crate) set: Vec<HeaderOp>,
-    pub(crate) add: Vec<HeaderOp>,
-    pub(crate) remove: Vec<String>,
-    pub(crate) body: Option<(Compiled, String)>,
-    pub(crate) parse_as: ParseAs,
-    pub(crate) metadata: Vec<MetadataOp>,
-    pub(crate) usage: Usage,
-    /// Headers of this side's own message to snapshot before rendering.
-    pub(crate) own_needs: HeaderNeeds,
-    /// Bit i: the i-th `set` (of the first 64) may be sent as an add: it names a header no
-    /// earlier `set` names (so when the header was absent before the side ran, it still is when
-    /// that op's turn comes), shorter than 64 bytes (the length mask's range).
-    pub(crate) addable_sets: u64,
-    /// Bit i: the i-th `set` names a header the body step writes.
-    pub(crate) body_header_sets: u64,
-    /// Bit n: an addable `set` names a header n bytes long, so a map's other names are passed
-    /// over without comparing.
-    pub(crate) set_name_lengths: u64,
-    /// [`Side::has_work`] and [`Side::needs_body`], worked out at load (asked at every hook).
-    work: bool,
-    body_needed: bool,
-    /// [`Side::compute_prerenders`], worked out at load.
-    pub(crate) prerenders: bool,
-}
-
-impl Side {
-    /// False when there is nothing to do: the side passes through untouched, unbuffered.
-    /// `parseAs: AsJson` alone is work: a body that is not JSON is answered with a 400.
-    pub fn has_work(&self) -> bool {
-        self.work
-    }
-
-    fn compute_has_work(&self) -> bool {
-        !self.set.is_empty()
-            || !self.add.is_empty()
-            || !self.remove.is_empty()
-            || !self.metadata.is_empty()
-            || self.body.is_some()
-            || self.parse_as == ParseAs::AsJson
-    }
-
-    /// Whether the glue should buffer this side's body (unless the stream is an upgrade or
-    /// CONNECT). False with nothing to do or `parseAs: None`; otherwise true when something
-    /// reads or replaces the body: a body template, `AsJson`, or `body()`/`context()`.
-    pub fn needs_body(&self) -> bool {
-        self.body_needed
-    }
-
-    fn compute_needs_body(&self) -> bool {
-        self.work
-            && self.parse_as != ParseAs::None
-            && (self.body.is_some() || self.parse_as == ParseAs::AsJson || self.usage.body)
-    }
-
-    pub fn parse_as(&self) -> ParseAs {
-        self.parse_as
-    }
-
-    /// Whether a successful application always leaves header `name` (any case) with exactly
-    /// `value`: its last `set` of that name is that literal, and no `add` or `remove` names it.
-    /// The glue then skips setting the same header again.
-    pub fn always_sets(&self, name: &str, value: &str) -> bool {
-        let names = |n: &str| n.eq_ignore_ascii_case(name);
-        self.set
-            .iter()
-            .rev()
-            .find(|op| names(&op.name))
-            .is_some_and(|op| matches!(&op.value, Compiled::Literal(v) if **v == *value))
-            && !self.add.iter().any(|op| names(&op.name))
-            && !self.remove.iter().any(|n| names(n))
-    }
 }
 
 /// A compiled transformation: immutable, shared by all streams (it is `Send + Sync`).
@@ -843,7 +611,7 @@ fn compile_side(
         && !body.value.is_empty()
     {
         let field = format!("{side_name}.body.value");
-        let compiled = crate::value_cache::compile(compiler, &body.value, &field, &mut usage)?;
+        let compiled = compile_value(compiler, &body.value, &field, &mut usage)?;
         side.body = Some((compiled, field));
     }
     for (list, kind, out) in [
@@ -862,7 +630,7 @@ fn compile_side(
                 continue;
             };
             let field = field_path(side_name, kind, i, "value");
-            let value = crate::value_cache::compile(compiler, &nv.value, &field, &mut usage)?;
+            let value = compile_value(compiler, &nv.value, &field, &mut usage)?;
             if value
                 .literal()
                 .is_some_and(|v| is_invalid_header_value(v.as_bytes()))
@@ -918,8 +686,7 @@ fn compile_side(
             continue;
         }
         let field = field_path(side_name, "dynamicMetadata", i, "value.stringValue");
-        let value =
-            crate::value_cache::compile(compiler, &md.value.string_value, &field, &mut usage)?;
+        let value = compile_value(compiler, &md.value.string_value, &field, &mut usage)?;
         // The last entry for a namespace and key replaces the earlier ones, which never run:
         // it alone decides, even when it renders empty or fails (as kgateway, which keeps its
         // entries by namespace and key).
@@ -956,95 +723,10 @@ fn compile_side(
     Ok(side)
 }
 
-/// The path that names a value in errors and warnings (and its template), e.g.
-/// `request.set[0].value`. The paths of the first entries of each list are shared by every
-/// config in the process, rather than kept once per route.
-pub(crate) type FieldPath = std::sync::Arc<str>;
-
-/// Lists of up to this many entries have their paths shared (a bounded table: 2 sides × 3
-/// lists × this many).
-const SHARED_FIELD_PATHS: usize = 64;
-
-/// [`field_path_text`], shared for the first [`SHARED_FIELD_PATHS`] entries of a list.
-fn field_path(side: &str, list: &str, index: usize, leaf: &str) -> FieldPath {
-    use std::collections::HashSet;
-    use std::sync::Mutex;
-    static SHARED: Mutex<Option<HashSet<FieldPath>>> = Mutex::new(None);
-    let text = field_path_text(side, list, index, leaf);
-    if index >= SHARED_FIELD_PATHS {
-        return text.into();
-    }
-    let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
-    let shared = shared.get_or_insert_with(HashSet::new);
-    if let Some(path) = shared.get(text.as_str()) {
-        return path.clone();
-    }
-    let path: FieldPath = text.into();
-    shared.insert(path.clone());
-    path
-}
-
-/// `side.list[index].leaf`, built by hand: `format!` cost a tenth of compiling a lowered value,
-/// on every value of every route.
-fn field_path_text(side: &str, list: &str, index: usize, leaf: &str) -> String {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut rest = index;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    let digits = std::str::from_utf8(&digits[at..]).expect("ASCII digits");
-    let mut path = String::with_capacity(side.len() + list.len() + digits.len() + leaf.len() + 4);
-    for part in [side, ".", list, "[", digits, "].", leaf] {
-        path.push_str(part);
-    }
-    path
-}
-
 /// The name lowercased when it is an RFC 9110 token, optionally after one `:` (pseudo-headers
 /// such as `:status` and `:path` are allowed).
 fn header_name(name: &str) -> Option<String> {
     let rest = name.strip_prefix(':').unwrap_or(name);
     let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
     (!rest.is_empty() && rest.bytes().all(token)).then(|| name.to_ascii_lowercase())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::field_path;
-    use std::sync::Arc;
-
-    #[test]
-    fn field_paths_name_the_list_index_and_leaf() {
-        assert_eq!(
-            &*field_path("request", "set", 0, "value"),
-            "request.set[0].value"
-        );
-        assert_eq!(
-            &*field_path("response", "dynamicMetadata", 1207, "value.stringValue"),
-            "response.dynamicMetadata[1207].value.stringValue"
-        );
-        assert_eq!(
-            *field_path("request", "add", usize::MAX, "value"),
-            format!("request.add[{}].value", usize::MAX)
-        );
-    }
-
-    #[test]
-    fn the_paths_of_first_entries_are_shared_and_later_ones_are_not() {
-        let shared = |i| {
-            Arc::ptr_eq(
-                &field_path("response", "add", i, "value"),
-                &field_path("response", "add", i, "value"),
-            )
-        };
-        assert!(shared(0));
-        assert!(shared(63));
-        assert!(!shared(64));
-    }
 }

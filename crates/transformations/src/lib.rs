@@ -137,31 +137,60 @@
 //!
 //! # `my-smart-header`
 //! See [`smart_header`] for its configuration format.
+//!
+//! # Layout
+//! Every file of the crate, from the bottom up. A file imports only files listed above it, never
+//! one below (unit tests aside, which may use any layer to build their cases).
+//!
+//! Foundations, each standing alone unless it says otherwise:
+//! - `error.rs`: config errors with their field path, the request-time errors, warnings.
+//! - `release.rs`: which kgateway release's template semantics a config follows.
+//! - `config.rs`: the transformation JSON as received, checked (error).
+//! - `message.rs`: the traits the glue implements ([`HeaderMap`], [`Message`], [`StreamInfo`])
+//!   and where `metadata()` reads ([`MetadataSource`]).
+//! - `memory.rs`: those traits over plain memory, for tests, the CLI and benchmarks (message).
+//! - `marker.rs`: the header proving a response went through the filter.
+//! - `intern.rs`: compiled configs shared by their bytes.
+//! - `operators.rs`: Envoy command operators (`%REQ(x)%`, ...), parsed and evaluated.
+//! - `functions.rs`: kgateway's template functions that need no request.
+//! - `pattern.rs`, `query.rs`, `json_edit.rs`: what `regex_extract`, the query functions and
+//!   `json_set`/`json_delete` do, without the template engine.
+//!
+//! The template layer, [`template`] (`template/`; it lists its own files in their order):
+//! compiling a value once and rendering it, on MiniJinja. It uses the foundations only.
+//!
+//! The transformation, over the template layer:
+//! - `side.rs`: one compiled side ([`Side`]): its values and what they read.
+//! - `prerender.rs`: response values rendered at the request (side).
+//! - `apply.rs`: compiling a config into a [`Transformation`] and applying a side to a message
+//!   (side, prerender).
+//! - `plan.rs`: read-only views of what a transformation will do, for the glue (apply).
+//! - `smart_header.rs`: the `my-smart-header` config, as a transformation (apply).
+//! - `lib.rs`: this page and the re-exports; `tests/`: behaviour tests by area.
 
 #![forbid(unsafe_code)]
 
 pub mod apply;
 pub mod config;
 pub mod error;
-pub mod extensions;
 pub mod functions;
 pub mod intern;
 pub mod json_edit;
 pub mod marker;
 pub mod memory;
-mod names;
+pub mod message;
 pub mod operators;
 pub mod pattern;
 pub mod plan;
 pub mod prerender;
 pub mod query;
 pub mod release;
+pub mod side;
 pub mod smart_header;
 pub mod template;
-mod value_cache;
 
-#[cfg(test)]
-mod budget_tests;
+pub use template::extensions;
+
 #[cfg(test)]
 mod tests;
 

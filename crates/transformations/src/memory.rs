@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::SystemTime;
 
-use crate::apply::{HeaderMap, Message, MetadataSource, StreamInfo};
+use crate::message::{HeaderMap, Message, MetadataSource, StreamInfo};
 
 /// Headers (in order, duplicates allowed) and a body.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

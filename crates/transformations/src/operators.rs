@@ -92,6 +92,14 @@ pub fn parse(text: &str) -> Result<Vec<Segment>, String> {
     Ok(segments)
 }
 
+/// Whether [`parse`] could find anything but literal text in `text`: an operator starts with
+/// `%` and an uppercase letter, and `%%` is an escaped `%`. Without either, `parse` gives back
+/// `text` unchanged.
+pub fn may_contain(text: &str) -> bool {
+    memchr::memchr_iter(b'%', text.as_bytes())
+        .any(|i| matches!(text.as_bytes().get(i + 1), Some(b'%' | b'A'..=b'Z')))
+}
+
 /// Tries to read an operator starting at the `%` at `p`. `Ok(None)`: not an operator, the
 /// `%` is literal. Returns the operator and the index just past its closing `%`.
 fn parse_operator(text: &str, p: usize) -> Result<Option<(Operator, usize)>, String> {
@@ -392,5 +400,25 @@ mod tests {
         assert_eq!(format_start_time(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
         assert_eq!(format_start_time(leap), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn text_without_an_operator_start_parses_to_itself() {
+        for text in [
+            "plain",
+            "100% sure",
+            "a%b",
+            "{% if x %}",
+            "%}",
+            "%1%",
+            "%a(b)%",
+            "%",
+        ] {
+            assert!(!may_contain(text), "{text:?}");
+            assert_eq!(parse(text).unwrap(), [Segment::Literal(text.to_owned())]);
+        }
+        for text in ["%%", "%REQ(a)%", "a%PROTOCOL%", "%UNKNOWN%"] {
+            assert!(may_contain(text), "{text:?}");
+        }
     }
 }

@@ -9,9 +9,10 @@
 
 use smallvec::SmallVec;
 
-use crate::apply::{HeaderMap, Side};
+use crate::message::HeaderMap;
 use crate::operators::{Operator, OperatorKind, Segment};
 use crate::release::KgatewayRelease;
+use crate::side::Side;
 use crate::template::{Compiled, HeaderSnapshot, RenderError, too_large};
 
 /// Bytes of rendered text kept inside the stream's filter before it needs an allocation of its

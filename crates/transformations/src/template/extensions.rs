@@ -1,7 +1,8 @@
 //! The functions this module adds beyond kgateway's (`regex_extract`, `query_param`,
 //! `set_query_param`, `remove_query_param`, `json_set`, `json_delete`, `metadata`): their
 //! registration in the template environment and what the compiler learns from their calls at
-//! load time (literal regex patterns, which metadata to read, that `:path` is read).
+//! load time (literal regex patterns, which metadata to read, that `:path` is read), read from
+//! the parse tree's call nodes.
 //!
 //! kgateway v2.3's own module does not know these names: a policy that uses them is answered
 //! with a 400 there (an unknown function is an undeclared variable).
@@ -12,12 +13,16 @@ use std::collections::HashMap;
 use minijinja::value::{Kwargs, Value};
 use minijinja::{Environment, ErrorKind as JinjaErrorKind, State};
 
-use crate::apply::MetadataSource;
-use crate::error::{Error, ErrorKind};
+use minijinja::machinery::ast;
+
 use crate::json_edit;
+pub use crate::message::MetadataKey;
+use crate::message::MetadataSource;
 use crate::pattern::{self, Group, Pattern};
 use crate::query;
-use crate::template::{Tok, Usage, data};
+
+use super::context::{config_state, data};
+use super::limits::RENDER_TIME_ENV;
 
 /// The names added here (all registered globals, so never "undeclared").
 pub const NAMES: [&str; 7] = [
@@ -29,14 +34,6 @@ pub const NAMES: [&str; 7] = [
     "json_delete",
     "metadata",
 ];
-
-/// One metadata value a template reads: decided at load time from the call's literals.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct MetadataKey {
-    pub source: MetadataSource,
-    pub namespace: String,
-    pub key: String,
-}
 
 /// What the compiler collects from these calls across a config.
 #[derive(Debug, Default)]
@@ -87,7 +84,7 @@ pub(crate) fn register(env: &mut Environment<'static>) {
                 }
             };
             let value = text(&value);
-            let Some(config) = crate::template::config_state(state) else {
+            let Some(config) = config_state(state) else {
                 return Ok(String::new());
             };
             minijinja::budget::charge(value.len())?;
@@ -101,10 +98,7 @@ pub(crate) fn register(env: &mut Environment<'static>) {
                     format!(
                         "regex_extract: extracting a group from a {}-byte match would take {} \
                          units of work, over the {} allowed per call ({})",
-                        over.match_len,
-                        over.units,
-                        over.limit,
-                        crate::template::RENDER_TIME_ENV
+                        over.match_len, over.units, over.limit, RENDER_TIME_ENV
                     ),
                 )),
             }
@@ -195,155 +189,100 @@ pub(crate) fn register(env: &mut Environment<'static>) {
     );
 }
 
-/// The arguments of the call whose `(` is at `open`: token slices split at top-level commas.
-fn call_args<'t, 'a>(tokens: &'t [Tok<'a>], open: usize) -> Vec<&'t [Tok<'a>]> {
-    let mut args = Vec::new();
-    let mut depth = 0usize;
-    let mut start = open + 1;
-    for (i, tok) in tokens.iter().enumerate().skip(open) {
-        match tok {
-            Tok::Punct('(' | '[' | '{') => depth += 1,
-            Tok::Punct(')' | ']' | '}') => {
-                depth = depth.saturating_sub(1);
-                if depth == 0 {
-                    if i > start {
-                        args.push(&tokens[start..i]);
-                    }
-                    return args;
-                }
-            }
-            Tok::Punct(',') if depth == 1 => {
-                args.push(&tokens[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    args
+/// What one call of these functions tells the compiler at load time, in the template's order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CallFact {
+    /// `regex_extract` with its pattern written as a string literal: compiled when the config
+    /// loads (an invalid one rejects it).
+    LiteralPattern(String),
+    /// `metadata(...)`: the one value it reads (boxed: the list lives with the template).
+    Metadata(Box<MetadataKey>),
+    /// A call the config must not load with; the message says why.
+    Invalid(String),
 }
 
-/// `name=...` as (name, value tokens).
-fn kwarg<'t, 'a>(arg: &'t [Tok<'a>]) -> Option<(&'a str, &'t [Tok<'a>])> {
-    match arg {
-        [Tok::Ident(name), Tok::Punct('='), rest @ ..]
-            if rest.first() != Some(&Tok::Punct('=')) =>
-        {
-            Some((name, rest))
+/// The request header a call of `function` reads (`query_param` reads `:path`).
+pub(crate) fn request_header_read(function: &str) -> Option<&'static str> {
+    (function == "query_param").then_some(":path")
+}
+
+/// Learns from one call of `function` (one of [`NAMES`]) with `args`: the literal pattern of a
+/// `regex_extract`, the value a `metadata` reads (its arguments must be string literals).
+pub(crate) fn analyse_call(function: &str, args: &[ast::CallArg<'_>], facts: &mut Vec<CallFact>) {
+    match function {
+        "regex_extract" => {
+            if let Some(ast::CallArg::Pos(pattern)) = args.get(1)
+                && let Some(pattern) = literal(pattern)
+            {
+                facts.push(CallFact::LiteralPattern(pattern.to_owned()));
+            }
         }
+        "metadata" => facts.push(match metadata_key(args) {
+            Ok(key) => CallFact::Metadata(Box::new(key)),
+            Err(message) => CallFact::Invalid(message),
+        }),
+        _ => {}
+    }
+}
+
+/// A string literal argument (the parser has already joined adjacent literals and decoded
+/// escapes); `None` for any other expression.
+fn literal<'a>(arg: &'a ast::Expr<'_>) -> Option<&'a str> {
+    match arg {
+        ast::Expr::Const(c) => c.value.as_str(),
         _ => None,
     }
 }
 
-/// A string literal argument, unescaped; `None` when the argument is anything else, or uses
-/// an escape this reader does not decode (`\u`, `\x`, octal).
-fn literal(arg: &[Tok<'_>]) -> Option<String> {
-    match arg {
-        [Tok::Str(Some(s))] => Some((*s).to_owned()),
-        [Tok::EscStr(raw)] => unescape(raw),
-        _ => None,
-    }
-}
-
-fn unescape(raw: &str) -> Option<String> {
-    let mut out = String::with_capacity(raw.len());
-    let mut chars = raw.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        out.push(match chars.next()? {
-            c @ ('"' | '\\' | '/' | '\'') => c,
-            'b' => '\x08',
-            'f' => '\x0C',
-            'n' => '\n',
-            'r' => '\r',
-            't' => '\t',
-            _ => return None,
-        });
-    }
-    Some(out)
-}
-
-/// Learns from the calls in one value's tokens: compiles literal `regex_extract` patterns
-/// (an invalid one is a config error at `field`), records the metadata the value reads (its
-/// arguments must be string literals) and that `query_param` reads `:path`.
-pub(crate) fn analyse(
-    tokens: &[Tok<'_>],
-    calls: &[usize],
-    field: &str,
-    usage: &mut Usage,
-    collected: &mut Collected,
-) -> Result<(), Error> {
-    let err = |msg: String| Error::new(ErrorKind::Template, msg).at(field);
-    for &i in calls {
-        let Tok::Ident(name) = tokens[i] else {
-            continue;
-        };
-        match name {
-            "query_param" => usage.request_header_fn.add(":path"),
-            "regex_extract" => {
-                let args = call_args(tokens, i + 1);
-                if let Some(pattern) = args.get(1).and_then(|a| literal(a))
-                    && let std::collections::hash_map::Entry::Vacant(slot) =
-                        collected.literal_patterns.entry(pattern)
-                {
-                    let re = pattern::compile(slot.key()).map_err(|e| {
-                        err(format!(
-                            "regex_extract: invalid pattern {:?}: {}",
-                            slot.key(),
-                            pattern::describe(&e)
-                        ))
-                    })?;
-                    slot.insert(re);
-                }
+/// The value `metadata(namespace, key[, source])` reads, or why the call cannot load.
+fn metadata_key(args: &[ast::CallArg<'_>]) -> Result<MetadataKey, String> {
+    let usage_hint = || {
+        "metadata(namespace, key[, source]) takes string literals \
+         (the values to read are decided when the config loads)"
+            .to_owned()
+    };
+    let mut positional = Vec::new();
+    let mut source = None;
+    for arg in args {
+        match arg {
+            ast::CallArg::Kwarg("source", v) => source = Some(literal(v).ok_or_else(usage_hint)?),
+            ast::CallArg::Kwarg(other, _) => {
+                return Err(format!("metadata: unknown argument {other:?}"));
             }
-            "metadata" => {
-                let args = call_args(tokens, i + 1);
-                let usage_hint = "metadata(namespace, key[, source]) takes string literals \
-                                  (the values to read are decided when the config loads)";
-                let mut positional = Vec::new();
-                let mut source = None;
-                for arg in &args {
-                    match kwarg(arg) {
-                        Some(("source", v)) => {
-                            source = Some(literal(v).ok_or_else(|| err(usage_hint.into()))?)
-                        }
-                        Some((other, _)) => {
-                            return Err(err(format!("metadata: unknown argument {other:?}")));
-                        }
-                        None => {
-                            positional.push(literal(arg).ok_or_else(|| err(usage_hint.into()))?)
-                        }
-                    }
-                }
-                let (namespace, key, source) = match (positional.as_slice(), source) {
-                    ([ns, key], s) => (ns, key, s.unwrap_or_else(|| "dynamic".into())),
-                    ([ns, key, s], None) => (ns, key, s.clone()),
-                    _ => return Err(err(usage_hint.into())),
-                };
-                let source = MetadataSource::from_name(&source).ok_or_else(|| {
-                    err(format!(
-                        "metadata: unknown source {source:?} (dynamic, route, cluster, host)"
-                    ))
-                })?;
-                let mk = MetadataKey {
-                    source,
-                    namespace: namespace.clone(),
-                    key: key.clone(),
-                };
-                let index = match collected.metadata.iter().position(|m| *m == mk) {
-                    Some(index) => index,
-                    None => {
-                        collected.metadata.push(mk);
-                        collected.metadata.len() - 1
-                    }
-                };
-                usage.metadata.insert(index);
-            }
-            _ => {}
+            ast::CallArg::Pos(v) => positional.push(literal(v).ok_or_else(usage_hint)?),
+            ast::CallArg::PosSplat(_) | ast::CallArg::KwargSplat(_) => return Err(usage_hint()),
         }
     }
+    let (namespace, key, source) = match (positional.as_slice(), source) {
+        ([ns, key], s) => (*ns, *key, s.unwrap_or("dynamic")),
+        ([ns, key, s], None) => (*ns, *key, *s),
+        _ => return Err(usage_hint()),
+    };
+    let source = MetadataSource::from_name(source).ok_or_else(|| {
+        format!("metadata: unknown source {source:?} (dynamic, route, cluster, host)")
+    })?;
+    Ok(MetadataKey {
+        source,
+        namespace: namespace.to_owned(),
+        key: key.to_owned(),
+    })
+}
+
+/// Compiles a literal `regex_extract` pattern into the config's table, once per pattern.
+pub(crate) fn compile_literal_pattern(
+    pattern: &str,
+    patterns: &mut HashMap<String, Pattern>,
+) -> Result<(), String> {
+    if patterns.contains_key(pattern) {
+        return Ok(());
+    }
+    let re = pattern::compile(pattern).map_err(|e| {
+        format!(
+            "regex_extract: invalid pattern {pattern:?}: {}",
+            pattern::describe(&e)
+        )
+    })?;
+    patterns.insert(pattern.to_owned(), re);
     Ok(())
 }
 
@@ -351,27 +290,43 @@ pub(crate) fn analyse(
 mod tests {
     use super::*;
 
-    fn toks(src: &str) -> Vec<Tok<'_>> {
-        let mut out = Vec::new();
-        crate::template::tokenize(src, &mut out);
-        out
+    fn facts(source: &str) -> Vec<CallFact> {
+        super::super::analysis::of_source(source)
+            .expect("parses")
+            .extension_calls
     }
 
     #[test]
     fn splits_call_arguments_at_top_level_commas() {
-        let t = toks(r#"f(a(1, 2), "x,y", [3, 4], k=5)"#);
-        let args = call_args(&t, 1);
-        assert_eq!(args.len(), 4);
-        assert_eq!(literal(args[1]).as_deref(), Some("x,y"));
-        assert_eq!(kwarg(args[3]).map(|(k, _)| k), Some("k"));
-        assert!(kwarg(&toks("a == b")).is_none());
-        assert!(call_args(&toks("f()"), 1).is_empty());
+        assert_eq!(
+            facts(r#"{{ regex_extract(a(1, 2), "x,y", [3, 4], group=5) }}"#),
+            [CallFact::LiteralPattern("x,y".to_owned())]
+        );
+        assert_eq!(facts("{{ regex_extract() }}{{ regex_extract(v) }}"), []);
+        assert_eq!(
+            facts(r#"{{ metadata("ns", "k", source="route") }}"#),
+            [CallFact::Metadata(Box::new(MetadataKey {
+                source: MetadataSource::Route,
+                namespace: "ns".to_owned(),
+                key: "k".to_owned(),
+            }))]
+        );
     }
 
     #[test]
     fn unescapes_what_jinja_unescapes_or_gives_up() {
-        assert_eq!(literal(&toks(r#""a\\d\"\n""#)).as_deref(), Some("a\\d\"\n"));
-        assert_eq!(literal(&toks(r#""\u0041""#)), None);
-        assert_eq!(literal(&toks(r#""a" ~ "b""#)), None);
+        assert_eq!(
+            facts(r#"{{ regex_extract(v, "a\\d\"\n") }}"#),
+            [CallFact::LiteralPattern("a\\d\"\n".to_owned())]
+        );
+        assert_eq!(
+            facts(r#"{{ regex_extract(v, "\u0041") }}"#),
+            [CallFact::LiteralPattern("A".to_owned())]
+        );
+        assert_eq!(facts(r#"{{ regex_extract(v, "a" ~ "b") }}"#), []);
+        assert!(matches!(
+            &facts(r#"{{ metadata("a" ~ "b", "k") }}"#)[..],
+            [CallFact::Invalid(_)]
+        ));
     }
 }

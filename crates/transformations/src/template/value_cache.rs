@@ -12,12 +12,14 @@ use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use crate::error::Error;
-use crate::template::{Compiled, Compiler, OwnedTemplate, Usage};
+
+use super::compiled::Compiled;
+use super::compiler::{Compiler, CompilerMode};
+use super::owned_template::OwnedTemplate;
+use super::usage::Usage;
 
 /// Entries kept before the cache forgets them all.
 const CAPACITY: usize = 1024;
-
-use crate::template::CompilerMode;
 
 /// A compiled value, without holding a template alive.
 enum Held {

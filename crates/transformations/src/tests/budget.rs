@@ -1,5 +1,6 @@
-//! The render budget: bytes produced or copied and time, per request side and at compile time
-//! (issue 22). Each case would allocate gigabytes or run for seconds without it.
+//! Behaviour tests: the render budget in bytes produced or copied and in time, per request side
+//! and at compile time (issue 22). Each case would allocate gigabytes or run for seconds without
+//! it.
 
 use std::time::{Duration, Instant};
 
