@@ -74,7 +74,7 @@ pub(crate) fn compile_options() -> Result<Options, String> {
 pub(crate) fn marker() -> Result<Option<Marker>, String> {
     match OPTIONS.get() {
         Some(options) => Ok(options.marker.clone()),
-        None => marker::from_env(),
+        None => marker::of_process(),
     }
 }
 

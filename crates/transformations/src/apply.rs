@@ -11,10 +11,10 @@ use crate::error::{ApplyError, Error, ErrorKind, Warning, WarningKind};
 use crate::operators::format_start_time;
 use crate::prerender::{Prerendered, RequestCapture};
 use crate::release::KgatewayRelease;
-use crate::side::{HeaderOp, MetadataOp};
+use crate::side::{HeaderOp, MetadataOp, field_path};
 use crate::template::{
     Compiled, Compiler, Engine, HeaderNeeds, HeaderSnapshot, Options, RenderData, RenderError,
-    Usage, parse_json_body,
+    Usage, compile_value, parse_json_body,
 };
 
 pub use crate::message::{HeaderMap, Message, MetadataSource, StreamInfo};
@@ -495,7 +495,7 @@ fn add_header<M: HeaderMap + ?Sized>(
 fn invalid_value_warning(op: &HeaderOp) -> Warning {
     Warning {
         kind: WarningKind::InvalidHeaderValue,
-        field: op.field.clone(),
+        field: op.field.to_string(),
         message: invalid_value_message(),
     }
 }
@@ -508,7 +508,7 @@ pub(crate) fn is_valid_status(v: &[u8]) -> bool {
 fn invalid_status_warning(op: &HeaderOp) -> Warning {
     Warning {
         kind: WarningKind::InvalidHeaderValue,
-        field: op.field.clone(),
+        field: op.field.to_string(),
         message: "rendered :status is not three digits from 100 to 599; status left as it was"
             .to_owned(),
     }
@@ -517,7 +517,7 @@ fn invalid_status_warning(op: &HeaderOp) -> Warning {
 fn render_warning(op: &HeaderOp, e: RenderError) -> Warning {
     Warning {
         kind: e.kind,
-        field: op.field.clone(),
+        field: op.field.to_string(),
         message: e.message,
     }
 }
@@ -611,7 +611,7 @@ fn compile_side(
         && !body.value.is_empty()
     {
         let field = format!("{side_name}.body.value");
-        let compiled = compiler.compile(&body.value, &field, &mut usage)?;
+        let compiled = compile_value(compiler, &body.value, &field, &mut usage)?;
         side.body = Some((compiled, field));
     }
     for (list, kind, out) in [
@@ -629,8 +629,8 @@ fn compile_side(
                 ));
                 continue;
             };
-            let field = format!("{side_name}.{kind}[{i}].value");
-            let value = compiler.compile(&nv.value, &field, &mut usage)?;
+            let field = field_path(side_name, kind, i, "value");
+            let value = compile_value(compiler, &nv.value, &field, &mut usage)?;
             if value
                 .literal()
                 .is_some_and(|v| is_invalid_header_value(v.as_bytes()))
@@ -639,7 +639,7 @@ fn compile_side(
                     ErrorKind::InvalidValue,
                     "header value contains CR, LF or NUL",
                 )
-                .at(field));
+                .at(&*field));
             }
             let checked_literal =
                 matches!(&value, Compiled::Literal(v) if !is_invalid_header_value(v.as_bytes()));
@@ -685,8 +685,8 @@ fn compile_side(
             ));
             continue;
         }
-        let field = format!("{side_name}.dynamicMetadata[{i}].value.stringValue");
-        let value = compiler.compile(&md.value.string_value, &field, &mut usage)?;
+        let field = field_path(side_name, "dynamicMetadata", i, "value.stringValue");
+        let value = compile_value(compiler, &md.value.string_value, &field, &mut usage)?;
         // The last entry for a namespace and key replaces the earlier ones, which never run:
         // it alone decides, even when it renders empty or fails (as kgateway, which keeps its
         // entries by namespace and key).

@@ -4,9 +4,16 @@
 //! on thousands of routes, so the same bytes arrive thousands of times. An [`Interner`] maps
 //! the bytes to the one live compiled value: the first config compiles, every later one with
 //! the same bytes shares it. The table holds no strong reference: the value (and its table
-//! entry, key bytes included) is freed as soon as the last holder drops it, whichever thread
-//! that is (Envoy creates and destroys configs on its main thread, while a worker may still
-//! hold one for a request in flight and drop it last).
+//! entry) is freed as soon as the last holder drops it, whichever thread that is (Envoy creates
+//! and destroys configs on its main thread, while a worker may still hold one for a request in
+//! flight and drop it last).
+//!
+//! The table keys a value by a 128-bit digest of its bytes (SipHash-1-3 under a key drawn from
+//! the OS at first use), not by a copy of the bytes: a copy would cost each distinct policy its
+//! whole size again (hundreds of bytes a route). Two different configs share a digest with a
+//! chance of about n²/2¹²⁹ for n live configs (below 10⁻²⁸ for a million), and a policy author
+//! cannot aim at a collision without the process's key. Envoy itself takes a config whose
+//! 64-bit hash is unchanged for the same config.
 //!
 //! Only values that are a pure function of the bytes may be interned: a compiled
 //! [`Transformation`](crate::Transformation) is immutable and reads nothing but its own state and
@@ -14,10 +21,35 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::Hasher;
 use std::ops::Deref;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
-type Table<T> = HashMap<Arc<[u8]>, Weak<Entry<T>>, foldhash::quality::RandomState>;
+use siphasher::sip128::{Hasher128, SipHasher13};
+
+/// What the table knows of a value's bytes.
+type Digest = u128;
+
+type Table<T> = HashMap<Digest, Weak<Entry<T>>, foldhash::quality::RandomState>;
+
+/// The digest of `bytes` under this process's key.
+fn digest(bytes: &[u8]) -> Digest {
+    static KEY: OnceLock<[u8; 16]> = OnceLock::new();
+    let key = KEY.get_or_init(|| {
+        let mut key = [0; 16];
+        if getrandom::fill(&mut key).is_err() {
+            // The standard library's per-process hash keys, seeded its own way.
+            use std::hash::BuildHasher;
+            let state = std::hash::RandomState::new();
+            key[..8].copy_from_slice(&state.hash_one(1u8).to_le_bytes());
+            key[8..].copy_from_slice(&state.hash_one(2u8).to_le_bytes());
+        }
+        key
+    });
+    let mut hasher = SipHasher13::new_with_key(key);
+    hasher.write(bytes);
+    hasher.finish128().as_u128()
+}
 
 /// A table of live values keyed by the bytes they were made from. Meant to be a `static`
 /// (its entries point back to it to remove themselves).
@@ -31,8 +63,9 @@ pub struct Interned<T: 'static>(Arc<Entry<T>>);
 
 struct Entry<T: 'static> {
     value: T,
-    /// The bytes it was made from and the table it is listed in (none for an unshared value).
-    listed: Option<(Arc<[u8]>, &'static Interner<T>)>,
+    /// The digest of the bytes it was made from and the table it is listed in (none for an
+    /// unshared value).
+    listed: Option<(Digest, &'static Interner<T>)>,
 }
 
 impl<T: 'static> Interner<T> {
@@ -56,7 +89,8 @@ impl<T: 'static> Interner<T> {
         key: &[u8],
         make: impl FnOnce() -> Result<T, E>,
     ) -> Result<Interned<T>, E> {
-        if let Some(live) = self.get(key) {
+        let key = digest(key);
+        if let Some(live) = self.get_by_digest(key) {
             return Ok(live);
         }
         let value = make()?;
@@ -64,15 +98,14 @@ impl<T: 'static> Interner<T> {
         let table = guard.get_or_insert_with(HashMap::default);
         // Another thread may have listed the same bytes meanwhile: share theirs (ours is
         // dropped after the lock is released).
-        if let Some(live) = table.get(key).and_then(Weak::upgrade) {
+        if let Some(live) = table.get(&key).and_then(Weak::upgrade) {
             drop(guard);
             drop(value);
             return Ok(Interned(live));
         }
-        let key: Arc<[u8]> = Arc::from(key);
         let entry = Arc::new(Entry {
             value,
-            listed: Some((key.clone(), self)),
+            listed: Some((key, self)),
         });
         // Replaces a dead entry of the same bytes, if one is still waiting to remove itself:
         // it then finds it is no longer the one listed and leaves ours alone.
@@ -82,9 +115,13 @@ impl<T: 'static> Interner<T> {
 
     /// The live value made from `key`, if there is one.
     pub fn get(&self, key: &[u8]) -> Option<Interned<T>> {
+        self.get_by_digest(digest(key))
+    }
+
+    fn get_by_digest(&self, key: Digest) -> Option<Interned<T>> {
         self.lock()
             .as_ref()?
-            .get(key)
+            .get(&key)
             .and_then(Weak::upgrade)
             .map(Interned)
     }
@@ -98,14 +135,14 @@ impl<T: 'static> Interner<T> {
         self.len() == 0
     }
 
-    fn remove(&self, key: &[u8], entry: *const Entry<T>) {
+    fn remove(&self, key: Digest, entry: *const Entry<T>) {
         let mut guard = self.lock();
         let Some(table) = guard.as_mut() else { return };
         if table
-            .get(key)
+            .get(&key)
             .is_some_and(|w| std::ptr::eq(w.as_ptr(), entry))
         {
-            table.remove(key);
+            table.remove(&key);
             // After a route update replaced most routes, give the slots back.
             if table.capacity() > 64 && table.len() * 4 < table.capacity() {
                 table.shrink_to(table.len() * 2);
@@ -165,7 +202,7 @@ impl<T: 'static> Drop for Entry<T> {
         // The last holder is gone: unlist (only if the table still lists this very entry).
         // The value itself is dropped after this returns, outside the lock.
         if let Some((key, table)) = &self.listed {
-            table.remove(key, self as *const Entry<T>);
+            table.remove(*key, self as *const Entry<T>);
         }
     }
 }

@@ -12,7 +12,16 @@ pub struct Marker {
     pub value: String,
 }
 
-/// The marker the environment asks for; `Err` says why the setting is unusable.
+/// The marker this process's environment asks for, read once: Envoy's environment is fixed when
+/// it starts, and every route config asks (reading and parsing it again cost a route config as
+/// much as compiling one of its lowered values).
+pub fn of_process() -> Result<Option<Marker>, String> {
+    static SETTING: std::sync::OnceLock<Result<Option<Marker>, String>> =
+        std::sync::OnceLock::new();
+    SETTING.get_or_init(from_env).clone()
+}
+
+/// The marker the environment asks for now; `Err` says why the setting is unusable.
 pub fn from_env() -> Result<Option<Marker>, String> {
     parse(
         std::env::var(MARKER_ENV)

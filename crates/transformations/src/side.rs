@@ -8,7 +8,7 @@ use crate::template::{Compiled, HeaderNeeds, Usage};
 pub(crate) struct HeaderOp {
     pub(crate) name: String,
     pub(crate) value: Compiled,
-    pub(crate) field: String,
+    pub(crate) field: FieldPath,
     /// A literal value with no CR, LF or NUL: sent as it is, without the per-request check.
     pub(crate) checked_literal: bool,
 }
@@ -18,7 +18,7 @@ pub(crate) struct MetadataOp {
     pub(crate) namespace: String,
     pub(crate) key: String,
     pub(crate) value: Compiled,
-    pub(crate) field: String,
+    pub(crate) field: FieldPath,
 }
 
 /// One side (request or response), compiled.
@@ -94,5 +94,90 @@ impl Side {
             .is_some_and(|op| matches!(&op.value, Compiled::Literal(v) if **v == *value))
             && !self.add.iter().any(|op| names(&op.name))
             && !self.remove.iter().any(|n| names(n))
+    }
+}
+
+/// The path that names a value in errors and warnings (and its template), e.g.
+/// `request.set[0].value`. The paths of the first entries of each list are shared by every
+/// config in the process, rather than kept once per route.
+pub(crate) type FieldPath = std::sync::Arc<str>;
+
+/// Lists of up to this many entries have their paths shared (a bounded table: 2 sides × 3
+/// lists × this many).
+const SHARED_FIELD_PATHS: usize = 64;
+
+/// [`field_path_text`], shared for the first [`SHARED_FIELD_PATHS`] entries of a list.
+pub(crate) fn field_path(side: &str, list: &str, index: usize, leaf: &str) -> FieldPath {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static SHARED: Mutex<Option<HashSet<FieldPath>>> = Mutex::new(None);
+    let text = field_path_text(side, list, index, leaf);
+    if index >= SHARED_FIELD_PATHS {
+        return text.into();
+    }
+    let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+    let shared = shared.get_or_insert_with(HashSet::new);
+    if let Some(path) = shared.get(text.as_str()) {
+        return path.clone();
+    }
+    let path: FieldPath = text.into();
+    shared.insert(path.clone());
+    path
+}
+
+/// `side.list[index].leaf`, built by hand: `format!` cost a tenth of compiling a lowered value,
+/// on every value of every route.
+fn field_path_text(side: &str, list: &str, index: usize, leaf: &str) -> String {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = index;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    let digits = std::str::from_utf8(&digits[at..]).expect("ASCII digits");
+    let mut path = String::with_capacity(side.len() + list.len() + digits.len() + leaf.len() + 4);
+    for part in [side, ".", list, "[", digits, "].", leaf] {
+        path.push_str(part);
+    }
+    path
+}
+
+#[cfg(test)]
+mod field_path_tests {
+    use super::field_path;
+    use std::sync::Arc;
+
+    #[test]
+    fn field_paths_name_the_list_index_and_leaf() {
+        assert_eq!(
+            &*field_path("request", "set", 0, "value"),
+            "request.set[0].value"
+        );
+        assert_eq!(
+            &*field_path("response", "dynamicMetadata", 1207, "value.stringValue"),
+            "response.dynamicMetadata[1207].value.stringValue"
+        );
+        assert_eq!(
+            *field_path("request", "add", usize::MAX, "value"),
+            format!("request.add[{}].value", usize::MAX)
+        );
+    }
+
+    #[test]
+    fn the_paths_of_first_entries_are_shared_and_later_ones_are_not() {
+        let shared = |i| {
+            Arc::ptr_eq(
+                &field_path("response", "add", i, "value"),
+                &field_path("response", "add", i, "value"),
+            )
+        };
+        assert!(shared(0));
+        assert!(shared(63));
+        assert!(!shared(64));
     }
 }

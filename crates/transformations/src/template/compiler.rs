@@ -18,7 +18,7 @@ use crate::operators::{self, Operator, OperatorKind, Segment};
 use crate::pattern::Patterns;
 
 use super::compiled::{Compiled, strip_trailing_newline};
-use super::context::{ConfigState, OP_FN};
+use super::context::{ConfigState, OP_FN, shared_config_state};
 use super::engine::Engine;
 use super::environment::shared_environment;
 use super::extensions::{self, CallFact};
@@ -52,7 +52,6 @@ pub(crate) struct Compiler {
     env_lookup: EnvLookup,
     ops: Vec<Operator>,
     limits: Limits,
-    patterns: Arc<Patterns>,
     collected: extensions::Collected,
     /// `Some(response_phase)` where a value made only of text and `{{ header("x") }}` /
     /// `{{ request_header("x") }}` may be compiled to header operators instead of a template:
@@ -61,16 +60,34 @@ pub(crate) struct Compiler {
     pub lower_header_calls: Option<bool>,
 }
 
+/// What, besides a value's text and field, decides how the compiler compiles it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct CompilerMode {
+    /// The fuel picks the shared environment; the rest bounds constant folding.
+    limits: Limits,
+    lower_header_calls: Option<bool>,
+}
+
 impl Compiler {
+    pub(crate) fn mode(&self) -> CompilerMode {
+        CompilerMode {
+            limits: self.limits,
+            lower_header_calls: self.lower_header_calls,
+        }
+    }
+
+    /// How many command operators the config's templates call so far.
+    pub(crate) fn operator_count(&self) -> usize {
+        self.ops.len()
+    }
+
     pub fn new(options: &Options) -> Compiler {
-        let patterns = Arc::new(Patterns::default());
         let env = shared_environment(options.limits.fuel);
         Compiler {
             env,
             env_lookup: options.env.clone(),
             ops: Vec::new(),
             limits: options.limits,
-            patterns,
             collected: extensions::Collected::default(),
             lower_header_calls: None,
         }
@@ -217,13 +234,20 @@ impl Compiler {
     }
 
     pub fn finish(self) -> Engine {
-        self.patterns.set_literal(self.collected.literal_patterns);
-        Engine {
-            config: Arc::new(ConfigState {
+        let regex_work = crate::pattern::work_limit(self.limits.render_time);
+        let config = if self.collected.literal_patterns.is_empty() {
+            shared_config_state(self.env_lookup, regex_work)
+        } else {
+            let patterns = Patterns::default();
+            patterns.set_literal(self.collected.literal_patterns);
+            Arc::new(ConfigState {
                 env: self.env_lookup,
-                patterns: self.patterns,
-                regex_work: crate::pattern::work_limit(self.limits.render_time),
-            }),
+                patterns: Arc::new(patterns),
+                regex_work,
+            })
+        };
+        Engine {
+            config,
             ops: self.ops.into(),
             limits: self.limits,
             metadata: self.collected.metadata.into(),

@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use minijinja::State;
 use minijinja::value::{Object, Value};
@@ -40,6 +40,33 @@ impl fmt::Debug for ConfigState {
 }
 
 impl Object for ConfigState {}
+
+/// The state of a config without literal `regex_extract` patterns: one per `env()` lookup and
+/// regex work limit, shared by every such config (most configs; a distinct policy on each of
+/// 100,000 routes would otherwise keep 100,000 equal states). Computed patterns are then cached
+/// for them together, still bounded ([`crate::pattern::DYNAMIC_CACHE_SIZE`]).
+pub(crate) fn shared_config_state(env: EnvLookup, regex_work: u64) -> Arc<ConfigState> {
+    type Shared = Vec<(usize, u64, Weak<ConfigState>)>;
+    static SHARED: Mutex<Shared> = Mutex::new(Vec::new());
+    // The state holds its lookup, so a live entry's address is not reused by another lookup.
+    let env_id = Arc::as_ptr(&env) as *const () as usize;
+    let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(state) = shared
+        .iter()
+        .find(|(e, w, _)| *e == env_id && *w == regex_work)
+        .and_then(|(_, _, state)| state.upgrade())
+    {
+        return state;
+    }
+    shared.retain(|(_, _, state)| state.strong_count() > 0);
+    let state = Arc::new(ConfigState {
+        env,
+        patterns: Arc::default(),
+        regex_work,
+    });
+    shared.push((env_id, regex_work, Arc::downgrade(&state)));
+    state
+}
 
 pub(crate) fn config_state(state: &State) -> Option<Arc<ConfigState>> {
     state.lookup(CONFIG_KEY)?.downcast_object::<ConfigState>()

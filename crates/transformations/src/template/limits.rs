@@ -28,7 +28,7 @@ pub const RENDER_BYTES_ENV: &str = "RUSTFORMATION_RENDER_MAX_BYTES";
 pub const RENDER_TIME_ENV: &str = "RUSTFORMATION_RENDER_MAX_MS";
 
 /// The render budget. Exceeding any part of it is a render error for that value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Limits {
     pub fuel: u64,
     pub max_header_value_bytes: usize,
@@ -106,10 +106,19 @@ impl Default for Options {
     fn default() -> Options {
         Options {
             limits: Limits::from_env().unwrap_or_default(),
-            env: Arc::new(|name| std::env::var(name).ok()),
+            env: process_env(),
             release: KgatewayRelease::default(),
         }
     }
+}
+
+/// The lookup of the process environment: one for the process, so configs compiled with the
+/// default options can share their state (`context::shared_config_state`).
+fn process_env() -> EnvLookup {
+    static PROCESS_ENV: OnceLock<EnvLookup> = OnceLock::new();
+    PROCESS_ENV
+        .get_or_init(|| Arc::new(|name| std::env::var(name).ok()))
+        .clone()
 }
 
 impl fmt::Debug for Options {

@@ -15,6 +15,8 @@
 //! - `compiled.rs`: a compiled value: empty, literal, text and operators, or template.
 //! - `engine.rs`: rendering a compiled value within the budget.
 //! - `compiler.rs`: a value to its compiled form, and the config's engine.
+//! - `value_cache.rs`: values compiled once for every config holding them (a bounded cache by
+//!   mode, field and text).
 
 mod analysis;
 mod compiled;
@@ -29,6 +31,7 @@ mod owned_template;
 mod regions;
 mod snapshot;
 mod usage;
+mod value_cache;
 
 pub(crate) use compiled::Compiled;
 pub(crate) use compiler::Compiler;
@@ -42,3 +45,4 @@ pub use limits::{
 pub use snapshot::HeaderSnapshot;
 pub use usage::HeaderNeeds;
 pub(crate) use usage::Usage;
+pub(crate) use value_cache::compile as compile_value;

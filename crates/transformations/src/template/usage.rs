@@ -55,9 +55,12 @@ impl HeaderNeeds {
     pub(crate) fn merge(&mut self, other: &HeaderNeeds) {
         if other.all {
             self.set_all();
-        } else {
+        } else if !self.all {
+            // The other list is lowercased already: copy only the names this one lacks.
             for n in &other.names {
-                self.add(n);
+                if let Err(at) = self.names.binary_search(n) {
+                    self.names.insert(at, n.clone());
+                }
             }
         }
     }
@@ -104,6 +107,25 @@ impl Usage {
         ] {
             needs.shrink();
         }
+    }
+
+    /// Adds what `other` reads.
+    pub(crate) fn merge(&mut self, other: &Usage) {
+        self.header_fn.merge(&other.header_fn);
+        self.request_header_fn.merge(&other.request_header_fn);
+        self.req_op.merge(&other.req_op);
+        self.resp_op.merge(&other.resp_op);
+        self.body |= other.body;
+        self.whole_json |= other.whole_json;
+        for name in &other.json_names {
+            if !self.json_names.contains(name) {
+                self.json_names.insert(name.clone());
+            }
+        }
+        self.protocol |= other.protocol;
+        self.start_time |= other.start_time;
+        self.remote_address |= other.remote_address;
+        self.metadata.extend(other.metadata.iter().copied());
     }
 
     pub(crate) fn record_op(&mut self, op: &Operator) {

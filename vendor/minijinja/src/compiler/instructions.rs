@@ -276,14 +276,19 @@ pub(crate) static EMPTY_INSTRUCTIONS: Instructions<'static> = Instructions {
     source: "",
 };
 
+/// Room reserved for instructions, line and span entries before the first growth
+/// (rustformations patch: upstream reserves 128, which a typical header template does not reach,
+/// and each compile paid for allocating, then shrinking, three such buffers).
+const INITIAL_CAPACITY: usize = 16;
+
 impl<'source> Instructions<'source> {
     /// Creates a new instructions object.
     pub fn new(name: &'source str, source: &'source str) -> Instructions<'source> {
         Instructions {
-            instructions: Vec::with_capacity(128),
-            line_infos: Vec::with_capacity(128),
+            instructions: Vec::with_capacity(INITIAL_CAPACITY),
+            line_infos: Vec::with_capacity(INITIAL_CAPACITY),
             #[cfg(feature = "debug")]
-            span_infos: Vec::with_capacity(128),
+            span_infos: Vec::with_capacity(INITIAL_CAPACITY),
             name,
             source,
         }

@@ -1,0 +1,124 @@
+//! Values compiled once for every config that holds them.
+//!
+//! Routes with distinct policies still share most of their values: a policy copied to 100,000
+//! routes with the route's name inside one template has every other value in common. A value's
+//! compiled form and what it reads depend only on its text, its field path (its template's name)
+//! and the compiler's mode, so the compiler looks a value up here before compiling it. The
+//! cache is bounded (it forgets everything when full) and keeps no template alive: a compiled
+//! template is held weakly and compiled again once no config holds it.
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use crate::error::Error;
+
+use super::compiled::Compiled;
+use super::compiler::{Compiler, CompilerMode};
+use super::owned_template::OwnedTemplate;
+use super::usage::Usage;
+
+/// Entries kept before the cache forgets them all.
+const CAPACITY: usize = 1024;
+
+/// A compiled value, without holding a template alive.
+enum Held {
+    Complete(Compiled),
+    Template(Weak<OwnedTemplate>),
+}
+
+/// A value compiled in one mode, with everything its compile depended on.
+struct Entry {
+    mode: CompilerMode,
+    field: Box<str>,
+    value: Box<str>,
+    compiled: Held,
+    /// What the value reads, merged into its side's usage.
+    usage: Usage,
+}
+
+/// Entries by the hash of their mode, field and value; a lookup borrows its key.
+type Table = HashMap<u64, Vec<Entry>>;
+
+static CACHE: Mutex<Option<Table>> = Mutex::new(None);
+
+fn hash(mode: &CompilerMode, field: &str, value: &str) -> u64 {
+    static HASHER: OnceLock<foldhash::quality::RandomState> = OnceLock::new();
+    HASHER
+        .get_or_init(Default::default)
+        .hash_one((mode, field, value))
+}
+
+/// Whether the compile of `value` may leave state in the compiler beyond the value itself
+/// (regex patterns compiled at load, metadata keys): such values are compiled every time.
+fn touches_config_state(value: &str) -> bool {
+    value.contains("regex_extract") || value.contains("metadata")
+}
+
+/// [`Compiler::compile`], through the cache.
+pub(crate) fn compile(
+    compiler: &mut Compiler,
+    value: &str,
+    field: &str,
+    usage: &mut Usage,
+) -> Result<Compiled, Error> {
+    if touches_config_state(value) {
+        return compiler.compile(value, field, usage);
+    }
+    let mode = compiler.mode();
+    let hash = hash(&mode, field, value);
+    if let Some(compiled) = lookup(hash, &mode, field, value, usage) {
+        return Ok(compiled);
+    }
+    let operators_before = compiler.operator_count();
+    let mut used = Usage::default();
+    let compiled = compiler.compile(value, field, &mut used)?;
+    usage.merge(&used);
+    // A value with command operators inside a template refers to them by their index in this
+    // config's table: it belongs to this config alone.
+    if compiler.operator_count() == operators_before {
+        let held = match &compiled {
+            Compiled::Template { template } => Held::Template(Arc::downgrade(template)),
+            other => Held::Complete(other.clone()),
+        };
+        let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+        let table = cache.get_or_insert_with(Table::default);
+        if table.len() >= CAPACITY {
+            table.clear();
+        }
+        let bucket = table.entry(hash).or_default();
+        bucket.retain(|e| !(e.mode == mode && *e.field == *field && *e.value == *value));
+        bucket.push(Entry {
+            mode,
+            field: field.into(),
+            value: value.into(),
+            compiled: held,
+            usage: used,
+        });
+    }
+    Ok(compiled)
+}
+
+/// The cached value, its usage merged into `usage`.
+fn lookup(
+    hash: u64,
+    mode: &CompilerMode,
+    field: &str,
+    value: &str,
+    usage: &mut Usage,
+) -> Option<Compiled> {
+    let cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    let entry = cache
+        .as_ref()?
+        .get(&hash)?
+        .iter()
+        .find(|e| e.mode == *mode && *e.field == *field && *e.value == *value)?;
+    let compiled = match &entry.compiled {
+        Held::Complete(compiled) => compiled.clone(),
+        Held::Template(template) => Compiled::Template {
+            template: template.upgrade()?,
+        },
+    };
+    usage.merge(&entry.usage);
+    Some(compiled)
+}
