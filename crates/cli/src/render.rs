@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use std::sync::Arc;
 
-use rust_module::{LoadedConfig, load_config_with};
+use rustformations::{LoadedConfig, load_config_with};
 use serde_json::{Value, json};
 use transformations::exchange::{self, LocalReply, RequestOutcome};
 use transformations::marker::Marker;
@@ -59,9 +59,9 @@ pub fn load_policy_with_env(
         .filter(|f| {
             matches!(
                 f.filter_name.as_str(),
-                rust_module::RUSTFORMATION
-                    | rust_module::SIMPLE_MUTATIONS
-                    | rust_module::SMART_HEADER
+                rustformations::RUSTFORMATION
+                    | rustformations::SIMPLE_MUTATIONS
+                    | rustformations::SMART_HEADER
             )
         })
         .collect();
@@ -78,7 +78,7 @@ pub fn load_policy_with_env(
         };
         (
             source.name.clone(),
-            rust_module::RUSTFORMATION.to_owned(),
+            rustformations::RUSTFORMATION.to_owned(),
             bytes,
         )
     } else {
@@ -227,7 +227,7 @@ pub fn run(
 ) -> Rendered {
     let t = &policy.transformation;
     let marker = match policy.filter_name.as_str() {
-        rust_module::SMART_HEADER => None,
+        rustformations::SMART_HEADER => None,
         _ => stream.marker.as_ref(),
     };
     let mut info = MemoryStreamInfo {
