@@ -148,11 +148,7 @@ mod tests {
 
     #[test]
     fn the_tenant_is_the_part_of_the_key_before_the_first_dot() {
-        for (key, tenant) in [
-            ("acme.k3y.more", "acme"),
-            ("acme", "acme"),
-            (".secret", ""),
-        ] {
+        for (key, tenant) in [("acme.k3y.more", "acme"), ("acme", "acme"), (".secret", "")] {
             let mut f = filter("{}");
             let mut envoy =
                 FakeEnvoy::with_request_headers([("x-api-key", key), ("x-tenant", "forged")]);
@@ -185,7 +181,10 @@ mod tests {
         let mut f = filter(r#"{"header": "authorization-key"}"#);
         let mut envoy = FakeEnvoy::with_request_headers([("authorization-key", "globex.2")]);
         f.on_request_headers(&mut envoy, true);
-        assert_eq!(envoy.request_headers.get("x-tenant", 0), Some(&b"globex"[..]));
+        assert_eq!(
+            envoy.request_headers.get("x-tenant", 0),
+            Some(&b"globex"[..])
+        );
     }
 
     #[test]
@@ -194,8 +193,14 @@ mod tests {
             ("[1]", "expected a JSON object, found an array"),
             (r#""x""#, "expected a JSON object, found a string"),
             ("1", "expected a JSON object, found a number"),
-            (r#"{"header": 1}"#, "invalid type: integer `1`, expected a string"),
-            (r#"{"header": null}"#, "invalid type: null, expected a string"),
+            (
+                r#"{"header": 1}"#,
+                "invalid type: integer `1`, expected a string",
+            ),
+            (
+                r#"{"header": null}"#,
+                "invalid type: null, expected a string",
+            ),
             (r#"{"headers": "x"}"#, "unknown field `headers`"),
             ("", "EOF"),
         ] {
@@ -211,8 +216,13 @@ mod tests {
 
     #[test]
     fn the_module_serves_the_built_in_filters_and_this_one_under_its_own_name() {
-        assert!(!rustformations::BUILT_IN.public_names().contains(&FILTER_NAME));
-        let registry = rustformations::Registry::new(&[rustformations::BUILT_IN_FILTERS, &[FILTER]]);
+        assert!(
+            !rustformations::BUILT_IN
+                .public_names()
+                .contains(&FILTER_NAME)
+        );
+        let registry =
+            rustformations::Registry::new(&[rustformations::BUILT_IN_FILTERS, &[FILTER]]);
         let err = registry
             .find("no-such-filter")
             .err()
@@ -225,8 +235,7 @@ mod tests {
         assert!(registry.find("rustformation").is_ok());
         let err = registry
             .new_per_route_config(FILTER_NAME, b"{}")
-            .err()
-            .expect("no per-route config");
+            .expect_err("no per-route config");
         assert_eq!(err, "tenant-router has no per-route config");
     }
 }
