@@ -49,7 +49,7 @@ pub const BUILT_IN_FILTERS: &[Filter] = &[
 pub static BUILT_IN: Registry = Registry::new(&[BUILT_IN_FILTERS]);
 
 /// Exports Envoy's module hooks from the calling crate (a `cdylib`), serving every built-in
-/// filter plus the [`Filter`]s given, which are looked up after the built-in ones:
+/// filter plus the [`Filter`]s given; a name that is already taken fails the build:
 ///
 /// ```text
 /// mod tenant_router;
@@ -59,8 +59,12 @@ pub static BUILT_IN: Registry = Registry::new(&[BUILT_IN_FILTERS]);
 macro_rules! declare_module {
     ($($filter:expr),* $(,)?) => {
         const _: () = {
-            static REGISTRY: $crate::Registry =
-                $crate::Registry::new(&[$crate::BUILT_IN_FILTERS, &[$($filter),*]]);
+            const FILTERS: &[&[$crate::Filter]] = &[$crate::BUILT_IN_FILTERS, &[$($filter),*]];
+            ::std::assert!(
+                $crate::registry::names_are_unique(FILTERS),
+                "two filters of this module have the same name"
+            );
+            static REGISTRY: $crate::Registry = $crate::Registry::new(FILTERS);
 
             fn new_filter_config(
                 envoy: &mut dyn $crate::envoy_module::EnvoyFilterConfig,
@@ -218,10 +222,21 @@ mod tests {
 
     #[test]
     fn every_filter_has_its_own_name() {
+        use registry::names_are_unique;
         let mut names: Vec<&str> = BUILT_IN_FILTERS.iter().map(|f| f.name).collect();
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), BUILT_IN_FILTERS.len());
+        assert!(names_are_unique(&[BUILT_IN_FILTERS]));
+        let own = Filter::new("tenant-router", |_, _| Err("unused".into()));
+        assert!(names_are_unique(&[BUILT_IN_FILTERS, &[own]]));
+        assert!(!names_are_unique(&[BUILT_IN_FILTERS, &[own, own]]));
+        assert!(!names_are_unique(&[
+            BUILT_IN_FILTERS,
+            &[size_limit::FILTER]
+        ]));
+        assert!(!names_are_unique(&[&[own], &[], &[own]]));
+        assert!(names_are_unique(&[]));
     }
 
     #[test]

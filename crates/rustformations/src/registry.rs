@@ -111,7 +111,49 @@ fn test_filters_enabled() -> bool {
     std::env::var(TEST_FILTERS_ENV).is_ok_and(|v| v == "1")
 }
 
-/// The filters of a module: tables searched in order, the first filter of a name wins.
+/// Whether no two filters of `tables` have the same name; [`crate::declare_module!`] checks it
+/// while compiling, so a crate's filter cannot hide a built-in one (or the other way round).
+pub const fn names_are_unique(tables: &[&[Filter]]) -> bool {
+    let mut a = 0;
+    while a < tables.len() {
+        let mut i = 0;
+        while i < tables[a].len() {
+            // Every filter after (a, i): the rest of its table, then the later tables.
+            let mut b = a;
+            let mut j = i + 1;
+            while b < tables.len() {
+                while j < tables[b].len() {
+                    if same_str(tables[a][i].name, tables[b][j].name) {
+                        return false;
+                    }
+                    j += 1;
+                }
+                b += 1;
+                j = 0;
+            }
+            i += 1;
+        }
+        a += 1;
+    }
+    true
+}
+
+const fn same_str(x: &str, y: &str) -> bool {
+    let (x, y) = (x.as_bytes(), y.as_bytes());
+    if x.len() != y.len() {
+        return false;
+    }
+    let mut k = 0;
+    while k < x.len() {
+        if x[k] != y[k] {
+            return false;
+        }
+        k += 1;
+    }
+    true
+}
+
+/// The filters of a module: tables searched in order, by name.
 pub struct Registry {
     tables: &'static [&'static [Filter]],
 }
