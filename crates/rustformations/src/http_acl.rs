@@ -10,7 +10,7 @@ use envoy_module::{
 use transformations::Options;
 
 use crate::per_route::RouteConfig;
-use crate::registry::{Filter, LoadError, LoadedConfig, counted_route_config};
+use crate::registry::{Filter, LoadError, LoadedConfig};
 
 /// kgateway's name; a route's policy replaces the listener's.
 pub const FILTER: Filter = Filter::new(acl::FILTER_NAME, new_config)
@@ -35,9 +35,7 @@ fn new_config(
 }
 
 fn new_per_route_config(config: &[u8]) -> Result<PerRouteConfig, String> {
-    Ok(counted_route_config(RouteConfig::Acl(Arc::new(parse(
-        config,
-    )?))))
+    Ok(RouteConfig::Acl(Arc::new(parse(config)?)).shared())
 }
 
 fn load(config: &[u8], _per_route: bool, _options: &Options) -> Result<LoadedConfig, LoadError> {

@@ -42,6 +42,14 @@ pub fn sends_marker(transformation: &Transformation, marker: Option<&Marker>) ->
     marker.is_some_and(|m| transformation.response().always_sets(&m.name, &m.value))
 }
 
+impl RouteConfig {
+    /// The config as Envoy keeps it for a route, counted as live until it drops.
+    pub fn shared(self) -> PerRouteConfig {
+        crate::lifecycle::ROUTE_CONFIGS.created();
+        Arc::new(self)
+    }
+}
+
 impl Drop for RouteConfig {
     fn drop(&mut self) {
         crate::lifecycle::ROUTE_CONFIGS.dropped();

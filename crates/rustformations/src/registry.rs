@@ -1,10 +1,8 @@
 //! The filters a module answers to, by name: one table from which Envoy's config callbacks, the
 //! per-route callbacks, the CLI's `validate`/`explain` and the unknown-name message all derive.
 //!
-//! A filter is one [`Filter`] (its name and constructors); [`BUILT_IN_FILTERS`] lists this
+//! A filter is one [`Filter`] (its name and constructors); [`crate::BUILT_IN_FILTERS`] lists this
 //! crate's, and [`crate::declare_module!`] builds a module from them plus a crate's own.
-
-use std::sync::Arc;
 
 use envoy_module::{CounterId, EnvoyFilterConfig, HttpFilterConfig, PerRouteConfig};
 use transformations::{Options, Transformation};
@@ -35,7 +33,7 @@ pub struct Filter {
     /// `None`: a route's config for this name is refused ("<name> has no per-route config").
     pub new_per_route_config: Option<NewPerRouteConfigFn>,
     /// `None`: the CLI runs the constructors against a config side outside Envoy.
-    pub load: Option<LoadFn>,
+    pub loader: Option<LoadFn>,
     /// Refused unless the Envoy process runs with `RUST_MODULE_TEST_FILTERS=1`, and never listed
     /// as one of the module's filters: it exists only to prove a behaviour in tests.
     pub test_only: bool,
@@ -48,7 +46,7 @@ impl Filter {
             name,
             new_config,
             new_per_route_config: None,
-            load: None,
+            loader: None,
             test_only: false,
         }
     }
@@ -61,10 +59,10 @@ impl Filter {
         }
     }
 
-    /// The same filter, loaded outside Envoy by `load` instead of its constructors.
-    pub const fn with_loader(self, load: LoadFn) -> Filter {
+    /// The same filter, loaded outside Envoy by `loader` instead of its constructors.
+    pub const fn with_loader(self, loader: LoadFn) -> Filter {
         Filter {
-            load: Some(load),
+            loader: Some(loader),
             ..self
         }
     }
@@ -85,8 +83,8 @@ impl Filter {
         per_route: bool,
         options: &Options,
     ) -> Result<LoadedConfig, LoadError> {
-        if let Some(load) = self.load {
-            return load(config, per_route, options);
+        if let Some(loader) = self.loader {
+            return loader(config, per_route, options);
         }
         if per_route {
             let new_per_route_config = self
@@ -276,11 +274,4 @@ impl EnvoyFilterConfig for OutsideEnvoy {
     fn define_counter(&mut self, _name: &str) -> Result<CounterId, String> {
         Ok(CounterId(0))
     }
-}
-
-/// A route config that counts in the per-route lifecycle while it lives; the built-in per-route
-/// configs drop their count themselves (`per_route::RouteConfig`).
-pub(crate) fn counted_route_config(config: crate::per_route::RouteConfig) -> PerRouteConfig {
-    lifecycle::ROUTE_CONFIGS.created();
-    Arc::new(config)
 }

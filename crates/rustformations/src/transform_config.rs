@@ -10,7 +10,7 @@ use transformations::{Options, Transformation};
 
 use crate::marker;
 use crate::per_route::{self, RouteConfig, RouteTransformation};
-use crate::registry::{Filter, LoadError, LoadedConfig, counted_route_config};
+use crate::registry::{Filter, LoadError, LoadedConfig};
 use crate::release;
 use crate::transform::{TransformCounters, TransformFilterConfig};
 use crate::{RUSTFORMATION, SIMPLE_MUTATIONS, SMART_HEADER};
@@ -144,7 +144,9 @@ fn new_per_route_config(kind: Kind, config: &[u8]) -> Result<PerRouteConfig, Str
         Kind::Transformation(_) => marker::from_env().ok().flatten(),
         Kind::SmartHeader => None,
     };
-    Ok(counted_route_config(RouteConfig::Transformation(
-        RouteTransformation::new(compile_transformation(kind, config)?, marker.as_ref()),
-    )))
+    let transformation = compile_transformation(kind, config)?;
+    Ok(
+        RouteConfig::Transformation(RouteTransformation::new(transformation, marker.as_ref()))
+            .shared(),
+    )
 }
