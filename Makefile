@@ -98,9 +98,9 @@ old-envoy: ## Install Envoy $(OLD_ENVOY_VERSION), which the module must refuse
 test-e2e: build envoy old-envoy venv ## End-to-end tests in Envoy $(ENVOY_VERSION)
 	$(PY) -m pytest -q tests/e2e
 
-clean: ## Remove target/ and .work/
+clean: ## Remove target/, examples/own-filter/target/ and .work/
 	$(CARGO) clean
-	rm -rf $(WORK)
+	rm -rf $(WORK) examples/own-filter/target
 
 # Each mk/*.mk adds its own targets and appends the checks `make test` must run to TEST_CHECKS.
 TEST_CHECKS :=

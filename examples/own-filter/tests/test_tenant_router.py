@@ -66,6 +66,7 @@ def test_a_bad_config_is_refused_at_load_with_one_line(upstream):
     for config, fragment in [
         ("[1]", "expected a JSON object, found an array"),
         ('"x"', "expected a JSON object, found a string"),
+        ("1", "expected a JSON object, found a number"),
         ('{"header": 7}', "invalid type: integer `7`, expected a string"),
         ('{"header": "x", "other": 1}', "unknown field `other`"),
     ]:
