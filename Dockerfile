@@ -34,7 +34,7 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/cache/target,sharing=locked \
-    cargo build --release -p rustformations \
+    cargo build --release -p rust-module \
     && install -D -m 0755 /cache/target/release/librust_module.so /src/target/release/librust_module.so
 
 # ---------------------------------------------------------------------------

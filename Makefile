@@ -43,10 +43,11 @@ help: ## This list: every target of the Makefile and mk/*.mk, one line each
 	@echo
 	@echo "make ENVOY_VERSION=1.36.4 <target>   demo/tests/benchmarks in another Envoy; ENVOY_BIN=/path/to/envoy to use your own"
 
-# The module is built in a cargo invocation of its own: features that the CLI or the tests turn on
-# in shared crates (envoy-module's fake Envoy, `testing`) never reach the shipped file.
+# The module (crates/module, one line over the rustformations library) is built in a cargo
+# invocation of its own: features that the CLI or the tests turn on in shared crates (envoy-module's
+# fake Envoy, `testing`) never reach the shipped file.
 build: ## Build librust_module.so (one file for Envoy 1.36.3 to 1.40), the upstream and the rustformations CLI
-	$(CARGO) build --release -p rustformations
+	$(CARGO) build --release -p rust-module
 	@mkdir -p $(MODULE_DIR)
 	cp target/release/librust_module.so $(MODULE).tmp && mv $(MODULE).tmp $(MODULE)
 	$(CARGO) build --release -p httpbun-upstream -p rustformations-cli
@@ -97,9 +98,9 @@ old-envoy: ## Install Envoy $(OLD_ENVOY_VERSION), which the module must refuse
 test-e2e: build envoy old-envoy venv ## End-to-end tests in Envoy $(ENVOY_VERSION)
 	$(PY) -m pytest -q tests/e2e
 
-clean: ## Remove target/ and .work/
+clean: ## Remove target/, examples/own-filter/target/ and .work/
 	$(CARGO) clean
-	rm -rf $(WORK)
+	rm -rf $(WORK) examples/own-filter/target
 
 # Each mk/*.mk adds its own targets and appends the checks `make test` must run to TEST_CHECKS.
 TEST_CHECKS :=

@@ -63,7 +63,7 @@ def test_no_per_envoy_build_knob_is_left(df):
             assert not any(a.args.split("=")[0] == name for a in stage.of("ARG")), (stage.name, name)
     # The one feature left is envoy-module's `testing` (the fake Envoy, for tests only), never
     # on by default; nothing picks an Envoy at build time.
-    allowed = {"envoy-module": {"testing"}, "rustformations": set()}
+    allowed = {"envoy-module": {"testing"}, "rustformations": set(), "module": set()}
     for crate, features in allowed.items():
         manifest = REPO / "crates" / crate / "Cargo.toml"
         declared = tomllib.loads(manifest.read_text()).get("features", {})
@@ -75,7 +75,7 @@ def test_builder_builds_the_one_module(df):
     builder = df.stage("builder")
     assert builder.base == "rust:${RUST_VERSION}-bookworm"
     runs = " ".join(r.args for r in builder.of("RUN"))
-    assert re.search(r"cargo build --release -p rustformations(?! --features)", runs), runs
+    assert re.search(r"cargo build --release -p rust-module(?! --features)", runs), runs
     assert "--features" not in runs and "--no-default-features" not in runs, runs
     assert ARTIFACT in runs  # the artifact lands at the usual path
 

@@ -240,9 +240,9 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 given.push((k.to_owned(), v.to_owned()));
             }
             let setting =
-                kgateway.or_else(|| std::env::var(rust_module::release::RELEASE_ENV).ok());
+                kgateway.or_else(|| std::env::var(rustformations::release::RELEASE_ENV).ok());
             let release = match setting.as_deref() {
-                Some(s) => rust_module::release::choose(None, Some(s))?.0,
+                Some(s) => rustformations::release::choose(None, Some(s))?.0,
                 None => transformations::KgatewayRelease::default(),
             };
             let marker = match marker {

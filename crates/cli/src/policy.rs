@@ -156,8 +156,8 @@ fn traffic_policy(value: &Value, path: &str, doc: usize, out: &mut Vec<Found>) {
     let spec = value.get("spec");
     let mut any = false;
     for (field, filter) in [
-        ("transformation", rust_module::RUSTFORMATION),
-        ("acl", rust_module::HTTP_ACL),
+        ("transformation", rustformations::RUSTFORMATION),
+        ("acl", rustformations::HTTP_ACL),
     ] {
         if let Some(config) = spec.and_then(|s| s.get(field)).filter(|v| !v.is_null()) {
             any = true;

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use envoy_module::Attribute;
 use envoy_module::testing::{Delivery, FakeEnvoy, FakeFilterConfigEnvoy, HeaderMap, HttpMessage};
-use rust_module::outside_envoy::{self, OutsideEnvoyOptions};
-use rust_module::{LoadedConfig, load_config_with};
+use rustformations::outside_envoy::{self, OutsideEnvoyOptions};
+use rustformations::{LoadedConfig, load_config_with};
 use serde_json::{Value, json};
 use transformations::marker::Marker;
 use transformations::memory::MemoryMessage;
@@ -70,9 +70,9 @@ pub fn load_policy_with(
         .filter(|f| {
             matches!(
                 f.filter_name.as_str(),
-                rust_module::RUSTFORMATION
-                    | rust_module::SIMPLE_MUTATIONS
-                    | rust_module::SMART_HEADER
+                rustformations::RUSTFORMATION
+                    | rustformations::SIMPLE_MUTATIONS
+                    | rustformations::SMART_HEADER
             )
         })
         .collect();
@@ -90,7 +90,7 @@ pub fn load_policy_with(
         // As kgateway sends a policy: per route.
         (
             source.name.clone(),
-            rust_module::RUSTFORMATION.to_owned(),
+            rustformations::RUSTFORMATION.to_owned(),
             true,
             bytes,
         )
@@ -294,7 +294,7 @@ pub fn run(
     } else {
         &policy.config
     };
-    let config = rust_module::new_filter_config(
+    let config = rustformations::new_filter_config(
         &mut FakeFilterConfigEnvoy::new(),
         &policy.filter_name,
         listener_config,
@@ -303,7 +303,7 @@ pub fn run(
     let mut envoy = FakeEnvoy::new();
     if policy.per_route {
         envoy.per_route = Some(
-            rust_module::new_per_route_config(&policy.filter_name, &policy.config)
+            rustformations::new_per_route_config(&policy.filter_name, &policy.config)
                 .map_err(refused)?,
         );
     }

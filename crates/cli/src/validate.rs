@@ -1,7 +1,7 @@
 //! `rustformations validate`: load every config the module would load, report errors with
 //! their file line, field path and template position, and warnings.
 
-use rust_module::{LoadedConfig, load_config};
+use rustformations::{LoadedConfig, load_config};
 use serde_json::{Value, json};
 use transformations::{Transformation, ValueKind, operators};
 

@@ -4,9 +4,45 @@ use std::sync::Arc;
 
 use acl::{AclPolicy, Decision};
 use envoy_module::{
-    Attribute, CounterId, EnvoyHttpFilter, HeadersStatus, Hooks, HttpFilter, HttpFilterConfig,
-    NewFilter,
+    Attribute, CounterId, EnvoyFilterConfig, EnvoyHttpFilter, HeadersStatus, Hooks, HttpFilter,
+    HttpFilterConfig, NewFilter, PerRouteConfig,
 };
+use transformations::Options;
+
+use crate::per_route::RouteConfig;
+use crate::registry::{Filter, LoadError, LoadedConfig};
+
+/// kgateway's name; a route's policy replaces the listener's.
+pub const FILTER: Filter = Filter::new(acl::FILTER_NAME, new_config)
+    .with_per_route_config(new_per_route_config)
+    .with_loader(load);
+
+fn parse(config: &[u8]) -> Result<AclPolicy, String> {
+    if config.iter().all(u8::is_ascii_whitespace) {
+        return Err("the config is empty; http-acl needs at least {\"defaultAction\": ...}".into());
+    }
+    acl::AclConfig::from_json(config).map_err(|e| e.to_string())
+}
+
+fn new_config(
+    envoy: &mut dyn EnvoyFilterConfig,
+    config: &[u8],
+) -> Result<Box<dyn HttpFilterConfig>, String> {
+    Ok(Box::new(AclFilterConfig {
+        policy: Arc::new(parse(config)?),
+        blocked_counter: envoy.define_counter(acl::BLOCKED_COUNTER)?,
+    }))
+}
+
+fn new_per_route_config(config: &[u8]) -> Result<PerRouteConfig, String> {
+    Ok(RouteConfig::Acl(Arc::new(parse(config)?)).shared())
+}
+
+fn load(config: &[u8], _per_route: bool, _options: &Options) -> Result<LoadedConfig, LoadError> {
+    parse(config)
+        .map(LoadedConfig::Acl)
+        .map_err(LoadError::from)
+}
 
 /// A listener-level `http-acl` config. A per-route config replaces its policy.
 pub struct AclFilterConfig {

@@ -1,28 +1,30 @@
-//! `rust_module`: the Envoy dynamic module with the lab's `my-smart-header` filter and a drop-in
-//! replacement for kgateway's module (`rustformation`, its alias `http_simple_mutations`, and
-//! `http-acl`).
+//! The filters of the Envoy dynamic module `rust_module`: the lab's `my-smart-header`, a drop-in
+//! replacement for kgateway's (`rustformation`, its alias `http_simple_mutations`, and
+//! `http-acl`) and `request-size-limit`, with the table that names them and
+//! [`declare_module!`], which makes a module of them plus a crate's own filters.
 //!
-//! This crate only maps filter names to filters and glues `envoy-module` (the SDK) to the pure
-//! `transformations` and `acl` crates.
-
-use std::sync::Arc;
-
-use envoy_module::{EnvoyFilterConfig, HttpFilterConfig, PerRouteConfig};
-use transformations::intern::{Interned, Interner};
-use transformations::{Options, Transformation};
+//! The shipped `librust_module.so` is `crates/module`: `rustformations::declare_module!();`.
+//! This crate glues `envoy-module` (the SDK) to the pure `transformations` and `acl` crates.
 
 mod envoy_message;
 mod http_acl;
+pub mod json_object;
 mod lifecycle;
 pub mod outside_envoy;
 mod per_route;
+pub mod registry;
 pub mod release;
 pub mod size_limit;
 mod test_filters;
 mod transform;
+mod transform_config;
 
-use per_route::{RouteConfig, RouteTransformation};
-use transform::{TransformCounters, TransformFilterConfig};
+use transformations::Options;
+
+/// The SDK, for a crate's own filters and for [`declare_module!`].
+pub use envoy_module;
+pub use registry::{Filter, LoadError, LoadedConfig, Registry};
+pub(crate) use transform_config::SharedTransformation;
 /// The marker header lives with the pure logic, shared with the command-line tool.
 pub use transformations::marker;
 
@@ -34,64 +36,79 @@ pub const SIMPLE_MUTATIONS: &str = "http_simple_mutations";
 pub const HTTP_ACL: &str = acl::FILTER_NAME;
 pub const SIZE_LIMIT: &str = size_limit::FILTER_NAME;
 
-envoy_module::declare_module!(envoy_module::Module {
-    new_filter_config,
-    new_per_route_config
-});
+/// Every filter of this crate, one line each; the unknown-name message lists them in this order.
+pub const BUILT_IN_FILTERS: &[Filter] = &[
+    transform_config::SMART_HEADER_FILTER,
+    transform_config::RUSTFORMATION_FILTER,
+    transform_config::SIMPLE_MUTATIONS_FILTER,
+    http_acl::FILTER,
+    size_limit::FILTER,
+    test_filters::PANIC,
+];
 
-/// What a filter name means here, or the clean refusal of an unknown one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum FilterKind {
-    SmartHeader,
-    Transformation(&'static str),
-    Acl,
-    SizeLimit,
-    TestPanic,
+/// The built-in filters alone: what `crates/module` ships and what the CLI loads.
+pub static BUILT_IN: Registry = Registry::new(&[BUILT_IN_FILTERS]);
+
+/// Exports Envoy's module hooks from the calling crate (a `cdylib`), serving every built-in
+/// filter plus the [`Filter`]s given; a name that is already taken fails the build:
+///
+/// ```text
+/// mod tenant_router;
+/// rustformations::declare_module!(tenant_router::FILTER);
+/// ```
+#[macro_export]
+macro_rules! declare_module {
+    ($($filter:expr),* $(,)?) => {
+        const _: () = {
+            const FILTERS: &[&[$crate::Filter]] = &[$crate::BUILT_IN_FILTERS, &[$($filter),*]];
+            ::std::assert!(
+                $crate::registry::names_are_unique(FILTERS),
+                "two filters of this module have the same name"
+            );
+            static REGISTRY: $crate::Registry = $crate::Registry::new(FILTERS);
+
+            fn new_filter_config(
+                envoy: &mut dyn $crate::envoy_module::EnvoyFilterConfig,
+                filter_name: &str,
+                config: &[u8],
+            ) -> ::std::result::Result<
+                ::std::boxed::Box<dyn $crate::envoy_module::HttpFilterConfig>,
+                ::std::string::String,
+            > {
+                REGISTRY.new_filter_config(envoy, filter_name, config)
+            }
+
+            fn new_per_route_config(
+                filter_name: &str,
+                config: &[u8],
+            ) -> ::std::result::Result<$crate::envoy_module::PerRouteConfig, ::std::string::String>
+            {
+                REGISTRY.new_per_route_config(filter_name, config)
+            }
+
+            $crate::envoy_module::declare_module!($crate::envoy_module::Module {
+                new_filter_config,
+                new_per_route_config,
+            });
+        };
+    };
 }
 
-fn filter_kind(name: &str) -> Result<FilterKind, String> {
-    match name {
-        SMART_HEADER => Ok(FilterKind::SmartHeader),
-        RUSTFORMATION => Ok(FilterKind::Transformation(RUSTFORMATION)),
-        SIMPLE_MUTATIONS => Ok(FilterKind::Transformation(SIMPLE_MUTATIONS)),
-        HTTP_ACL => Ok(FilterKind::Acl),
-        SIZE_LIMIT => Ok(FilterKind::SizeLimit),
-        test_filters::PANIC_FILTER if test_filters::enabled() => Ok(FilterKind::TestPanic),
-        test_filters::PANIC_FILTER => Err(format!(
-            "filter '{name}' exists only for tests and is off unless {}=1",
-            test_filters::TEST_FILTERS_ENV
-        )),
-        _ => Err(format!(
-            "unknown filter name '{name}'; this module provides {SMART_HEADER}, {RUSTFORMATION}, \
-             {SIMPLE_MUTATIONS}, {HTTP_ACL} and {SIZE_LIMIT}"
-        )),
-    }
+/// Envoy's config callback for the built-in filters (`DynamicModuleFilter`).
+pub fn new_filter_config(
+    envoy: &mut dyn envoy_module::EnvoyFilterConfig,
+    filter_name: &str,
+    config: &[u8],
+) -> Result<Box<dyn envoy_module::HttpFilterConfig>, String> {
+    BUILT_IN.new_filter_config(envoy, filter_name, config)
 }
 
-/// A filter config as this module loads it, without Envoy (what `rustformations validate`
-/// checks): the same functions the config callbacks below call.
-#[derive(Debug)]
-pub enum LoadedConfig {
-    /// `my-smart-header`, `rustformation`, `http_simple_mutations`.
-    Transformation(Box<Transformation>),
-    /// `http-acl`.
-    Acl(acl::AclPolicy),
-    /// A filter without a compiled form worth showing (`request-size-limit`).
-    Other,
-}
-
-/// Why a config does not load: the message Envoy's log shows, plus the structured
-/// transformation error when there is one (field path, template position).
-#[derive(Debug, Clone)]
-pub struct LoadError {
-    pub message: String,
-    pub transformation: Option<transformations::Error>,
-}
-
-impl std::fmt::Display for LoadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
+/// Envoy's per-route config callback for the built-in filters (`DynamicModuleFilterPerRoute`).
+pub fn new_per_route_config(
+    filter_name: &str,
+    config: &[u8],
+) -> Result<envoy_module::PerRouteConfig, String> {
+    BUILT_IN.new_per_route_config(filter_name, config)
 }
 
 /// Loads `config` for `filter_name` as Envoy's config callbacks do; `per_route` selects the
@@ -112,171 +129,147 @@ pub fn load_config_with(
     per_route: bool,
     options: &Options,
 ) -> Result<LoadedConfig, LoadError> {
-    let plain = |message: String| LoadError {
-        message,
-        transformation: None,
-    };
-    match filter_kind(filter_name).map_err(plain)? {
-        kind @ (FilterKind::SmartHeader | FilterKind::Transformation(_)) => {
-            load_transformation(kind, config, options)
-                .map(|t| LoadedConfig::Transformation(Box::new(t)))
-        }
-        FilterKind::Acl => parse_acl(config).map(LoadedConfig::Acl).map_err(plain),
-        FilterKind::SizeLimit if per_route => {
-            Err(plain(format!("{SIZE_LIMIT} has no per-route config")))
-        }
-        // Its config callback, run against a config side outside Envoy (it only defines a counter).
-        FilterKind::SizeLimit => size_limit::new_config(&mut OutsideEnvoy, config)
-            .map(|_| LoadedConfig::Other)
-            .map_err(plain),
-        FilterKind::TestPanic => test_filters::parse(config)
-            .map(|_| LoadedConfig::Other)
-            .map_err(plain),
+    BUILT_IN.load_config_with(filter_name, config, per_route, options)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fenced snippets of a Markdown page in `language`.
+    fn snippets<'a>(page: &'a str, language: &str) -> Vec<&'a str> {
+        page.split(&format!("```{language}\n"))
+            .skip(1)
+            .map(|rest| rest.split("```").next().unwrap_or_default())
+            .collect()
     }
-}
 
-/// The filter-config side of a config loaded outside Envoy (the CLI's path): every counter is
-/// defined, as it would be while Envoy loads the config; nothing ever increments it.
-struct OutsideEnvoy;
-
-impl EnvoyFilterConfig for OutsideEnvoy {
-    fn define_counter(&mut self, _name: &str) -> Result<envoy_module::CounterId, String> {
-        Ok(envoy_module::CounterId(0))
+    /// docs/writing-a-filter.md quotes this crate and examples/own-filter: every Rust and TOML
+    /// snippet there appears verbatim in the source, and its Envoy config is the example's
+    /// envoy.yaml (which the example's end-to-end test runs), so the guide cannot drift from
+    /// the code it walks through.
+    #[test]
+    fn the_guide_quotes_the_source() {
+        let guide = include_str!("../../../docs/writing-a-filter.md");
+        let rust = [
+            include_str!("size_limit.rs"),
+            include_str!("lib.rs"),
+            include_str!("../../../examples/own-filter/src/lib.rs"),
+            include_str!("../../../examples/own-filter/src/tenant_router.rs"),
+        ];
+        let rust_snippets = snippets(guide, "rust");
+        assert!(rust_snippets.len() >= 12, "{}", rust_snippets.len());
+        for snippet in rust_snippets {
+            assert!(
+                rust.iter().any(|file| file.contains(snippet)),
+                "not in the source:\n{snippet}"
+            );
+        }
+        let toml = [
+            include_str!("../Cargo.toml"),
+            include_str!("../../../examples/own-filter/Cargo.toml"),
+        ];
+        let toml_snippets = snippets(guide, "toml");
+        assert_eq!(toml_snippets.len(), 2);
+        for snippet in toml_snippets {
+            assert!(
+                toml.iter().any(|file| file.contains(snippet)),
+                "not in the source:\n{snippet}"
+            );
+        }
+        // The example's package and module are shown whole.
+        assert!(guide.contains(&format!("```toml\n{}```", toml[1])));
+        assert!(guide.contains(&format!("```rust\n{}```", rust[2])));
+        let envoy_yaml = include_str!("../../../examples/own-filter/envoy.yaml");
+        assert!(guide.contains(&format!("```yaml\n{envoy_yaml}```")));
     }
-}
 
-fn load_transformation(
-    kind: FilterKind,
-    config: &[u8],
-    options: &Options,
-) -> Result<Transformation, LoadError> {
-    match kind {
-        FilterKind::SmartHeader => transformations::smart_header_transformation(config, options),
-        _ if config.iter().all(u8::is_ascii_whitespace) => {
-            return Err(LoadError {
-                message: "the config is empty; send {} for a filter that changes nothing".into(),
-                transformation: None,
-            });
-        }
-        _ => Transformation::from_json_with(config, options),
+    /// docs/failure-behaviour.md quotes Envoy's line for an unknown filter name.
+    #[test]
+    fn the_unknown_name_message_is_the_one_the_docs_quote() {
+        let docs = include_str!("../../../docs/failure-behaviour.md");
+        let row = docs
+            .lines()
+            .find(|l| l.starts_with("| `unknown-filter` |"))
+            .expect("the unknown-filter row");
+        let expected = format!(
+            "rust_module: filter 'no-such-filter' rejected its config: {} ``",
+            BUILT_IN.unknown_name_message("no-such-filter")
+        );
+        assert!(row.ends_with(&format!("{expected} |")), "{row}\n{expected}");
     }
-    .map_err(|e| LoadError {
-        message: e.to_string(),
-        transformation: Some(e),
-    })
-}
 
-/// A compiled transformation, shared by every config (route or listener) with the same bytes.
-pub(crate) type SharedTransformation = Interned<Transformation>;
-
-/// The live compiled transformations by their config bytes: `rustformation` and
-/// `http_simple_mutations` compile a config the same way, `my-smart-header` its own way.
-static TRANSFORMATIONS: Interner<Transformation> = Interner::new();
-static SMART_HEADERS: Interner<Transformation> = Interner::new();
-
-/// The compiled transformation for `config`: the one already live for the same bytes (a policy
-/// on many routes compiles once), or a new one, freed with the last config that holds it.
-fn compile_transformation(kind: FilterKind, config: &[u8]) -> Result<SharedTransformation, String> {
-    let table = match kind {
-        FilterKind::SmartHeader => &SMART_HEADERS,
-        _ => &TRANSFORMATIONS,
-    };
-    // An unusable RUSTFORMATION_RENDER_MAX_* setting refuses the config, saying which.
-    transformations::Limits::from_env()?;
-    // The release and the limits are chosen once per process, so equal bytes always compile
-    // the same.
-    let options = outside_envoy::compile_options()?;
-    let transformation = table.get_or_try_insert_with(config, || {
-        load_transformation(kind, config, &options).map_err(|e| e.message)
-    })?;
-    envoy_module::log_debug!(
-        "compiled transformations: {} live, shared by every config with the same bytes",
-        TRANSFORMATIONS.len() + SMART_HEADERS.len()
-    );
-    for warning in transformation.warnings() {
-        envoy_module::log_warn!("config warning: {warning}");
+    #[test]
+    fn the_unknown_name_message_lists_every_public_filter_in_table_order() {
+        assert_eq!(
+            BUILT_IN.unknown_name_message("x"),
+            "unknown filter name 'x'; this module provides my-smart-header, rustformation, \
+             http_simple_mutations, http-acl and request-size-limit"
+        );
+        static EXTENDED: Registry = Registry::new(&[
+            BUILT_IN_FILTERS,
+            &[Filter::new("tenant-router", |_, _| Err("unused".into()))],
+        ]);
+        assert!(
+            EXTENDED
+                .unknown_name_message("x")
+                .ends_with("http-acl, request-size-limit and tenant-router")
+        );
+        assert_eq!(
+            Registry::new(&[]).unknown_name_message("x"),
+            "unknown filter name 'x'; this module provides no filter"
+        );
     }
-    Ok(transformation)
-}
 
-fn parse_acl(config: &[u8]) -> Result<acl::AclPolicy, String> {
-    if config.iter().all(u8::is_ascii_whitespace) {
-        return Err("the config is empty; http-acl needs at least {\"defaultAction\": ...}".into());
+    #[test]
+    fn every_filter_has_its_own_name() {
+        use registry::names_are_unique;
+        let mut names: Vec<&str> = BUILT_IN_FILTERS.iter().map(|f| f.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), BUILT_IN_FILTERS.len());
+        assert!(names_are_unique(&[BUILT_IN_FILTERS]));
+        let own = Filter::new("tenant-router", |_, _| Err("unused".into()));
+        assert!(names_are_unique(&[BUILT_IN_FILTERS, &[own]]));
+        assert!(!names_are_unique(&[BUILT_IN_FILTERS, &[own, own]]));
+        assert!(!names_are_unique(&[
+            BUILT_IN_FILTERS,
+            &[size_limit::FILTER]
+        ]));
+        assert!(!names_are_unique(&[&[own], &[], &[own]]));
+        assert!(names_are_unique(&[]));
     }
-    acl::AclConfig::from_json(config).map_err(|e| e.to_string())
-}
 
-pub fn new_filter_config(
-    envoy: &mut dyn EnvoyFilterConfig,
-    filter_name: &str,
-    config: &[u8],
-) -> Result<Box<dyn HttpFilterConfig>, String> {
-    let kind = filter_kind(filter_name)?;
-    let config: Box<dyn HttpFilterConfig> = match kind {
-        FilterKind::SmartHeader | FilterKind::Transformation(_) => {
-            let name = match kind {
-                FilterKind::Transformation(name) => name,
-                _ => SMART_HEADER,
-            };
-            let listener = compile_transformation(kind, config)?;
-            let marker = match kind {
-                FilterKind::Transformation(_) => outside_envoy::marker()?.map(Arc::new),
-                _ => None,
-            };
-            let counters = TransformCounters {
-                invalid_header_dropped: envoy
-                    .define_counter(&format!("{name}.invalid_header_dropped"))?,
-                render_errors: envoy.define_counter(&format!("{name}.render_errors"))?,
-                budget_exceeded: envoy.define_counter(&format!("{name}.budget_exceeded"))?,
-            };
-            Box::new(TransformFilterConfig {
-                name,
-                listener_sends_marker: per_route::sends_marker(&listener, marker.as_deref()),
-                listener,
-                marker,
-                counters,
-            })
-        }
-        FilterKind::Acl => Box::new(http_acl::AclFilterConfig {
-            policy: Arc::new(parse_acl(config)?),
-            blocked_counter: envoy.define_counter(acl::BLOCKED_COUNTER)?,
-        }),
-        FilterKind::SizeLimit => size_limit::new_config(envoy, config)?,
-        FilterKind::TestPanic => {
-            let panic_config = test_filters::parse(config)?;
-            if panic_config.panic_on == test_filters::PanicPoint::Config {
-                panic!("test-panic: provoked panic in config creation");
-            }
-            Box::new(panic_config)
-        }
-    };
-    Ok(Box::new(lifecycle::Counted::new(config)))
-}
+    #[test]
+    fn a_filter_without_per_route_config_refuses_one_in_envoy_and_in_the_cli() {
+        let err = new_per_route_config(SIZE_LIMIT, br#"{"max_bytes": 1}"#)
+            .err()
+            .unwrap();
+        assert_eq!(err, "request-size-limit has no per-route config");
+        let err = load_config(SIZE_LIMIT, br#"{"max_bytes": 1}"#, true).unwrap_err();
+        assert_eq!(err.message, "request-size-limit has no per-route config");
+        assert!(matches!(
+            load_config(SIZE_LIMIT, br#"{"max_bytes": 1}"#, false),
+            Ok(LoadedConfig::Other)
+        ));
+    }
 
-pub fn new_per_route_config(name: &str, config: &[u8]) -> Result<PerRouteConfig, String> {
-    let kind = filter_kind(name)?;
-    let route_config = match kind {
-        FilterKind::SmartHeader | FilterKind::Transformation(_) => {
-            let marker = match kind {
-                // An unusable marker setting refuses the listener config, which says why.
-                FilterKind::Transformation(_) => outside_envoy::marker().ok().flatten(),
-                _ => None,
-            };
-            RouteConfig::Transformation(RouteTransformation::new(
-                compile_transformation(kind, config)?,
-                marker.as_ref(),
-            ))
+    #[test]
+    fn a_test_only_filter_is_off_without_its_environment_variable() {
+        // Tests never set RUST_MODULE_TEST_FILTERS, so the refusal is what they see.
+        let err = load_config("test-panic", br#"{"panic_on": "config"}"#, false).unwrap_err();
+        assert_eq!(
+            err.message,
+            "filter 'test-panic' exists only for tests and is off unless RUST_MODULE_TEST_FILTERS=1"
+        );
+        assert!(!BUILT_IN.public_names().contains(&"test-panic"));
+    }
+
+    #[test]
+    fn a_config_that_is_not_an_object_is_refused_by_the_project_filters() {
+        for config in ["[1]", "\"x\"", "1"] {
+            let err = load_config(SIZE_LIMIT, config.as_bytes(), false).unwrap_err();
+            assert!(err.message.contains("expected a JSON object"), "{err}");
         }
-        FilterKind::Acl => RouteConfig::Acl(Arc::new(parse_acl(config)?)),
-        FilterKind::SizeLimit => return Err(format!("{SIZE_LIMIT} has no per-route config")),
-        FilterKind::TestPanic => {
-            let panic_config = test_filters::parse(config)?;
-            if panic_config.panic_on == test_filters::PanicPoint::PerRouteConfig {
-                panic!("test-panic: provoked panic in per-route config creation");
-            }
-            return Err("test-panic has no per-route config".into());
-        }
-    };
-    lifecycle::ROUTE_CONFIGS.created();
-    Ok(Arc::new(route_config))
+    }
 }

@@ -44,7 +44,9 @@ thread_local! {
 /// Sets the options of this process. Refused once set, or once a transformation was compiled
 /// (it would keep the options it was compiled with for every config with the same bytes).
 pub fn set_outside_envoy_options(options: OutsideEnvoyOptions) -> Result<(), String> {
-    if crate::TRANSFORMATIONS.len() + crate::SMART_HEADERS.len() > 0 {
+    if crate::transform_config::TRANSFORMATIONS.len() + crate::transform_config::SMART_HEADERS.len()
+        > 0
+    {
         return Err("outside-Envoy options must be set before any config is loaded".into());
     }
     OPTIONS

@@ -42,6 +42,14 @@ pub fn sends_marker(transformation: &Transformation, marker: Option<&Marker>) ->
     marker.is_some_and(|m| transformation.response().always_sets(&m.name, &m.value))
 }
 
+impl RouteConfig {
+    /// The config as Envoy keeps it for a route, counted as live until it drops.
+    pub fn shared(self) -> PerRouteConfig {
+        crate::lifecycle::ROUTE_CONFIGS.created();
+        Arc::new(self)
+    }
+}
+
 impl Drop for RouteConfig {
     fn drop(&mut self) {
         crate::lifecycle::ROUTE_CONFIGS.dropped();
@@ -73,6 +81,7 @@ mod tests {
     //! The names and configs the module accepts, as `filter_name` and as per-route config name.
 
     use super::RouteConfig;
+    use crate::transform_config::TRANSFORMATIONS;
     use crate::{new_filter_config, new_per_route_config};
     use envoy_module::testing::FakeFilterConfigEnvoy;
     use transformations::intern::Interned;
@@ -190,15 +199,15 @@ mod tests {
         assert!(!Interned::ptr_eq(&shared(&d), &shared(&e)));
 
         // Freed when the last holder goes: the route configs and the listener, in any order.
-        assert!(crate::TRANSFORMATIONS.get(policy.as_bytes()).is_some());
+        assert!(TRANSFORMATIONS.get(policy.as_bytes()).is_some());
         drop(a);
         drop(listener);
-        assert!(crate::TRANSFORMATIONS.get(policy.as_bytes()).is_some());
+        assert!(TRANSFORMATIONS.get(policy.as_bytes()).is_some());
         drop(b);
-        assert!(crate::TRANSFORMATIONS.get(policy.as_bytes()).is_none());
-        assert!(crate::TRANSFORMATIONS.get(other.as_bytes()).is_some());
+        assert!(TRANSFORMATIONS.get(policy.as_bytes()).is_none());
+        assert!(TRANSFORMATIONS.get(other.as_bytes()).is_some());
         drop(c);
-        assert!(crate::TRANSFORMATIONS.get(other.as_bytes()).is_none());
+        assert!(TRANSFORMATIONS.get(other.as_bytes()).is_none());
     }
 
     /// A worker holding a route's config for a request in flight outlives the route update
@@ -216,13 +225,13 @@ mod tests {
             drop(in_flight);
         });
         drop(route); // the route update, on the main thread
-        assert!(crate::TRANSFORMATIONS.get(policy.as_bytes()).is_some());
+        assert!(TRANSFORMATIONS.get(policy.as_bytes()).is_some());
         let replacement = new_per_route_config("rustformation", policy.as_bytes()).unwrap();
         tx.send(()).unwrap();
         worker.join().unwrap();
-        assert!(crate::TRANSFORMATIONS.get(policy.as_bytes()).is_some());
+        assert!(TRANSFORMATIONS.get(policy.as_bytes()).is_some());
         drop(replacement);
-        assert!(crate::TRANSFORMATIONS.get(policy.as_bytes()).is_none());
+        assert!(TRANSFORMATIONS.get(policy.as_bytes()).is_none());
     }
 
     #[test]

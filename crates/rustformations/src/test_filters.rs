@@ -3,15 +3,44 @@
 //! them by accident.
 
 use envoy_module::{
-    BodyStatus, EnvoyHttpFilter, HeaderKind, HeadersStatus, HttpFilter, HttpFilterConfig,
+    BodyStatus, EnvoyFilterConfig, EnvoyHttpFilter, HeaderKind, HeadersStatus, HttpFilter,
+    HttpFilterConfig, PerRouteConfig,
 };
 use serde::Deserialize;
+use transformations::Options;
 
-pub const TEST_FILTERS_ENV: &str = "RUST_MODULE_TEST_FILTERS";
+use crate::registry::{Filter, LoadError, LoadedConfig};
+
 pub const PANIC_FILTER: &str = "test-panic";
 
-pub fn enabled() -> bool {
-    std::env::var(TEST_FILTERS_ENV).is_ok_and(|v| v == "1")
+/// Panics where its config says; off unless `RUST_MODULE_TEST_FILTERS=1`.
+pub const PANIC: Filter = Filter::new(PANIC_FILTER, new_config)
+    .with_per_route_config(new_per_route_config)
+    .with_loader(load)
+    .test_only();
+
+fn new_config(
+    _envoy: &mut dyn EnvoyFilterConfig,
+    config: &[u8],
+) -> Result<Box<dyn HttpFilterConfig>, String> {
+    let panic_config = parse(config)?;
+    if panic_config.panic_on == PanicPoint::Config {
+        panic!("test-panic: provoked panic in config creation");
+    }
+    Ok(Box::new(panic_config))
+}
+
+fn new_per_route_config(config: &[u8]) -> Result<PerRouteConfig, String> {
+    let panic_config = parse(config)?;
+    if panic_config.panic_on == PanicPoint::PerRouteConfig {
+        panic!("test-panic: provoked panic in per-route config creation");
+    }
+    Err("test-panic has no per-route config".into())
+}
+
+fn load(config: &[u8], _per_route: bool, _options: &Options) -> Result<LoadedConfig, LoadError> {
+    parse(config)?;
+    Ok(LoadedConfig::Other)
 }
 
 /// Where the `test-panic` filter panics.
@@ -43,8 +72,8 @@ pub fn parse(config: &[u8]) -> Result<PanicConfig, String> {
         #[serde(default)]
         when_header: Option<String>,
     }
-    let raw: Raw =
-        serde_json::from_slice(config).map_err(|e| format!("invalid test-panic config: {e}"))?;
+    let raw: Raw = crate::json_object::from_slice(config)
+        .map_err(|e| format!("invalid test-panic config: {e}"))?;
     let panic_on = PanicPoint::deserialize(raw.panic_on)
         .map_err(|e| format!("invalid test-panic config at panic_on: {e}"))?;
     Ok(PanicConfig {
@@ -134,6 +163,8 @@ mod tests {
         );
         assert!(parse(br#"{"panic_on": "config", "x": 1}"#).is_err());
         assert!(parse(b"").is_err());
+        let err = parse(br#"["config"]"#).unwrap_err();
+        assert!(err.contains("expected a JSON object"), "{err}");
         let ok = parse(br#"{"panic_on": "response_body", "when_header": "x-p"}"#).unwrap();
         assert_eq!(ok.panic_on, PanicPoint::ResponseBody);
         assert_eq!(ok.when_header.as_deref(), Some("x-p"));

@@ -7,8 +7,8 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use envoy_module::HttpFilter;
 use envoy_module::testing::{Delivery, FakeEnvoy, FakeFilterConfigEnvoy, HeaderMap, HttpMessage};
-use rust_module::outside_envoy::{OutsideEnvoyOptions, set_outside_envoy_options, take_reports};
-use rust_module::{RUSTFORMATION, new_filter_config, new_per_route_config};
+use rustformations::outside_envoy::{OutsideEnvoyOptions, set_outside_envoy_options, take_reports};
+use rustformations::{RUSTFORMATION, new_filter_config, new_per_route_config};
 use transformations::marker::Marker;
 use transformations::{KgatewayRelease, Options};
 

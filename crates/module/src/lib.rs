@@ -1,0 +1,3 @@
+//! `librust_module.so`: every built-in filter of `rustformations`, nothing else.
+
+rustformations::declare_module!();
