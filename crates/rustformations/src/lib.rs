@@ -7,17 +7,13 @@
 //! This crate glues `envoy-module` (the SDK) to the pure `transformations` and `acl` crates.
 
 mod envoy_message;
-mod http_acl;
 pub mod json_object;
 mod lifecycle;
 pub mod outside_envoy;
 mod per_route;
 pub mod registry;
 pub mod release;
-pub mod size_limit;
-mod test_filters;
 mod transform;
-mod transform_config;
 
 use transformations::Options;
 
@@ -36,15 +32,23 @@ pub const SIMPLE_MUTATIONS: &str = "http_simple_mutations";
 pub const HTTP_ACL: &str = acl::FILTER_NAME;
 pub const SIZE_LIMIT: &str = size_limit::FILTER_NAME;
 
-/// Every filter of this crate, one line each; the unknown-name message lists them in this order.
-pub const BUILT_IN_FILTERS: &[Filter] = &[
-    transform_config::SMART_HEADER_FILTER,
-    transform_config::RUSTFORMATION_FILTER,
-    transform_config::SIMPLE_MUTATIONS_FILTER,
-    http_acl::FILTER,
-    size_limit::FILTER,
-    test_filters::PANIC,
-];
+/// Declares each filter file as a module and lists the filters it defines in
+/// [`BUILT_IN_FILTERS`], in order: a filter file is one line of [`built_in_filters!`].
+macro_rules! built_in_filters {
+    ($($visibility:vis mod $file:ident: $($filter:ident),+;)+) => {
+        $($visibility mod $file;)+
+
+        /// Every filter of this crate; the unknown-name message lists them in this order.
+        pub const BUILT_IN_FILTERS: &[Filter] = &[$($($file::$filter,)+)+];
+    };
+}
+
+built_in_filters! {
+    mod transform_config: SMART_HEADER_FILTER, RUSTFORMATION_FILTER, SIMPLE_MUTATIONS_FILTER;
+    mod http_acl: FILTER;
+    mod size_limit: FILTER;
+    mod test_filters: PANIC;
+}
 
 /// The built-in filters alone: what `crates/module` ships and what the CLI loads.
 pub static BUILT_IN: Registry = Registry::new(&[BUILT_IN_FILTERS]);

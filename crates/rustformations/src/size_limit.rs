@@ -15,7 +15,7 @@ use crate::registry::Filter;
 
 /// The name Envoy's `filter_name` selects this filter by.
 pub const FILTER_NAME: &str = "request-size-limit";
-/// Its line in the module's table of filters (`BUILT_IN_FILTERS` in lib.rs).
+/// Its entry in the module's table of filters (`BUILT_IN_FILTERS` in lib.rs).
 pub const FILTER: Filter = Filter::new(FILTER_NAME, new_config);
 /// Counts refused requests; Envoy shows it as `dynamicmodulescustom.request_size_limit.rejected`.
 pub const REJECTED_COUNTER: &str = "request_size_limit.rejected";
