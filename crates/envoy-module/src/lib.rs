@@ -163,6 +163,81 @@ pub mod __private {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
+    /// The folders of the crate whose files `docs/architecture.md` lists.
+    const FOLDERS: [&str; 2] = ["src", "examples"];
+
+    /// `docs/architecture.md`'s section on this crate: from its heading to the next one.
+    fn architecture_section() -> String {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/architecture.md");
+        let page =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let heading = "\n## `crates/envoy-module`\n";
+        let start = page
+            .find(heading)
+            .expect("docs/architecture.md has a section on crates/envoy-module")
+            + heading.len();
+        let end = page[start..]
+            .find("\n## ")
+            .map_or(page.len(), |n| start + n);
+        page[start..end].to_string()
+    }
+
+    /// Every file under `dir`, as a path relative to `root` with `/` separators.
+    fn files_under(root: &Path, dir: &Path, found: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                files_under(root, &path, found);
+            } else {
+                let relative = path.strip_prefix(root).unwrap();
+                found.push(relative.to_string_lossy().replace('\\', "/"));
+            }
+        }
+    }
+
+    #[test]
+    fn every_source_file_is_in_the_architecture_page() {
+        let section = architecture_section();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = Vec::new();
+        for folder in FOLDERS {
+            files_under(root, &root.join(folder), &mut files);
+        }
+        assert!(
+            files.len() > 15,
+            "the walk found the crate's files: {files:?}"
+        );
+        let missing: Vec<&String> = files
+            .iter()
+            .filter(|file| !section.contains(&format!("`{file}`")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "docs/architecture.md does not describe {missing:?} in its crates/envoy-module section"
+        );
+    }
+
+    #[test]
+    fn every_file_the_architecture_page_names_exists() {
+        let section = architecture_section();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let named: Vec<&str> = section
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|quoted| FOLDERS.iter().any(|f| quoted.starts_with(&format!("{f}/"))))
+            .filter(|quoted| quoted.ends_with(".rs"))
+            .collect();
+        assert!(!named.is_empty());
+        let gone: Vec<&&str> = named.iter().filter(|f| !root.join(f).is_file()).collect();
+        assert!(
+            gone.is_empty(),
+            "docs/architecture.md names {gone:?}, which crates/envoy-module no longer has"
+        );
+    }
+
     #[test]
     fn outside_envoy_no_family_is_detected_and_logging_falls_back() {
         assert_eq!(crate::target::detect(crate::callbacks::exported), None);

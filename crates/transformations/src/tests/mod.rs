@@ -8,6 +8,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use crate::memory::{MemoryMessage, MemoryStreamInfo};
 use crate::*;
 
+mod architecture;
 mod body;
 mod budget;
 mod functions;
