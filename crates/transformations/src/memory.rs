@@ -1,4 +1,4 @@
-//! In-memory [`Message`] and [`StreamInfo`], for tests (here and in the glue).
+//! In-memory [`Message`] and [`StreamInfo`]: for tests, benchmarks and the command-line tool.
 
 use std::borrow::Cow;
 use std::cell::Cell;

@@ -37,7 +37,7 @@ fn template_functions_in_context() {
 }
 
 #[test]
-fn env_function() {
+fn env_reads_the_lookup_given_and_an_unset_name_renders_empty() {
     let mut vars = HashMap::new();
     vars.insert("POD_NAME".to_owned(), "pod-1".to_owned());
     let options = Options {
@@ -200,7 +200,7 @@ fn regex_extract_literal_pattern_is_checked_at_load_time() {
 }
 
 #[test]
-fn query_param_functions() {
+fn query_param_reads_the_first_value_decoded_and_the_setters_keep_the_rest() {
     let h = [(
         ":path",
         "/v1/items?page=2&q=caf%C3%A9+au+lait&debug=1&page=9",

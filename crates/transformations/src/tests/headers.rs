@@ -24,7 +24,7 @@ fn set_add_remove_order_and_duplicates() {
 }
 
 #[test]
-fn empty_values() {
+fn an_empty_set_removes_the_header_and_an_empty_add_is_skipped() {
     let (msg, _) = request(
         r#"{"request":{
             "set":[{"name":"x-set-empty"},{"name":"x-renders-empty","value":"{{ header('nope') }}"}],
@@ -62,7 +62,7 @@ fn render_error_removes_header_and_warns() {
 }
 
 #[test]
-fn header_lookups() {
+fn header_lookups_ignore_case_and_read_the_last_value() {
     let h = &[("X-Foo", "a"), ("x-foo", "b"), (":method", "POST")];
     assert_eq!(
         render("{{ header('x-FOO') }}", h, "").as_deref(),
@@ -158,7 +158,7 @@ fn response_phase_reads_request_snapshot_from_before_request_transformation() {
 }
 
 #[test]
-fn pseudo_headers() {
+fn pseudo_headers_can_be_set_on_both_sides() {
     let t = compile(
         r#"{"response":{"set":[{"name":":status","value":"418"}]},"request":{"set":[{"name":":path","value":"/new"},{"name":":method","value":"PUT"}]}}"#,
     );
@@ -282,7 +282,7 @@ fn a_set_name_of_64_bytes_or_more_is_never_added() {
 }
 
 #[test]
-fn upgrade_detection() {
+fn upgrades_and_connect_are_detected_but_h2c_on_a_get_is_not() {
     assert!(is_upgrade_or_connect(&MemoryMessage::new(
         &[("Upgrade", "WebSocket")],
         ""

@@ -3,7 +3,7 @@
 use super::*;
 
 #[test]
-fn render_budget_fuel() {
+fn a_render_out_of_fuel_fails_that_value_alone() {
     let options = Options {
         limits: Limits {
             fuel: 1_000,
@@ -28,7 +28,7 @@ fn render_budget_fuel() {
 }
 
 #[test]
-fn render_budget_output_size() {
+fn a_value_over_its_output_cap_fails_that_value_alone() {
     let options = Options {
         limits: Limits {
             max_header_value_bytes: 10,

@@ -3,7 +3,7 @@
 use super::*;
 
 #[test]
-fn dynamic_metadata() {
+fn dynamic_metadata_entries_render_and_empty_ones_are_skipped_with_a_warning() {
     let t = compile(
         r#"{"request":{"dynamicMetadata":[
             {"namespace":"ns","key":"k","value":{"stringValue":"{{ header('x') }}"}},

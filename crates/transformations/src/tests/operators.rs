@@ -11,7 +11,7 @@ fn resp_operator_is_empty_in_request_phase() {
 }
 
 #[test]
-fn operators_in_values() {
+fn command_operators_resolve_in_text_and_stay_literal_inside_markup() {
     let t = compile(
         r#"{"request":{"set":[
             {"name":"x-plain","value":"m=%REQ(:METHOD)%&p=%REQ(:path):3%&a=%REQ(x-none?X-Alt)%&pct=100%%"},
