@@ -31,6 +31,7 @@ import re
 import shutil
 import socket
 import statistics
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -984,17 +985,27 @@ def cmd_routes(args):
     none: dict[int, tuple[int, int, float, float]] = {}
     results: dict[tuple[str, str, int], tuple[int, int, float, float]] = {}
     rds = None
+
+    def median_of(runs: list[tuple[int, int, float, float]]) -> tuple[int, int, float, float]:
+        # Each figure's own median: one slow start (the machine's, not the module's) moves none.
+        return tuple(statistics.median(r[i] for r in runs) for i in range(4))  # type: ignore[return-value]
+
     try:
         for n in args.routes:
             none[n] = measure_routes(upstream.port, "none", n, None, "none")
             print(f"{n:>7} routes, no per-route config: RSS {none[n][0] / 1024:7.1f} MiB, "
                   f"heap {none[n][1] / 2**20:7.1f} MiB, ready in {none[n][2]:.2f} s, CPU {none[n][3]:.2f} s", flush=True)
             for key, _, policy in policies:
+                runs: dict[str, list[tuple[int, int, float, float]]] = {"bare": [], "ours": []}
+                # The two modules take turns, so a slow stretch of the machine falls on both.
+                for _ in range(args.repeats):
+                    for module in ("bare", "ours"):
+                        r = measure_routes(upstream.port, module, n, policy, "bare" if module == "bare" else key)
+                        runs[module].append(r)
+                        print(f"{n:>7} routes, {key:8} {module}: RSS {r[0] / 1024:7.1f} MiB, "
+                              f"heap {r[1] / 2**20:7.1f} MiB, ready in {r[2]:.2f} s, CPU {r[3]:.2f} s", flush=True)
                 for module in ("bare", "ours"):
-                    r = measure_routes(upstream.port, module, n, policy, "bare" if module == "bare" else key)
-                    results[(key, module, n)] = r
-                    print(f"{n:>7} routes, {key:8} {module}: RSS {r[0] / 1024:7.1f} MiB, heap {r[1] / 2**20:7.1f} MiB, "
-                          f"ready in {r[2]:.2f} s, CPU {r[3]:.2f} s", flush=True)
+                    results[(key, module, n)] = median_of(runs[module])
         if args.rds_routes:
             rds = rds_update(upstream.port, args.rds_routes)
             print(f"RDS update: { {k: v for k, v in rds.items() if k != 'failures'} }, "
@@ -1022,7 +1033,8 @@ def cmd_routes(args):
           "use (tcmalloc's `allocated`, admin `/memory`) one second after the admin `/ready` answers and one checked "
           "request on the last route; time to ready from starting the Envoy process to that answer (polled every "
           "50 ms; the config file, JSON, is written before), and the CPU time (user + system) Envoy used until then "
-          "(less sensitive to the load of the shared machine).", ""]
+          f"(less sensitive to the load of the shared machine). Each policy: the median of {args.repeats} starts per "
+          "module, the two modules taking turns.", ""]
     if rds:
         mib = lambda k: rds[k] / 1024  # noqa: E731
         md += ["### Route update (RDS) replacing every route under load", "",
@@ -1067,6 +1079,7 @@ def main():
     rt.add_argument("--routes", type=int, nargs="*", default=[1_000, 10_000, 100_000])
     rt.add_argument("--only", nargs="*", help="policies: " + " ".join(k for k, _, _ in ROUTE_POLICIES))
     rt.add_argument("--rds-routes", type=int, default=10_000, help="routes in the RDS update (0: skip it)")
+    rt.add_argument("--repeats", type=int, default=3, help="starts per module and policy (medians reported)")
     rt.add_argument("--out")
     args = p.parse_args()
     {"run": cmd_run, "smoke": cmd_smoke, "memory": cmd_memory, "callgrind": cmd_callgrind,
