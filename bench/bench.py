@@ -31,7 +31,6 @@ import re
 import shutil
 import socket
 import statistics
-import statistics
 import subprocess
 import sys
 import tempfile
