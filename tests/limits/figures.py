@@ -37,7 +37,8 @@ def table() -> str:
             if row is None:
                 cells.append("")
             elif "heavy_s" in row:
-                cells.append(f"{row['heavy_s']:.3f} s, plain {row['plain_s']:.3f} s, +{row['rss_growth_mib']} MiB")
+                kept = f", {row['retained_mib']} MiB kept" if "retained_mib" in row else ""
+                cells.append(f"{row['heavy_s']:.3f} s, plain {row['plain_s']:.3f} s, +{row['rss_growth_mib']} MiB{kept}")
             elif "refused_within_s" in row:
                 cells.append(f"refused in {row['refused_within_s']} s, +{row['rss_growth_mib']} MiB")
             elif "peak_rss_mib" in row:
