@@ -21,6 +21,10 @@ use super::usage::Usage;
 /// Entries kept before the cache forgets them all.
 const CAPACITY: usize = 1024;
 
+/// Longer values are compiled every time: the cache keeps each value's text, so this bounds it
+/// (with [`CAPACITY`]) to a few MiB, and a value this long is rarely copied onto many routes.
+const MAX_VALUE_BYTES: usize = 4096;
+
 /// A compiled value, without holding a template alive.
 enum Held {
     Complete(Compiled),
@@ -62,7 +66,7 @@ pub(crate) fn compile(
     field: &str,
     usage: &mut Usage,
 ) -> Result<Compiled, Error> {
-    if touches_config_state(value) {
+    if value.len() > MAX_VALUE_BYTES || touches_config_state(value) {
         return compiler.compile(value, field, usage);
     }
     let mode = compiler.mode();
@@ -121,4 +125,66 @@ fn lookup(
     };
     usage.merge(&entry.usage);
     Some(compiled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::template::Options;
+
+    fn compile_in(compiler: &mut Compiler, value: &str) -> Compiled {
+        compile(
+            compiler,
+            value,
+            "request.set[7].value",
+            &mut Usage::default(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_cached_template_is_shared_while_a_config_holds_it_and_compiled_again_after() {
+        let value = "{{ 'held weakly' ~ header('x-weak-probe') }}";
+        let options = Options::default();
+        let mut compiler = Compiler::new(&options);
+        let first = compile_in(&mut compiler, value);
+        let Compiled::Template { template } = &first else {
+            panic!("a template")
+        };
+        let again = compile_in(&mut Compiler::new(&options), value);
+        let Compiled::Template { template: shared } = &again else {
+            panic!("a template")
+        };
+        assert!(Arc::ptr_eq(template, shared));
+        let weak = Arc::downgrade(template);
+        drop((first, again));
+        assert!(
+            weak.upgrade().is_none(),
+            "the cache keeps no template alive"
+        );
+        assert!(matches!(
+            compile_in(&mut Compiler::new(&options), value),
+            Compiled::Template { .. }
+        ));
+    }
+
+    #[test]
+    fn long_values_and_values_leaving_config_state_are_not_cached() {
+        assert!(touches_config_state("{{ regex_extract(x, 'a', 0) }}"));
+        assert!(touches_config_state("{{ metadata('ns', 'k') }}"));
+        assert!(!touches_config_state("{{ header('x') }}"));
+        let long = format!("{{{{ 'x' }}}}{}", "y".repeat(MAX_VALUE_BYTES));
+        let options = Options::default();
+        compile_in(&mut Compiler::new(&options), &long);
+        let mode = Compiler::new(&options).mode();
+        let field = "request.set[7].value";
+        let found = lookup(
+            hash(&mode, field, &long),
+            &mode,
+            field,
+            &long,
+            &mut Usage::default(),
+        );
+        assert!(found.is_none());
+    }
 }

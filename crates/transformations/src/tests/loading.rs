@@ -124,3 +124,58 @@ fn unclosed_tag_ending_in_multibyte_text_is_an_error_not_a_panic() {
         .is_err()
     );
 }
+
+/// A value shared by many configs is compiled once; a config that finds it compiled still reads
+/// the headers it reads.
+#[test]
+fn a_value_compiled_for_another_config_still_reads_its_headers() {
+    let value = "{{ header('x-shared-cache-probe') }}/{{ 'v' | upper }}";
+    let first = compile(&set1(value));
+    // A second config of other bytes with the same value at the same field.
+    let second = compile(&format!(
+        r#"{{"request":{{"set":[{{"name":"x-out","value":{}}}],"remove":["x-other"]}}}}"#,
+        serde_json::to_string(value).unwrap()
+    ));
+    for t in [&first, &second] {
+        let mut msg = MemoryMessage::new(&[("x-shared-cache-probe", "p")], "");
+        apply(t, &mut msg, BodyMode::HeadersOnly).unwrap();
+        assert_eq!(msg.header("x-out").as_deref(), Some("p/V"));
+    }
+}
+
+/// Command operators inside a template are numbered per config: such a value is never taken
+/// from another config, where its operators would have other numbers.
+#[test]
+fn a_template_with_operators_is_never_taken_from_another_config() {
+    let shared = "{{ 'a' }}-%REQ(x-one)%";
+    let first = compile(&format!(
+        r#"{{"request":{{"set":[{{"name":"x-zero","value":"%REQ(x-zero)%{{{{ 'z' }}}}"}},{{"name":"x-out","value":{}}}]}}}}"#,
+        serde_json::to_string(shared).unwrap()
+    ));
+    let second = compile(&format!(
+        r#"{{"request":{{"set":[{{"name":"x-zero","value":"{{{{ 'q' }}}}"}},{{"name":"x-out","value":{}}}]}}}}"#,
+        serde_json::to_string(shared).unwrap()
+    ));
+    for t in [&first, &second, &first] {
+        let mut msg = MemoryMessage::new(&[("x-one", "ONE"), ("x-zero", "ZERO")], "");
+        apply(t, &mut msg, BodyMode::HeadersOnly).unwrap();
+        assert_eq!(msg.header("x-out").as_deref(), Some("a-ONE"));
+    }
+}
+
+/// A literal `regex_extract` pattern is compiled with each config that holds it (a bad one is
+/// refused at load in every config, not only the first).
+#[test]
+fn a_value_with_a_literal_pattern_is_checked_in_every_config() {
+    let bad = set1("{{ regex_extract(header('x'), '(unclosed', 1) }}");
+    for _ in 0..2 {
+        assert!(compile_err(&bad).to_string().contains("regex_extract"));
+    }
+    let good = set1("{{ regex_extract(header('x'), 'a(b+)', 1) }}");
+    for _ in 0..2 {
+        let t = compile(&good);
+        let mut msg = MemoryMessage::new(&[("x", "zabbz")], "");
+        apply(&t, &mut msg, BodyMode::HeadersOnly).unwrap();
+        assert_eq!(msg.header("x-out").as_deref(), Some("bb"));
+    }
+}
