@@ -11,9 +11,8 @@
 //! The table keys a value by a 128-bit digest of its bytes (SipHash-1-3 under a key drawn from
 //! the OS at first use), not by a copy of the bytes: a copy would cost each distinct policy its
 //! whole size again (hundreds of bytes a route). Two different configs share a digest with a
-//! chance of about n²/2¹²⁹ for n live configs (below 10⁻²⁸ for a million), and a policy author
-//! cannot aim at a collision without the process's key. Envoy itself takes a config whose
-//! 64-bit hash is unchanged for the same config.
+//! chance of about n²/2¹²⁹ for n live configs (about 10⁻²⁷ for a million), and a policy author
+//! cannot aim at a collision without the process's key.
 //!
 //! Only values that are a pure function of the bytes may be interned: a compiled
 //! [`Transformation`](crate::Transformation) is immutable and reads nothing but its own state and
