@@ -1,6 +1,8 @@
 //! One compiled side of a transformation ([`Side`]): its header, body and metadata values and
 //! what they read, as the compiler in [`crate::apply`] leaves them.
 
+use std::sync::OnceLock;
+
 use crate::config::ParseAs;
 use crate::template::{Compiled, HeaderNeeds, Usage};
 
@@ -102,27 +104,33 @@ impl Side {
 /// config in the process, rather than kept once per route.
 pub(crate) type FieldPath = std::sync::Arc<str>;
 
-/// Lists of up to this many entries have their paths shared (a bounded table: 2 sides × 3
-/// lists × this many).
+/// Lists of up to this many entries have their paths shared (a fixed table: 2 sides × 3 lists ×
+/// this many).
 const SHARED_FIELD_PATHS: usize = 64;
 
-/// [`field_path_text`], shared for the first [`SHARED_FIELD_PATHS`] entries of a list.
+/// The sides and lists whose paths are shared, by their place in the table.
+const SIDES: [&str; 2] = ["request", "response"];
+const LISTS: [(&str, &str); 3] = [
+    ("set", "value"),
+    ("add", "value"),
+    ("dynamicMetadata", "value.stringValue"),
+];
+
+/// [`field_path_text`], shared for the first [`SHARED_FIELD_PATHS`] entries of a list: each path
+/// is built once per process, in a table indexed by side, list and entry (no lock, no hashing).
 pub(crate) fn field_path(side: &str, list: &str, index: usize, leaf: &str) -> FieldPath {
-    use std::collections::HashSet;
-    use std::sync::Mutex;
-    static SHARED: Mutex<Option<HashSet<FieldPath>>> = Mutex::new(None);
-    let text = field_path_text(side, list, index, leaf);
-    if index >= SHARED_FIELD_PATHS {
-        return text.into();
+    type Paths = [[[OnceLock<FieldPath>; SHARED_FIELD_PATHS]; LISTS.len()]; SIDES.len()];
+    static SHARED: Paths =
+        [const { [const { [const { OnceLock::new() }; SHARED_FIELD_PATHS] }; LISTS.len()] };
+            SIDES.len()];
+    let side_at = SIDES.iter().position(|s| *s == side);
+    let list_at = LISTS.iter().position(|l| *l == (list, leaf));
+    match (side_at, list_at) {
+        (Some(s), Some(l)) if index < SHARED_FIELD_PATHS => SHARED[s][l][index]
+            .get_or_init(|| field_path_text(side, list, index, leaf).into())
+            .clone(),
+        _ => field_path_text(side, list, index, leaf).into(),
     }
-    let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
-    let shared = shared.get_or_insert_with(HashSet::new);
-    if let Some(path) = shared.get(text.as_str()) {
-        return path.clone();
-    }
-    let path: FieldPath = text.into();
-    shared.insert(path.clone());
-    path
 }
 
 /// `side.list[index].leaf`, built by hand: `format!` cost a tenth of compiling a lowered value,
