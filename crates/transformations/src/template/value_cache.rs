@@ -15,7 +15,8 @@ use crate::error::Error;
 
 use super::compiled::Compiled;
 use super::compiler::{Compiler, CompilerMode};
-use super::owned_template::OwnedTemplate;
+use super::extensions::CallFact;
+use super::owned_template::{OwnedTemplate, Read};
 use super::usage::Usage;
 
 /// Entries kept before the cache forgets them all.
@@ -53,10 +54,20 @@ fn hash(mode: &CompilerMode, field: &str, value: &str) -> u64 {
         .hash_one((mode, field, value))
 }
 
-/// Whether the compile of `value` may leave state in the compiler beyond the value itself
-/// (regex patterns compiled at load, metadata keys): such values are compiled every time.
-fn touches_config_state(value: &str) -> bool {
-    value.contains("regex_extract") || value.contains("metadata")
+/// Whether compiling this value leaves state in its config beyond the value itself: a literal
+/// `regex_extract` pattern compiled at load, or a `metadata()` key read per request. Another
+/// config taking the value from the cache would miss them, so such values are compiled every
+/// time.
+fn leaves_config_state(compiled: &Compiled) -> bool {
+    let Compiled::Template { template } = compiled else {
+        return false;
+    };
+    template.reads().reads.iter().any(|read| {
+        matches!(
+            read,
+            Read::Call(CallFact::LiteralPattern(_) | CallFact::Metadata(_))
+        )
+    })
 }
 
 /// [`Compiler::compile`], through the cache.
@@ -66,7 +77,7 @@ pub(crate) fn compile(
     field: &str,
     usage: &mut Usage,
 ) -> Result<Compiled, Error> {
-    if value.len() > MAX_VALUE_BYTES || touches_config_state(value) {
+    if value.len() > MAX_VALUE_BYTES {
         return compiler.compile(value, field, usage);
     }
     let mode = compiler.mode();
@@ -80,7 +91,7 @@ pub(crate) fn compile(
     usage.merge(&used);
     // A value with command operators inside a template refers to them by their index in this
     // config's table: it belongs to this config alone.
-    if compiler.operator_count() == operators_before {
+    if compiler.operator_count() == operators_before && !leaves_config_state(&compiled) {
         let held = match &compiled {
             Compiled::Template { template } => Held::Template(Arc::downgrade(template)),
             other => Held::Complete(other.clone()),
@@ -168,23 +179,33 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn long_values_and_values_leaving_config_state_are_not_cached() {
-        assert!(touches_config_state("{{ regex_extract(x, 'a', 0) }}"));
-        assert!(touches_config_state("{{ metadata('ns', 'k') }}"));
-        assert!(!touches_config_state("{{ header('x') }}"));
-        let long = format!("{{{{ 'x' }}}}{}", "y".repeat(MAX_VALUE_BYTES));
+    /// Whether `value`, just compiled, was kept in the cache.
+    fn cached(value: &str) -> bool {
         let options = Options::default();
-        compile_in(&mut Compiler::new(&options), &long);
+        // Held while looking: the cache keeps templates only while a config holds them.
+        let _held = compile_in(&mut Compiler::new(&options), value);
         let mode = Compiler::new(&options).mode();
         let field = "request.set[7].value";
-        let found = lookup(
-            hash(&mode, field, &long),
+        lookup(
+            hash(&mode, field, value),
             &mode,
             field,
-            &long,
+            value,
             &mut Usage::default(),
-        );
-        assert!(found.is_none());
+        )
+        .is_some()
+    }
+
+    #[test]
+    fn long_values_and_values_leaving_config_state_are_not_cached() {
+        assert!(cached("{{ header('x-cache-probe') ~ 'kept' }}"));
+        assert!(!cached(&format!(
+            "{{{{ 'x' }}}}{}",
+            "y".repeat(MAX_VALUE_BYTES)
+        )));
+        assert!(!cached("{{ regex_extract(header('x'), 'a(b)', 1) }}"));
+        assert!(!cached("{{ metadata('ns', 'cache-probe') }}"));
+        // Only a literal pattern is config state; a computed one is not.
+        assert!(cached("{{ regex_extract(header('x'), header('p'), 1) }}"));
     }
 }

@@ -8,7 +8,6 @@ use std::time::{Duration, UNIX_EPOCH};
 use crate::memory::{MemoryMessage, MemoryStreamInfo};
 use crate::*;
 
-mod architecture;
 mod body;
 mod budget;
 mod functions;
